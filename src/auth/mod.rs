@@ -1,0 +1,396 @@
+//! Who is calling: credentials in, an `Identity` out; and the account flows (token
+//! grants, sign-out, password change and reset).
+//!
+//! Owns the signing secret, the app tokens and a short-lived cache of user auth facts.
+//! Does not decide what an identity may do: that is `permissions::access`, alone.
+
+pub mod credentials;
+pub mod passwords;
+pub mod permissions;
+pub mod secrets;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::records::RecordEvent;
+use crate::store::Store;
+use credentials::{Lookup, UserAuth};
+pub use permissions::{Access, access};
+use secrets::{Secrets, constant_time_eq};
+use tokens::{Claims, Signer, TokenError, TokenKind, now_secs};
+
+/// The caller of a request or the owner of a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `None` for anonymous callers.
+    pub user_id: Option<i64>,
+    /// The user's email, or `Guest`.
+    pub username: String,
+    pub role: String,
+    /// Authenticated with the master token: passes every permission check.
+    pub master: bool,
+}
+
+impl Identity {
+    pub fn guest() -> Self {
+        Identity {
+            user_id: None,
+            username: "Guest".into(),
+            role: "Public".into(),
+            master: false,
+        }
+    }
+
+    /// livebase itself (bootstrap, signup): passes every check, owns nothing.
+    pub fn system() -> Self {
+        Identity {
+            user_id: None,
+            username: "system".into(),
+            role: "Admin".into(),
+            master: true,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.master || self.role == "Admin"
+    }
+
+    fn of_user(user: &UserAuth, master: bool) -> Self {
+        Identity {
+            user_id: Some(user.id),
+            username: user.email.clone(),
+            role: user.role.clone(),
+            master,
+        }
+    }
+}
+
+/// The `/token` answer, in the Backand shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: String,
+    #[serde(rename = "appName")]
+    pub app_name: String,
+    pub username: String,
+    pub role: String,
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    #[serde(rename = "firstName")]
+    pub first_name: String,
+    #[serde(rename = "lastName")]
+    pub last_name: String,
+    #[serde(rename = "fullName")]
+    pub full_name: String,
+}
+
+/// Authentication service. Cloning is shallow.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    secrets: Secrets,
+    signer: Signer,
+    store: Store,
+    /// Role and token version per user id, so a bearer request costs no query. Entries
+    /// are dropped when a `users` row changes (see `watch_users`) and live 5 s at most,
+    /// which bounds how stale another node's sign-out can look.
+    users: moka::future::Cache<i64, Option<Arc<UserAuth>>>,
+    access_ttl: u64,
+    refresh_ttl: u64,
+}
+
+const RESET_TTL_SECS: i64 = 3600;
+
+impl Auth {
+    pub fn new(secrets: Secrets, store: Store, access_ttl: u64, refresh_ttl: u64) -> Self {
+        let users = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(5))
+            .build();
+        Auth {
+            inner: Arc::new(Inner {
+                signer: Signer::new(&secrets.jwt_secret),
+                secrets,
+                store,
+                users,
+                access_ttl,
+                refresh_ttl,
+            }),
+        }
+    }
+
+    pub fn secrets(&self) -> &Secrets {
+        &self.inner.secrets
+    }
+
+    /// Drops cached auth facts of users whose row changed.
+    pub fn watch_users(&self, mut events: tokio::sync::broadcast::Receiver<Arc<RecordEvent>>) {
+        let auth = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) if event.object == "users" => {
+                        auth.inner.users.invalidate(&event.id).await;
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        auth.inner.users.invalidate_all();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+
+    /// The identity behind a request's headers: `Authorization: Bearer …`,
+    /// `Authorization: Basic base64(master:userToken)` or `AnonymousToken: …`.
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        if let Some(value) = headers.get("authorization") {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?
+                .trim();
+            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+            return match scheme.to_ascii_lowercase().as_str() {
+                "bearer" => self.identify_bearer(rest.trim()).await,
+                "basic" => self.identify_basic(rest.trim()).await,
+                _ => Err(ApiError::Unauthorized(
+                    "unsupported Authorization scheme: use Bearer or Basic".into(),
+                )),
+            };
+        }
+        if let Some(value) = headers.get("anonymoustoken") {
+            return self.identify_anonymous(value.to_str().unwrap_or(""));
+        }
+        Err(ApiError::Unauthorized(
+            "missing credentials: send Authorization or AnonymousToken".into(),
+        ))
+    }
+
+    /// An access token (with or without `Bearer `), as sockets will present it.
+    pub async fn identify_bearer(&self, token: &str) -> Result<Identity, ApiError> {
+        let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
+        let claims = self
+            .inner
+            .signer
+            .verify(token, TokenKind::Access)
+            .map_err(|_| ApiError::invalid_token())?;
+        let user = self.current_user(&claims).await?;
+        Ok(Identity::of_user(&user, false))
+    }
+
+    pub fn identify_anonymous(&self, token: &str) -> Result<Identity, ApiError> {
+        if constant_time_eq(token.trim(), &self.inner.secrets.anonymous_token) {
+            Ok(Identity::guest())
+        } else {
+            Err(ApiError::Unauthorized("invalid anonymous token".into()))
+        }
+    }
+
+    async fn identify_basic(&self, encoded: &str) -> Result<Identity, ApiError> {
+        let refused = || ApiError::Unauthorized("invalid Basic credentials".into());
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| refused())?;
+        let text = String::from_utf8(decoded).map_err(|_| refused())?;
+        let (master, user_token) = text.split_once(':').ok_or_else(refused)?;
+        if !constant_time_eq(master, &self.inner.secrets.master_token) {
+            return Err(refused());
+        }
+        let (user, _) = credentials::find(&self.inner.store, Lookup::UserToken(user_token))
+            .await?
+            .ok_or_else(refused)?;
+        Ok(Identity::of_user(&user, true))
+    }
+
+    /// The user a token names, if the token is still theirs (not signed out since).
+    async fn current_user(&self, claims: &Claims) -> Result<Arc<UserAuth>, ApiError> {
+        let store = self.inner.store.clone();
+        let id = claims.user_id().ok_or_else(ApiError::invalid_token)?;
+        let user = self
+            .inner
+            .users
+            .try_get_with(id, async move {
+                credentials::find(&store, Lookup::Id(id))
+                    .await
+                    .map(|found| found.map(|(u, _)| Arc::new(u)))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("user lookup: {e}")))?;
+        match user {
+            Some(u)
+                if u.token_version == claims.tv && claims.app == self.inner.secrets.app_name =>
+            {
+                Ok(u)
+            }
+            _ => {
+                self.inner.users.invalidate(&id).await;
+                Err(ApiError::invalid_token())
+            }
+        }
+    }
+
+    fn issue(&self, user: &UserAuth) -> TokenResponse {
+        let now = now_secs();
+        let claims = |kind, ttl| Claims {
+            sub: user.id.to_string(),
+            tv: user.token_version,
+            kind,
+            app: self.inner.secrets.app_name.clone(),
+            iat: now,
+            exp: now + ttl,
+        };
+        TokenResponse {
+            access_token: self
+                .inner
+                .signer
+                .sign(&claims(TokenKind::Access, self.inner.access_ttl)),
+            token_type: "bearer",
+            expires_in: self.inner.access_ttl,
+            refresh_token: self
+                .inner
+                .signer
+                .sign(&claims(TokenKind::Refresh, self.inner.refresh_ttl)),
+            app_name: self.inner.secrets.app_name.clone(),
+            username: user.email.clone(),
+            role: user.role.clone(),
+            user_id: user.id.to_string(),
+            first_name: user.first_name.clone(),
+            last_name: user.last_name.clone(),
+            full_name: user.full_name(),
+        }
+    }
+
+    /// `grant_type=password`: email and password.
+    pub async fn password_grant(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<TokenResponse, ApiError> {
+        let refused = || ApiError::BadRequest("invalid username or password".into());
+        let found = credentials::find(&self.inner.store, Lookup::Email(username)).await?;
+        let Some((user, Some(hash))) = found else {
+            // Spend the same time as a real check so timing does not reveal accounts.
+            let _ = passwords::verify(password.to_string(), DUMMY_HASH.into()).await;
+            return Err(refused());
+        };
+        if !passwords::verify(password.to_string(), hash).await {
+            return Err(refused());
+        }
+        Ok(self.issue(&user))
+    }
+
+    /// Refresh grant: a refresh token issued since the user last signed out.
+    pub async fn refresh_grant(&self, refresh_token: &str) -> Result<TokenResponse, ApiError> {
+        let claims = self
+            .inner
+            .signer
+            .verify(refresh_token.trim(), TokenKind::Refresh)
+            .map_err(|e| match e {
+                TokenError::Expired => ApiError::Unauthorized("refresh token expired".into()),
+                TokenError::Invalid => ApiError::Unauthorized("invalid refresh token".into()),
+            })?;
+        let user = self.current_user(&claims).await?;
+        Ok(self.issue(&user))
+    }
+
+    /// Tokens for a user just created (signup).
+    pub async fn tokens_for_user(&self, user_id: i64) -> Result<TokenResponse, ApiError> {
+        let (user, _) = credentials::find(&self.inner.store, Lookup::Id(user_id))
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+        Ok(self.issue(&user))
+    }
+
+    pub async fn user(&self, user_id: i64) -> Result<Option<UserAuth>, ApiError> {
+        Ok(credentials::find(&self.inner.store, Lookup::Id(user_id))
+            .await?
+            .map(|(u, _)| u))
+    }
+
+    /// Every token issued to the user so far stops working.
+    pub async fn sign_out(&self, who: &Identity) -> Result<(), ApiError> {
+        let id = who
+            .user_id
+            .ok_or_else(|| ApiError::bad("anonymous callers have nothing to sign out"))?;
+        credentials::bump_token_version(&self.inner.store, id).await?;
+        self.inner.users.invalidate(&id).await;
+        Ok(())
+    }
+
+    pub async fn change_password(
+        &self,
+        who: &Identity,
+        old: &str,
+        new: &str,
+    ) -> Result<(), ApiError> {
+        let id = who
+            .user_id
+            .ok_or_else(|| ApiError::Forbidden("anonymous callers have no password".into()))?;
+        passwords::check_strength(new).map_err(ApiError::BadRequest)?;
+        let found = credentials::find(&self.inner.store, Lookup::Id(id)).await?;
+        let Some((_, Some(hash))) = found else {
+            return Err(ApiError::bad("this user has no password set"));
+        };
+        if !passwords::verify(old.to_string(), hash).await {
+            return Err(ApiError::bad("the old password is wrong"));
+        }
+        let hash = passwords::hash(new.to_string()).await?;
+        credentials::set_password(&self.inner.store, id, hash).await?;
+        self.inner.users.invalidate(&id).await;
+        Ok(())
+    }
+
+    /// With no mail server, the reset token goes to the server log for the operator.
+    /// The answer never says whether the account exists.
+    pub async fn request_reset(&self, username: &str) -> Result<(), ApiError> {
+        let Some((user, _)) = credentials::find(&self.inner.store, Lookup::Email(username)).await?
+        else {
+            tracing::info!(username, "password reset requested for an unknown user");
+            return Ok(());
+        };
+        let secret = secrets::new_token();
+        let hash = passwords::hash(secret.clone()).await?;
+        let expires = now_secs() as i64 + RESET_TTL_SECS;
+        credentials::set_reset_token(&self.inner.store, user.id, hash, expires).await?;
+        let token = format!("{}.{secret}", user.id);
+        tracing::warn!(
+            user = %user.email,
+            reset_token = %token,
+            "password reset requested; give this reset token to the user (valid 1 hour)"
+        );
+        Ok(())
+    }
+
+    pub async fn reset_password(&self, token: &str, new: &str) -> Result<(), ApiError> {
+        let refused = || ApiError::bad("invalid or expired reset token");
+        passwords::check_strength(new).map_err(ApiError::BadRequest)?;
+        let (id, secret) = token.trim().split_once('.').ok_or_else(refused)?;
+        let id: i64 = id.parse().map_err(|_| refused())?;
+        let Some((hash, expires)) = credentials::reset_token(&self.inner.store, id).await? else {
+            return Err(refused());
+        };
+        if expires < now_secs() as i64 || !passwords::verify(secret.to_string(), hash).await {
+            return Err(refused());
+        }
+        let new_hash = passwords::hash(new.to_string()).await?;
+        credentials::set_password(&self.inner.store, id, new_hash).await?;
+        self.inner.users.invalidate(&id).await;
+        Ok(())
+    }
+}
+
+/// A valid argon2 hash of a random string, verified against when the user does not
+/// exist so that a failed login costs the same either way.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$pQb3HjMDzTo6WC4HkIDnfkn8Ybf7z5Zn8bKy2z0G1Dk";

@@ -1,0 +1,60 @@
+//! Password hashing with argon2, always off the async threads.
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+pub const MIN_PASSWORD_CHARS: usize = 6;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A password's own rule, checked before anything is hashed or written.
+pub fn check_strength(password: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(format!(
+            "password must be at least {MIN_PASSWORD_CHARS} characters"
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(format!(
+            "password must be at most {MAX_PASSWORD_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// A PHC string (`$argon2id$…`) for `password`.
+pub async fn hash(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+    })
+    .await?
+}
+
+/// Whether `password` matches `phc`. A malformed stored hash never matches.
+pub async fn verify(password: String, phc: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .verify_password(password.as_bytes(), phc.as_str())
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_verify_and_differ() {
+        let a = hash("correct horse".into()).await.unwrap();
+        let b = hash("correct horse".into()).await.unwrap();
+        assert_ne!(a, b, "salts must differ");
+        assert!(a.starts_with("$argon2id$"));
+        assert!(verify("correct horse".into(), a.clone()).await);
+        assert!(!verify("wrong horse".into(), a).await);
+        assert!(!verify("x".into(), "not a hash".into()).await);
+    }
+}

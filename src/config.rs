@@ -1,0 +1,148 @@
+//! Command-line and environment configuration.
+//!
+//! Every flag is also an environment variable (`LIVEBASE_` + the flag in upper snake
+//! case). Defaults run the example app out of the box: SQLite under `./data`, the
+//! `schema/` folder, listening on loopback. Secrets left unset are generated on first
+//! start and kept in the data directory (see `auth::secrets`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "livebase", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no subcommand is given).
+    Serve,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LIVEBASE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Database URL: `sqlite://path` or `postgres://…`. Default: SQLite file in the data dir.
+    #[arg(long, env = "LIVEBASE_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for the SQLite database and generated secrets.
+    #[arg(long, env = "LIVEBASE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Directory holding `<object>.json` schema files.
+    #[arg(long, env = "LIVEBASE_SCHEMA_DIR", default_value = "schema")]
+    pub schema_dir: PathBuf,
+
+    /// Directory holding `<object>/<trigger>/<name>.js` actions.
+    #[arg(long, env = "LIVEBASE_ACTIONS_DIR", default_value = "actions")]
+    pub actions_dir: PathBuf,
+
+    /// Application name (Backand `appName`). Generated defaults to `livebase`.
+    #[arg(long, env = "LIVEBASE_APP_NAME")]
+    pub app_name: Option<String>,
+
+    /// Token for anonymous (role Public) access via the `AnonymousToken` header.
+    #[arg(long, env = "LIVEBASE_ANONYMOUS_TOKEN")]
+    pub anonymous_token: Option<String>,
+
+    /// Token required in the `SignUpToken` header by `POST /1/user/signup`.
+    #[arg(long, env = "LIVEBASE_SIGNUP_TOKEN")]
+    pub signup_token: Option<String>,
+
+    /// Master token; `Basic base64(master:userToken)` acts as that user and passes every check.
+    #[arg(long, env = "LIVEBASE_MASTER_TOKEN")]
+    pub master_token: Option<String>,
+
+    /// Email of the first Admin user, created on first start.
+    #[arg(
+        long,
+        env = "LIVEBASE_ADMIN_EMAIL",
+        default_value = "admin@livebase.local"
+    )]
+    pub admin_email: String,
+
+    /// Password of the first Admin user (generated and printed once when unset).
+    #[arg(long, env = "LIVEBASE_ADMIN_PASSWORD")]
+    pub admin_password: Option<String>,
+
+    /// User token of the first Admin user (generated when unset).
+    #[arg(long, env = "LIVEBASE_ADMIN_USER_TOKEN")]
+    pub admin_user_token: Option<String>,
+
+    /// Secret that signs access and refresh tokens (generated and kept when unset).
+    #[arg(long, env = "LIVEBASE_JWT_SECRET")]
+    pub jwt_secret: Option<String>,
+
+    /// Redis URL for multi-node realtime.
+    #[arg(long, env = "LIVEBASE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Allowed CORS origins, comma separated; `*` allows any.
+    #[arg(long, env = "LIVEBASE_CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+
+    /// Log format.
+    #[arg(long, env = "LIVEBASE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Lifetime of an access token, in seconds.
+    #[arg(long, env = "LIVEBASE_ACCESS_TOKEN_TTL", default_value_t = 3600)]
+    pub access_token_ttl: u64,
+
+    /// Lifetime of a refresh token, in seconds.
+    #[arg(long, env = "LIVEBASE_REFRESH_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl: u64,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "LIVEBASE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest `pageSize` a list request may ask for.
+    #[arg(long, env = "LIVEBASE_MAX_PAGE_SIZE", default_value_t = 1000)]
+    pub max_page_size: u32,
+
+    /// Database connection pool size.
+    #[arg(long, env = "LIVEBASE_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+
+    /// Allow schema changes that lose data (dropped fields, changed types).
+    #[arg(
+        long,
+        env = "LIVEBASE_ALLOW_DESTRUCTIVE_SCHEMA",
+        default_value_t = false
+    )]
+    pub allow_destructive_schema: bool,
+}
+
+impl Config {
+    /// Configuration for embedding and tests: every default as on the command line.
+    pub fn default_with(data_dir: PathBuf, schema_dir: PathBuf) -> Self {
+        let mut cli = Cli::parse_from(["livebase"]);
+        cli.config.data_dir = data_dir;
+        cli.config.schema_dir = schema_dir;
+        cli.config
+    }
+
+    /// The database URL in force: the flag, or a SQLite file inside the data dir.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("livebase.db").display()),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Sign-in, sign-up and account flows, as the Backand SDK calls them.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::extract::{Body, Caller};
+use crate::auth::Identity;
+use crate::auth::secrets::constant_time_eq;
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/token", post(issue_token))
+        .route("/api/account/profile", get(get_profile))
+        .route("/1/user/signup", post(sign_up))
+        .route("/1/user/changePassword", post(change_password))
+        .route("/1/user/signout", get(sign_out).post(sign_out))
+        .route("/1/user/requestResetPassword", post(request_reset_password))
+        .route("/1/user/resetPassword", post(reset_password))
+}
+
+/// OAuth-style failures also carry `error`/`error_description`, which token clients read.
+fn grant_error(e: ApiError) -> Response {
+    let status = e.status();
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        return e.into_response();
+    }
+    let message = e.to_string();
+    let body =
+        json!({ "Message": message, "error": "invalid_grant", "error_description": message });
+    (status, Json(body)).into_response()
+}
+
+async fn issue_token(State(state): State<AppState>, body: Result<Body, ApiError>) -> Response {
+    let result = async {
+        let body = body?;
+        if let Some(app) = body.opt_text("appName")?
+            && !app.is_empty()
+            && app != state.auth.secrets().app_name
+        {
+            return Err(ApiError::bad(format!("unknown appName `{app}`")));
+        }
+        let refresh = match body.opt_text("refreshToken")? {
+            Some(t) => Some(t),
+            None => body.opt_text("refresh_token")?,
+        };
+        let grant = body.opt_text("grant_type")?.unwrap_or("password");
+        match (grant, refresh) {
+            (_, Some(token)) => state.auth.refresh_grant(token).await,
+            ("refresh_token", None) => Err(ApiError::bad("`refresh_token` is required")),
+            ("password", None) => {
+                let username = body.text("username")?;
+                let password = body.text("password")?;
+                state.auth.password_grant(username, password).await
+            }
+            (other, None) => Err(ApiError::bad(format!(
+                "unsupported grant_type `{other}` (use password or refresh_token)"
+            ))),
+        }
+    }
+    .await;
+    match result {
+        Ok(tokens) => Json(tokens).into_response(),
+        Err(e) => grant_error(e),
+    }
+}
+
+async fn get_profile(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Json<Value>, ApiError> {
+    let app = state.auth.secrets().app_name.clone();
+    let Some(id) = who.user_id else {
+        return Ok(Json(json!({
+            "username": who.username, "role": who.role, "appName": app,
+            "firstName": "", "lastName": "", "fullName": who.username, "userId": Value::Null,
+        })));
+    };
+    let user = state
+        .auth
+        .user(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("the user no longer exists".into()))?;
+    Ok(Json(json!({
+        "username": user.email,
+        "firstName": user.first_name,
+        "lastName": user.last_name,
+        "fullName": user.full_name(),
+        "role": user.role,
+        "userId": user.id.to_string(),
+        "appName": app,
+    })))
+}
+
+async fn sign_up(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let token = headers
+        .get("signuptoken")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Unauthorized("missing SignUpToken header".into()))?;
+    if !constant_time_eq(token.trim(), &state.auth.secrets().signup_token) {
+        return Err(ApiError::Unauthorized("invalid SignUpToken".into()));
+    }
+    let Value::Object(mut input) = body else {
+        return Err(ApiError::bad("the body must be a JSON object"));
+    };
+    let confirm = input.remove("confirmPassword");
+    if let Some(confirm) = confirm
+        && input.get("password") != Some(&confirm)
+    {
+        return Err(ApiError::bad("password and confirmPassword differ"));
+    }
+    if !matches!(input.get("password"), Some(Value::String(_))) {
+        return Err(ApiError::bad("`password` is required"));
+    }
+    if input.contains_key("role") {
+        return Err(ApiError::Forbidden(
+            "signing up cannot choose a role".into(),
+        ));
+    }
+    // Backand's free-form `parameters` are for actions; they are not columns.
+    input.remove("parameters");
+    let mut row: Map<String, Value> = input;
+    row.insert("role".into(), Value::String("User".into()));
+    let record = state
+        .records
+        .create(&Identity::system(), "users", Value::Object(row))
+        .await?;
+    let tokens = state.auth.tokens_for_user(record.id).await?;
+    let mut answer = serde_json::to_value(tokens).map_err(anyhow::Error::from)?;
+    if let Value::Object(map) = &mut answer {
+        map.insert("currentStatus".into(), json!(1));
+        map.insert("message".into(), json!("The user is ready to sign in"));
+        map.insert("token".into(), map["access_token"].clone());
+    }
+    Ok(Json(answer))
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let old = body.text("oldPassword")?;
+    let new = body.text("newPassword")?;
+    state.auth.change_password(&who, old, new).await?;
+    Ok(Json(json!({})))
+}
+
+async fn sign_out(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.sign_out(&who).await?;
+    Ok(Json(json!({})))
+}
+
+async fn request_reset_password(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let username = body.text("username")?;
+    state.auth.request_reset(username).await?;
+    Ok(Json(json!({})))
+}
+
+async fn reset_password(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let token = body.text("resetToken")?;
+    let new = body.text("newPassword")?;
+    state.auth.reset_password(token, new).await?;
+    Ok(Json(json!({})))
+}

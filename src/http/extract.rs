@@ -1,0 +1,112 @@
+//! Extractors that keep auth and body parsing out of handler bodies, and turn every
+//! rejection into an `ApiError` (`{"Message": …}`) rather than axum's plain text.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde_json::{Map, Value};
+
+use super::AppState;
+use crate::auth::Identity;
+use crate::error::ApiError;
+
+/// The authenticated caller. Requests without valid credentials never reach a handler.
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.auth.identify(&parts.headers).await.map(Caller)
+    }
+}
+
+/// Query-string parameters as text; repeated keys keep the last value.
+pub struct Params(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|e| ApiError::bad(format!("malformed query string: {e}")))?;
+        Ok(Params(pairs.into_iter().collect()))
+    }
+}
+
+impl Params {
+    pub fn flag(&self, name: &str) -> bool {
+        self.0
+            .get(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+    }
+}
+
+/// A request body read within the size limit and parsed as JSON, or as a form when the
+/// content type says so (`/token` is form-encoded by the Backand SDK). An empty body is
+/// `null`.
+pub struct Body(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("request body is larger than the server accepts".into())
+            } else {
+                ApiError::bad(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body(Value::Null));
+        }
+        if is_form {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+                .map_err(|e| ApiError::bad(format!("malformed form body: {e}")))?;
+            let map: Map<String, Value> = pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            return Ok(Body(Value::Object(map)));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError::bad(format!("malformed JSON body: {e}")))
+    }
+}
+
+impl Body {
+    /// A text field of an object body, or a 400 naming it.
+    pub fn text(&self, key: &str) -> Result<&str, ApiError> {
+        self.opt_text(key)?
+            .ok_or_else(|| ApiError::bad(format!("`{key}` is required")))
+    }
+
+    pub fn opt_text(&self, key: &str) -> Result<Option<&str>, ApiError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::bad(format!("`{key}` must be a string"))),
+        }
+    }
+}
+
+/// A row id from the path: a positive integer.
+pub fn parse_id(text: &str) -> Result<i64, ApiError> {
+    match text.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(ApiError::bad(format!(
+            "row id must be a positive integer, got `{text}`"
+        ))),
+    }
+}

@@ -1,0 +1,84 @@
+//! The HTTP surface: one router built from per-resource routers, with CORS, body
+//! limits, tracing and metrics around it. `app()` is what the server serves and what
+//! the (later) Socket.IO request bridge will call, so there is one implementation.
+
+pub mod account;
+pub mod extract;
+pub mod objects;
+pub mod system;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::records::Records;
+use crate::store::Store;
+
+/// Everything a handler may need. Cloning is shallow: each field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    pub records: Records,
+    pub auth: Auth,
+    pub store: Store,
+    pub metrics: PrometheusHandle,
+    pub config: Arc<Config>,
+}
+
+pub fn app(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let cors = cors_layer(&state.config.cors_origins);
+    Router::new()
+        .merge(objects::router())
+        .merge(account::router())
+        .merge(system::router())
+        .fallback(no_route)
+        .layer(axum::middleware::from_fn(system::track))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn no_route(method: Method, uri: Uri) -> impl IntoResponse {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// Browser apps live on other origins; the Backand SDK sends these headers.
+fn cors_layer(origins: &str) -> CorsLayer {
+    let headers = [
+        "authorization",
+        "anonymoustoken",
+        "signuptoken",
+        "appname",
+        "content-type",
+    ]
+    .map(HeaderName::from_static);
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(headers);
+    let origins = origins.trim();
+    if origins == "*" || origins.is_empty() {
+        return layer.allow_origin(AllowOrigin::any());
+    }
+    let list: Vec<HeaderValue> = origins
+        .split(',')
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    layer.allow_origin(list)
+}

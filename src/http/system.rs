@@ -1,0 +1,84 @@
+//! `/healthz` and `/metrics`, plus the request-metrics middleware.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/metrics", get(render_metrics))
+}
+
+/// The process-wide Prometheus recorder. `metrics` allows one global recorder, so every
+/// server in a process (tests start many) shares it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
+                )
+                .expect("bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let mut sql = state.store.sql();
+    sql.push("SELECT COUNT(*) FROM lb_schema");
+    match state
+        .store
+        .fetch(&sql, &[crate::schema::FieldType::Int])
+        .await
+    {
+        Ok(_) => axum::Json(json!({ "status": "ok" })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "status": "unavailable", "Message": "database unreachable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> String {
+    let (open, idle) = state.store.pool_stats();
+    metrics::gauge!("livebase_db_pool_connections").set(f64::from(open));
+    metrics::gauge!("livebase_db_pool_idle_connections").set(idle as f64);
+    state.metrics.render()
+}
+
+/// Counts and times every request by method, matched route and status.
+pub async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("livebase_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("livebase_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,21 @@
+//! livebase: a self-hosted realtime backend in one binary.
+//!
+//! Layout (each module's own `//!` says what it owns and what it must not do):
+//! - `config`  — flags and environment variables.
+//! - `server`  — start-up (secrets, schema, database, first Admin) and serving.
+//! - `schema`  — `schema/*.json` loaded and validated into objects and fields.
+//! - `store`   — SQLite | PostgreSQL behind one handle; all dynamic SQL is built here.
+//! - `auth`    — credentials → `Identity`; tokens, passwords; the one permission decision.
+//! - `records` — the write path (validate → before hooks → transaction → commit → after
+//!   hooks → `RecordEvent`) and record reads.
+//! - `http`    — the REST surface, per resource, with its extractors.
+//! - `error`   — the one error type every client-facing failure becomes.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod records;
+pub mod schema;
+pub mod server;
+pub mod store;

@@ -1,0 +1,459 @@
+//! Reading `schema/*.json` into a validated `Schema`.
+//!
+//! Every error names the file and, where there is one, the field, so a person can fix
+//! it without reading code. Nothing here touches the database.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    DEFAULT_ROLES, Field, FieldType, ObjectSchema, Operation, Permissions, RESERVED_OBJECTS,
+    RowSecurity, Schema, USER_BUILTIN_FIELDS, is_valid_identifier,
+};
+
+/// File in the schema directory that declares extra roles: `{ "roles": ["Editor"] }`.
+const ROLES_FILE: &str = "_roles.json";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    pub file: PathBuf,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl SchemaError {
+    pub fn new(file: &Path, field: Option<&str>, message: impl Into<String>) -> Self {
+        SchemaError {
+            file: file.to_path_buf(),
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(
+                f,
+                "{}: field `{field}`: {}",
+                self.file.display(),
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for SchemaError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawObject {
+    name: String,
+    #[serde(default)]
+    fields: BTreeMap<String, RawField>,
+    permissions: Option<RawPermissions>,
+    #[serde(rename = "rowSecurity")]
+    row_security: Option<String>,
+    #[serde(default)]
+    events: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    unique: bool,
+    default: Option<Value>,
+    object: Option<String>,
+    #[serde(rename = "maxLength")]
+    max_length: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPermissions {
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    create: Vec<String>,
+    #[serde(default)]
+    update: Vec<String>,
+    #[serde(default)]
+    delete: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoles {
+    roles: Vec<String>,
+}
+
+/// Loads every `*.json` in `dir`. A missing directory is an empty app (just `users`).
+pub fn load_dir(dir: &Path) -> Result<Schema, SchemaError> {
+    let mut roles: Vec<String> = DEFAULT_ROLES.iter().map(|r| r.to_string()).collect();
+    let mut raws: Vec<(PathBuf, RawObject)> = Vec::new();
+    if dir.exists() {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| SchemaError::new(dir, None, format!("cannot read directory: {e}")))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| SchemaError::new(&path, None, format!("cannot read: {e}")))?;
+            if path.file_name().is_some_and(|n| n == ROLES_FILE) {
+                let raw: RawRoles = serde_json::from_str(&text)
+                    .map_err(|e| SchemaError::new(&path, None, format!("invalid JSON: {e}")))?;
+                for role in raw.roles {
+                    if !is_valid_identifier(&role) {
+                        return Err(SchemaError::new(
+                            &path,
+                            None,
+                            format!("role `{role}` must be letters, digits and _"),
+                        ));
+                    }
+                    if !roles.contains(&role) {
+                        roles.push(role);
+                    }
+                }
+                continue;
+            }
+            let raw: RawObject = serde_json::from_str(&text)
+                .map_err(|e| SchemaError::new(&path, None, format!("invalid JSON: {e}")))?;
+            raws.push((path, raw));
+        }
+    }
+    if !raws.iter().any(|(_, r)| r.name == "users") {
+        raws.push((
+            dir.join("users.json"),
+            RawObject {
+                name: "users".into(),
+                fields: BTreeMap::new(),
+                permissions: None,
+                row_security: None,
+                events: Vec::new(),
+            },
+        ));
+    }
+
+    let names: Vec<String> = raws.iter().map(|(_, r)| r.name.clone()).collect();
+    let mut objects = BTreeMap::new();
+    for (path, raw) in raws {
+        let object = build_object(&path, raw, &names, &roles)?;
+        if objects.contains_key(&object.name) {
+            return Err(SchemaError::new(
+                &path,
+                None,
+                format!("object `{}` is defined twice", object.name),
+            ));
+        }
+        objects.insert(object.name.clone(), Arc::new(object));
+    }
+    Ok(Schema { objects, roles })
+}
+
+fn build_object(
+    path: &Path,
+    raw: RawObject,
+    object_names: &[String],
+    roles: &[String],
+) -> Result<ObjectSchema, SchemaError> {
+    let err = |field: Option<&str>, msg: String| SchemaError::new(path, field, msg);
+    let name = raw.name;
+    if !is_valid_identifier(&name) {
+        return Err(err(
+            None,
+            format!(
+                "object name `{name}` must start with a letter and hold only letters, digits and _ (at most 63)"
+            ),
+        ));
+    }
+    if RESERVED_OBJECTS.contains(&name.as_str()) || name.starts_with("lb_") {
+        return Err(err(None, format!("object name `{name}` is reserved")));
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if stem != name {
+        return Err(err(
+            None,
+            format!("the file must be named after its object: `{name}.json`"),
+        ));
+    }
+    let is_users = name == "users";
+
+    let mut fields = Vec::new();
+    if is_users {
+        fields.extend(users_builtin_fields());
+    }
+    for (field_name, rf) in raw.fields {
+        let fname = field_name.as_str();
+        if !is_valid_identifier(fname) {
+            return Err(err(
+                Some(fname),
+                "field names must start with a letter and hold only letters, digits and _".into(),
+            ));
+        }
+        if fname == "id" || fname.starts_with("lb_") {
+            return Err(err(Some(fname), "this field name is reserved".into()));
+        }
+        if is_users && USER_BUILTIN_FIELDS.contains(&fname) {
+            return Err(err(
+                Some(fname),
+                "is a built-in field of users and cannot be redeclared".into(),
+            ));
+        }
+        let ty = match (rf.ty.as_str(), &rf.object) {
+            ("string", None) => FieldType::String,
+            ("text", None) => FieldType::Text,
+            ("int", None) => FieldType::Int,
+            ("float", None) => FieldType::Float,
+            ("bool", None) => FieldType::Bool,
+            ("datetime", None) => FieldType::Datetime,
+            ("json", None) => FieldType::Json,
+            ("user", None) => FieldType::User,
+            ("ref", Some(target)) => {
+                if !object_names.contains(target) {
+                    return Err(err(
+                        Some(fname),
+                        format!("refers to object `{target}`, which no schema file defines"),
+                    ));
+                }
+                FieldType::Ref(target.clone())
+            }
+            ("ref", None) => {
+                return Err(err(
+                    Some(fname),
+                    "a `ref` field needs `\"object\": \"<name>\"`".into(),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(err(
+                    Some(fname),
+                    "`object` is only allowed on `ref` fields".into(),
+                ));
+            }
+            (other, None) => {
+                return Err(err(
+                    Some(fname),
+                    format!(
+                        "unknown type `{other}` (expected string, text, int, float, bool, datetime, json, user or ref)"
+                    ),
+                ));
+            }
+        };
+        if rf.max_length.is_some() && !ty.is_textual() {
+            return Err(err(
+                Some(fname),
+                "`maxLength` applies only to string and text fields".into(),
+            ));
+        }
+        let field = Field {
+            name: field_name.clone(),
+            ty,
+            required: rf.required,
+            unique: rf.unique,
+            default: rf.default,
+            max_length: rf.max_length,
+        };
+        if let Some(default) = &field.default {
+            field
+                .check_value(default)
+                .map_err(|m| err(Some(fname), format!("default does not fit the type: {m}")))?;
+        }
+        fields.push(field);
+    }
+
+    let permissions = match raw.permissions {
+        None => Permissions::admin_only(),
+        Some(p) => Permissions {
+            read: p.read,
+            create: p.create,
+            update: p.update,
+            delete: p.delete,
+        },
+    };
+    for op in [
+        Operation::Read,
+        Operation::Create,
+        Operation::Update,
+        Operation::Delete,
+    ] {
+        for role in permissions.roles_for(op) {
+            if !roles.contains(role) {
+                return Err(err(
+                    None,
+                    format!(
+                        "permissions.{}: unknown role `{role}` (known: {}; declare more in {ROLES_FILE})",
+                        op.verb(),
+                        roles.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let row_security = match raw.row_security.as_deref() {
+        None | Some("none") => RowSecurity::None,
+        Some("owner") => RowSecurity::Owner,
+        Some("ownerWrite") => RowSecurity::OwnerWrite,
+        Some(other) => {
+            return Err(err(
+                None,
+                format!("rowSecurity `{other}` is not one of none, owner, ownerWrite"),
+            ));
+        }
+    };
+    for style in &raw.events {
+        if style != "loopback" {
+            return Err(err(
+                None,
+                format!("events: unknown style `{style}` (expected loopback)"),
+            ));
+        }
+    }
+    Ok(ObjectSchema {
+        name,
+        fields,
+        permissions,
+        row_security,
+        events: raw.events,
+        file: path.to_path_buf(),
+    })
+}
+
+fn users_builtin_fields() -> Vec<Field> {
+    let text = |name: &str, required: bool, unique: bool| Field {
+        name: name.to_string(),
+        ty: FieldType::String,
+        required,
+        unique,
+        default: (name == "role").then(|| Value::String("User".into())),
+        max_length: None,
+    };
+    vec![
+        text("email", true, true),
+        text("firstName", false, false),
+        text("lastName", false, false),
+        text("role", true, false),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(files: &[(&str, &str)]) -> Result<Schema, SchemaError> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in files {
+            std::fs::write(dir.path().join(name), body).unwrap();
+        }
+        load_dir(dir.path())
+    }
+
+    #[test]
+    fn a_good_file_loads_with_users_added() {
+        let schema = load(&[(
+            "items.json",
+            r#"{"name":"items","fields":{"name":{"type":"string","required":true},
+                "owner":{"type":"user"}},
+                "permissions":{"read":["User"],"create":["User"]},"rowSecurity":"owner"}"#,
+        )])
+        .unwrap();
+        let items = schema.object("items").unwrap();
+        assert_eq!(items.row_security, RowSecurity::Owner);
+        assert_eq!(items.fields.len(), 2);
+        assert!(schema.object("users").unwrap().field("email").is_some());
+    }
+
+    #[test]
+    fn bad_files_name_the_file_and_field() {
+        let cases: &[(&str, &str, Option<&str>, &str)] = &[
+            ("items.json", "{not json", None, "invalid JSON"),
+            (
+                "items.json",
+                r#"{"name":"items","fields":{"a":{"type":"money"}}}"#,
+                Some("a"),
+                "unknown type `money`",
+            ),
+            (
+                "items.json",
+                r#"{"name":"items","fields":{"a":{"type":"ref","object":"nope"}}}"#,
+                Some("a"),
+                "no schema file defines",
+            ),
+            (
+                "items.json",
+                r#"{"name":"items","fields":{"a":{"type":"int","default":"x"}}}"#,
+                Some("a"),
+                "default does not fit",
+            ),
+            (
+                "items.json",
+                r#"{"name":"items","permissions":{"read":["Wizard"]}}"#,
+                None,
+                "unknown role `Wizard`",
+            ),
+            (
+                "items.json",
+                r#"{"name":"items","rowSecurity":"mine"}"#,
+                None,
+                "rowSecurity",
+            ),
+            (
+                "items.json",
+                r#"{"name":"items","colour":"red"}"#,
+                None,
+                "unknown field `colour`",
+            ),
+            (
+                "items.json",
+                r#"{"name":"things"}"#,
+                None,
+                "named after its object",
+            ),
+            (
+                "items.json",
+                r#"{"name":"items","fields":{"a b":{"type":"int"}}}"#,
+                Some("a b"),
+                "letters",
+            ),
+            (
+                "users.json",
+                r#"{"name":"users","fields":{"email":{"type":"int"}}}"#,
+                Some("email"),
+                "built-in",
+            ),
+            ("general.json", r#"{"name":"general"}"#, None, "reserved"),
+        ];
+        for (file, body, field, needle) in cases {
+            let e = load(&[(file, body)]).expect_err(body);
+            assert!(e.file.ends_with(file), "{e}");
+            assert_eq!(e.field.as_deref(), *field, "{e}");
+            assert!(e.to_string().contains(needle), "`{e}` lacks `{needle}`");
+        }
+    }
+
+    #[test]
+    fn declared_roles_can_be_used() {
+        let schema = load(&[
+            ("_roles.json", r#"{"roles":["Editor"]}"#),
+            (
+                "posts.json",
+                r#"{"name":"posts","permissions":{"update":["Editor"]}}"#,
+            ),
+        ])
+        .unwrap();
+        assert!(schema.has_role("Editor"));
+    }
+}

@@ -1,0 +1,136 @@
+//! Start-up and serving: load secrets and schema, open the database, make the tables
+//! match, create the first Admin, and serve the router until shutdown.
+//!
+//! `build` is separate from `serve` so tests (and embedders) can register write hooks
+//! and subscribe to committed changes before the first request.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::auth::{Auth, Identity, credentials, secrets};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::records::{Records, WriteHook};
+use crate::schema::{self, FieldType};
+use crate::store::value::SqlValue;
+use crate::store::{Store, migrate};
+
+/// A built, not yet serving, livebase.
+pub struct App {
+    pub state: AppState,
+}
+
+pub async fn build(config: Config, hooks: Vec<Arc<dyn WriteHook>>) -> anyhow::Result<App> {
+    let schema = schema::load_dir(&config.schema_dir)?;
+    let (secrets, created) = secrets::load_or_create(&config)?;
+    let store = Store::connect(&config.effective_database_url(), config.db_pool_size).await?;
+    for note in migrate::apply_schema(&store, &schema, config.allow_destructive_schema).await? {
+        tracing::warn!("{note}");
+    }
+    let schema = Arc::new(schema);
+    let auth = Auth::new(
+        secrets,
+        store.clone(),
+        config.access_token_ttl,
+        config.refresh_token_ttl,
+    );
+    let records = Records::new(store.clone(), schema, hooks, config.max_page_size);
+    auth.watch_users(records.subscribe());
+    let state = AppState {
+        records,
+        auth,
+        store,
+        metrics: http::system::metrics_handle(),
+        config: Arc::new(config),
+    };
+    if created {
+        announce_secrets(&state);
+    }
+    ensure_admin(&state).await?;
+    Ok(App { state })
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = app.state.store.clone();
+    let router = http::app(app.state);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    store.close().await;
+    Ok(())
+}
+
+/// Builds and serves on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = build(config, Vec::new()).await?;
+    serve(listener, app, shutdown).await
+}
+
+fn announce_secrets(state: &AppState) {
+    let s = state.auth.secrets();
+    println!(
+        "\nlivebase generated the app's secrets (kept in {}/secrets.json; shown once):\n  \
+         appName:         {}\n  anonymous token: {}\n  signup token:    {}\n  master token:    {}\n",
+        state.config.data_dir.display(),
+        s.app_name,
+        s.anonymous_token,
+        s.signup_token,
+        s.master_token
+    );
+}
+
+/// The first start creates an Admin from the flags (generating what is not given).
+async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
+    let store = &state.store;
+    let mut sql = store.sql();
+    sql.push(r#"SELECT COUNT(*) FROM "users" WHERE "role" = "#)
+        .bind(SqlValue::Text("Admin".into()));
+    let admins = store.fetch(&sql, &[FieldType::Int]).await?;
+    if admins.first().and_then(|r| r[0].as_i64()).unwrap_or(0) > 0 {
+        return Ok(());
+    }
+    let config = &state.config;
+    let (password, generated) = match &config.admin_password {
+        Some(p) => (p.clone(), false),
+        None => (secrets::new_token(), true),
+    };
+    let row = json!({
+        "email": config.admin_email,
+        "firstName": "Admin",
+        "role": "Admin",
+        "password": password,
+    });
+    let record = state
+        .records
+        .create(&Identity::system(), "users", row)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the first Admin ({}): {e}", config.admin_email))?;
+    if let Some(token) = &config.admin_user_token {
+        credentials::set_user_token(store, record.id, token).await?;
+    }
+    let user_token = credentials::user_token(store, record.id)
+        .await?
+        .unwrap_or_default();
+    println!(
+        "livebase created the first Admin user:\n  email:      {}\n  password:   {}\n  user token: {}\n",
+        config.admin_email,
+        if generated {
+            password.as_str()
+        } else {
+            "(as given by --admin-password)"
+        },
+        user_token
+    );
+    Ok(())
+}

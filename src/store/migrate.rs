@@ -1,0 +1,380 @@
+//! Making the database match the schema.
+//!
+//! The schema as last applied is kept in `lb_schema`, so a start can tell an added field
+//! (add the column) from a removed or retyped one (data would be lost: refuse, naming
+//! the file and field, unless the operator passed `--allow-destructive-schema`). Tables
+//! of objects whose file disappeared are left alone. Everything is planned before any
+//! statement runs and applied in one transaction.
+
+use std::collections::BTreeMap;
+
+use super::sql::{Dialect, column_type};
+use super::{OWNER_COLUMN, Store, Tx};
+use crate::schema::{Field, FieldType, ObjectSchema, Schema, SchemaError};
+use serde::{Deserialize, Serialize};
+
+/// Serialises concurrent starts of several nodes against one PostgreSQL database.
+const MIGRATION_LOCK_KEY: i64 = 0x6c69_7665_6261_7365; // "livebase"
+
+pub(crate) async fn create_internal_tables(store: &Store) -> anyhow::Result<()> {
+    let id_type = match store.dialect() {
+        Dialect::Sqlite => "INTEGER",
+        Dialect::Postgres => "BIGINT",
+    };
+    let statements = [
+        "CREATE TABLE IF NOT EXISTS lb_schema (object TEXT PRIMARY KEY, definition TEXT NOT NULL)"
+            .to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS lb_credentials (user_id {id_type} PRIMARY KEY, \
+             password_hash TEXT, user_token TEXT NOT NULL UNIQUE, \
+             token_version {id_type} NOT NULL DEFAULT 0, \
+             reset_token_hash TEXT, reset_expires {id_type})"
+        ),
+    ];
+    let mut tx = store.begin().await?;
+    lock(&mut tx).await?;
+    for text in statements {
+        let mut sql = tx.sql();
+        sql.push(&text);
+        tx.execute(&sql).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn lock(tx: &mut Tx) -> Result<(), sqlx::Error> {
+    if tx.dialect() == Dialect::Postgres {
+        let mut sql = tx.sql();
+        sql.push("SELECT pg_advisory_xact_lock(")
+            .push(&MIGRATION_LOCK_KEY.to_string())
+            .push(")");
+        tx.execute(&sql).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StoredField {
+    #[serde(rename = "type")]
+    ty: String,
+    unique: bool,
+}
+
+type StoredObject = BTreeMap<String, StoredField>;
+
+fn stored_shape(object: &ObjectSchema) -> StoredObject {
+    object
+        .fields
+        .iter()
+        .map(|f| {
+            (
+                f.name.clone(),
+                StoredField {
+                    ty: f.ty.describe(),
+                    unique: f.unique,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Name of the unique index for `field`; kept within PostgreSQL's 63-byte limit.
+pub(crate) fn unique_index_prefix(object: &str) -> String {
+    format!("lbu_{object}_")
+}
+
+fn unique_index_name(object: &str, field: &str) -> String {
+    let name = format!("{}{field}", unique_index_prefix(object));
+    if name.len() <= 63 {
+        return name;
+    }
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("lbu_{hash:016x}")
+}
+
+enum Step {
+    CreateTable(String),
+    DropIndex(String),
+    DropColumn(String, String),
+    AddColumn(String, Field),
+    FillDefault(String, Field),
+    CreateUniqueIndex(String, String),
+    CreateOwnerIndex(String),
+}
+
+/// Brings the tables in line with `schema`. Returns notes for the operator (e.g. a
+/// table whose schema file is gone).
+pub async fn apply_schema(
+    store: &Store,
+    schema: &Schema,
+    allow_destructive: bool,
+) -> anyhow::Result<Vec<String>> {
+    let mut tx = store.begin().await?;
+    lock(&mut tx).await?;
+
+    let mut stored: BTreeMap<String, StoredObject> = BTreeMap::new();
+    let mut sql = tx.sql();
+    sql.push("SELECT object, definition FROM lb_schema");
+    for row in tx.fetch(&sql, &[FieldType::Text, FieldType::Text]).await? {
+        let (Some(name), Some(def)) = (row[0].as_str(), row[1].as_str()) else {
+            continue;
+        };
+        let shape: StoredObject = serde_json::from_str(def)
+            .map_err(|e| anyhow::anyhow!("lb_schema row for `{name}` is unreadable: {e}"))?;
+        stored.insert(name.to_string(), shape);
+    }
+
+    let mut steps = Vec::new();
+    for object in schema.objects.values() {
+        let columns = existing_columns(&mut tx, &object.name).await?;
+        plan_object(
+            object,
+            stored.get(&object.name),
+            columns.as_deref(),
+            allow_destructive,
+            &mut steps,
+        )?;
+    }
+    let notes = stored
+        .keys()
+        .filter(|name| !schema.objects.contains_key(*name))
+        .map(|name| {
+            format!("object `{name}` has no schema file any more; its table is kept and not served")
+        })
+        .collect();
+
+    for step in steps {
+        run_step(&mut tx, schema, step).await?;
+    }
+    for object in schema.objects.values() {
+        let definition = serde_json::to_string(&stored_shape(object))?;
+        let mut sql = tx.sql();
+        sql.push("INSERT INTO lb_schema (object, definition) VALUES (")
+            .bind(crate::store::value::SqlValue::Text(object.name.clone()))
+            .push(", ")
+            .bind(crate::store::value::SqlValue::Text(definition))
+            .push(") ON CONFLICT (object) DO UPDATE SET definition = excluded.definition");
+        tx.execute(&sql).await?;
+    }
+    tx.commit().await?;
+    Ok(notes)
+}
+
+fn plan_object(
+    object: &ObjectSchema,
+    stored: Option<&StoredObject>,
+    columns: Option<&[String]>,
+    allow_destructive: bool,
+    steps: &mut Vec<Step>,
+) -> Result<(), SchemaError> {
+    let name = &object.name;
+    let Some(columns) = columns else {
+        steps.push(Step::CreateTable(name.clone()));
+        steps.push(Step::CreateOwnerIndex(name.clone()));
+        for f in object.fields.iter().filter(|f| f.unique) {
+            steps.push(Step::CreateUniqueIndex(name.clone(), f.name.clone()));
+        }
+        return Ok(());
+    };
+    let empty = StoredObject::new();
+    let stored = stored.unwrap_or(&empty);
+    let refuse = |field: &str, message: String| {
+        Err(SchemaError::new(
+            &object.file,
+            Some(field),
+            format!(
+                "{message}; this would lose data. Restore the field, or start with --allow-destructive-schema to accept the loss"
+            ),
+        ))
+    };
+
+    for (field, old) in stored {
+        if object.field(field).is_none() {
+            if !allow_destructive {
+                return refuse(field, "was removed from the schema".into());
+            }
+            if old.unique {
+                steps.push(Step::DropIndex(unique_index_name(name, field)));
+            }
+            steps.push(Step::DropColumn(name.clone(), field.clone()));
+        }
+    }
+    for field in &object.fields {
+        let has_column = columns.contains(&field.name);
+        match stored.get(&field.name) {
+            Some(old) if old.ty != field.ty.describe() => {
+                if !allow_destructive {
+                    return refuse(
+                        &field.name,
+                        format!("type changed from {} to {}", old.ty, field.ty.describe()),
+                    );
+                }
+                if old.unique {
+                    steps.push(Step::DropIndex(unique_index_name(name, &field.name)));
+                }
+                steps.push(Step::DropColumn(name.clone(), field.name.clone()));
+                steps.push(Step::AddColumn(name.clone(), field.clone()));
+                steps.push(Step::FillDefault(name.clone(), field.clone()));
+                if field.unique {
+                    steps.push(Step::CreateUniqueIndex(name.clone(), field.name.clone()));
+                }
+            }
+            Some(old) => {
+                if old.unique && !field.unique {
+                    steps.push(Step::DropIndex(unique_index_name(name, &field.name)));
+                } else if !old.unique && field.unique {
+                    steps.push(Step::CreateUniqueIndex(name.clone(), field.name.clone()));
+                }
+            }
+            None => {
+                if !has_column {
+                    steps.push(Step::AddColumn(name.clone(), field.clone()));
+                    steps.push(Step::FillDefault(name.clone(), field.clone()));
+                }
+                if field.unique {
+                    steps.push(Step::CreateUniqueIndex(name.clone(), field.name.clone()));
+                }
+            }
+        }
+    }
+    if !columns.iter().any(|c| c == OWNER_COLUMN) {
+        steps.push(Step::AddColumn(
+            name.clone(),
+            Field {
+                name: OWNER_COLUMN.into(),
+                ty: FieldType::Int,
+                required: false,
+                unique: false,
+                default: None,
+                max_length: None,
+            },
+        ));
+        steps.push(Step::CreateOwnerIndex(name.clone()));
+    }
+    Ok(())
+}
+
+async fn run_step(tx: &mut Tx, schema: &Schema, step: Step) -> anyhow::Result<()> {
+    let dialect = tx.dialect();
+    let mut sql = tx.sql();
+    match &step {
+        Step::CreateTable(name) => {
+            let object = schema.object(name).expect("planned from the schema");
+            let id = match dialect {
+                Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+                Dialect::Postgres => "BIGSERIAL PRIMARY KEY",
+            };
+            sql.push("CREATE TABLE ")
+                .ident(name)
+                .push(" (")
+                .ident("id")
+                .push(" ")
+                .push(id)
+                .push(", ")
+                .ident(OWNER_COLUMN)
+                .push(" ")
+                .push(column_type(dialect, &FieldType::Int));
+            for f in &object.fields {
+                sql.push(", ")
+                    .ident(&f.name)
+                    .push(" ")
+                    .push(column_type(dialect, &f.ty));
+            }
+            sql.push(")");
+        }
+        Step::DropIndex(index) => {
+            sql.push("DROP INDEX IF EXISTS ").ident(index);
+        }
+        Step::DropColumn(table, column) => {
+            sql.push("ALTER TABLE ")
+                .ident(table)
+                .push(" DROP COLUMN ")
+                .ident(column);
+        }
+        Step::AddColumn(table, field) => {
+            sql.push("ALTER TABLE ")
+                .ident(table)
+                .push(" ADD COLUMN ")
+                .ident(&field.name)
+                .push(" ")
+                .push(column_type(dialect, &field.ty));
+        }
+        Step::FillDefault(table, field) => {
+            let Some(default) = &field.default else {
+                return Ok(());
+            };
+            let value = field
+                .check_value(default)
+                .map_err(|m| anyhow::anyhow!("default of `{}`: {m}", field.name))?;
+            sql.push("UPDATE ")
+                .ident(table)
+                .push(" SET ")
+                .ident(&field.name)
+                .push(" = ")
+                .bind(value)
+                .push(" WHERE ")
+                .ident(&field.name)
+                .push(" IS NULL");
+        }
+        Step::CreateUniqueIndex(table, field) => {
+            sql.push("CREATE UNIQUE INDEX IF NOT EXISTS ")
+                .ident(&unique_index_name(table, field))
+                .push(" ON ")
+                .ident(table)
+                .push(" (")
+                .ident(field)
+                .push(")");
+        }
+        Step::CreateOwnerIndex(table) => {
+            sql.push("CREATE INDEX IF NOT EXISTS ")
+                .ident(&format!("lbo_{table}"))
+                .push(" ON ")
+                .ident(table)
+                .push(" (")
+                .ident(OWNER_COLUMN)
+                .push(")");
+        }
+    }
+    tx.execute(&sql).await.map_err(|e| {
+        let object = match &step {
+            Step::CreateUniqueIndex(table, field) => schema.object(table).map(|o| {
+                SchemaError::new(
+                    &o.file,
+                    Some(field),
+                    format!(
+                        "cannot make the field unique: existing rows hold duplicate values ({e})"
+                    ),
+                )
+            }),
+            _ => None,
+        };
+        match object {
+            Some(schema_error) => anyhow::Error::new(schema_error),
+            None => anyhow::Error::new(e),
+        }
+    })?;
+    Ok(())
+}
+
+/// The table's columns, or `None` when there is no such table.
+async fn existing_columns(tx: &mut Tx, table: &str) -> Result<Option<Vec<String>>, sqlx::Error> {
+    let mut sql = tx.sql();
+    let name = crate::store::value::SqlValue::Text(table.to_string());
+    match tx.dialect() {
+        Dialect::Sqlite => sql.push("SELECT name FROM pragma_table_info(").bind(name).push(")"),
+        Dialect::Postgres => sql
+            .push("SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ")
+            .bind(name),
+    };
+    let rows = tx.fetch(&sql, &[FieldType::Text]).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .filter_map(|r| r[0].as_str().map(str::to_string))
+            .collect(),
+    ))
+}

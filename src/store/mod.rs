@@ -1,0 +1,334 @@
+//! Storage over SQLite or PostgreSQL.
+//!
+//! `Store` hides which database is underneath: callers build a `Sql` (see `sql`), and
+//! the store binds and runs it and decodes rows by schema type. It never decides who
+//! may do what and never emits events; the write path (`records`) owns that.
+//!
+//! SQLite gets two pools: one writer connection (so writes queue in the pool instead of
+//! failing with SQLITE_BUSY) and several readers, which WAL lets run beside it.
+
+pub mod migrate;
+pub mod sql;
+pub mod statements;
+pub mod value;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
+
+use crate::schema::{FieldType, ObjectSchema};
+pub use sql::{Dialect, Sql};
+
+/// The column recording which user created a row (used by row security).
+pub const OWNER_COLUMN: &str = "lb_owner";
+
+/// One stored row: its id, its creator, and its schema fields as client JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: i64,
+    pub owner: Option<i64>,
+    pub fields: Map<String, Value>,
+}
+
+impl Record {
+    /// The row as clients see it: `id` plus every schema field.
+    pub fn to_json(&self) -> Value {
+        let mut out = Map::with_capacity(self.fields.len() + 1);
+        out.insert("id".into(), Value::from(self.id));
+        for (k, v) in &self.fields {
+            out.insert(k.clone(), v.clone());
+        }
+        Value::Object(out)
+    }
+}
+
+#[derive(Clone)]
+enum Pools {
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Handle to the database. Cloning is shallow: the pools are shared.
+#[derive(Clone)]
+pub struct Store {
+    pools: Arc<Pools>,
+}
+
+/// A write transaction on either database.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Store {
+    /// Opens `url` (`sqlite://…` or `postgres://…`), creating the SQLite file and its
+    /// directory if missing, with WAL on.
+    pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Store> {
+        let pools = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(pool_size.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Pools::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // NORMAL under WAL loses nothing when the process dies; only an OS crash
+                // or power cut can drop the last commits.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(false);
+            if let Some(parent) = std::path::Path::new(options.get_filename()).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)?;
+            }
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.clone())
+                .await?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(pool_size.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Pools::Sqlite { writer, reader }
+        } else {
+            anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH or postgres://…");
+        };
+        let store = Store {
+            pools: Arc::new(pools),
+        };
+        migrate::create_internal_tables(&store).await?;
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match &*self.pools {
+            Pools::Sqlite { .. } => Dialect::Sqlite,
+            Pools::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// A new statement in this database's dialect.
+    pub fn sql(&self) -> Sql {
+        Sql::new(self.dialect())
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match &*self.pools {
+            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+            Pools::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Runs a read and decodes each row's columns by `types`.
+    pub async fn fetch(
+        &self,
+        sql: &Sql,
+        types: &[FieldType],
+    ) -> Result<Vec<Vec<Value>>, sqlx::Error> {
+        match &*self.pools {
+            Pools::Sqlite { reader, .. } => fetch_sqlite(reader, sql, types).await,
+            Pools::Postgres(pool) => fetch_pg(pool, sql, types).await,
+        }
+    }
+
+    pub async fn fetch_records(
+        &self,
+        sql: &Sql,
+        object: &ObjectSchema,
+    ) -> Result<Vec<Record>, sqlx::Error> {
+        let rows = self.fetch(sql, &record_types(object)).await?;
+        Ok(rows.into_iter().map(|r| to_record(r, object)).collect())
+    }
+
+    /// Runs a statement outside any explicit transaction (on SQLite, on the writer).
+    pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let n = tx.execute(sql).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// (connections open, connections idle) across the pools, for `/metrics`.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match &*self.pools {
+            Pools::Sqlite { writer, reader } => (
+                writer.size() + reader.size(),
+                writer.num_idle() + reader.num_idle(),
+            ),
+            Pools::Postgres(pool) => (pool.size(), pool.num_idle()),
+        }
+    }
+
+    pub async fn close(&self) {
+        match &*self.pools {
+            Pools::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Pools::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl Tx {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Tx::Sqlite(_) => Dialect::Sqlite,
+            Tx::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    pub fn sql(&self) -> Sql {
+        Sql::new(self.dialect())
+    }
+
+    pub async fn fetch(
+        &mut self,
+        sql: &Sql,
+        types: &[FieldType],
+    ) -> Result<Vec<Vec<Value>>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => fetch_sqlite(&mut **tx, sql, types).await,
+            Tx::Postgres(tx) => fetch_pg(&mut **tx, sql, types).await,
+        }
+    }
+
+    pub async fn fetch_records(
+        &mut self,
+        sql: &Sql,
+        object: &ObjectSchema,
+    ) -> Result<Vec<Record>, sqlx::Error> {
+        let rows = self.fetch(sql, &record_types(object)).await?;
+        Ok(rows.into_iter().map(|r| to_record(r, object)).collect())
+    }
+
+    pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => {
+                let q = sqlx::query_with(AssertSqlSafe(sql.text.clone()), sql.sqlite_args());
+                Ok(q.execute(&mut **tx).await?.rows_affected())
+            }
+            Tx::Postgres(tx) => {
+                let q = sqlx::query_with(AssertSqlSafe(sql.text.clone()), sql.pg_args());
+                Ok(q.execute(&mut **tx).await?.rows_affected())
+            }
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// `"id", "lb_owner", <fields…>`: the column list every record read selects, in the
+/// order `record_types` decodes.
+pub fn push_record_columns(sql: &mut Sql, object: &ObjectSchema) {
+    sql.ident("id").push(", ").ident(OWNER_COLUMN);
+    for f in &object.fields {
+        sql.push(", ").ident(&f.name);
+    }
+}
+
+fn record_types(object: &ObjectSchema) -> Vec<FieldType> {
+    let mut types = Vec::with_capacity(object.fields.len() + 2);
+    types.push(FieldType::Int);
+    types.push(FieldType::Int);
+    types.extend(object.fields.iter().map(|f| f.ty.clone()));
+    types
+}
+
+fn to_record(row: Vec<Value>, object: &ObjectSchema) -> Record {
+    let mut values = row.into_iter();
+    let id = values.next().and_then(|v| v.as_i64()).unwrap_or_default();
+    let owner = values.next().and_then(|v| v.as_i64());
+    let fields = object
+        .fields
+        .iter()
+        .zip(values)
+        .map(|(f, v)| (f.name.clone(), v))
+        .collect();
+    Record { id, owner, fields }
+}
+
+async fn fetch_sqlite<'e, E>(
+    executor: E,
+    sql: &Sql,
+    types: &[FieldType],
+) -> Result<Vec<Vec<Value>>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let rows = sqlx::query_with(AssertSqlSafe(sql.text.clone()), sql.sqlite_args())
+        .fetch_all(executor)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| sql::sqlite_value(row, i, t))
+                .collect()
+        })
+        .collect()
+}
+
+async fn fetch_pg<'e, E>(
+    executor: E,
+    sql: &Sql,
+    types: &[FieldType],
+) -> Result<Vec<Vec<Value>>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let rows = sqlx::query_with(AssertSqlSafe(sql.text.clone()), sql.pg_args())
+        .fetch_all(executor)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| sql::pg_value(row, i, t))
+                .collect()
+        })
+        .collect()
+}
+
+/// The schema field a unique-constraint error is about, if it is one.
+pub fn unique_violation_field(err: &sqlx::Error, object: &ObjectSchema) -> Option<String> {
+    let db = err.as_database_error()?;
+    if !db.is_unique_violation() {
+        return None;
+    }
+    let prefix = migrate::unique_index_prefix(&object.name);
+    if let Some(field) = db.constraint().and_then(|c| c.strip_prefix(&prefix)) {
+        return Some(field.to_string());
+    }
+    // SQLite: "UNIQUE constraint failed: items.name"
+    let marker = format!("{}.", object.name);
+    let message = db.message();
+    message
+        .find(&marker)
+        .map(|at| message[at + marker.len()..].trim().to_string())
+        .or_else(|| Some("a unique field".to_string()))
+}
