@@ -1,0 +1,403 @@
+//! Test harness: a real livebase on 127.0.0.1:0 with its own temporary data directory
+//! and, for PostgreSQL, its own freshly created database (dropped afterwards).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use livebase::config::Config;
+use livebase::http::AppState;
+use livebase::records::WriteHook;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+pub const MASTER: &str = "master-token-for-tests";
+pub const ANON: &str = "anonymous-token-for-tests";
+pub const SIGNUP: &str = "signup-token-for-tests";
+pub const JWT_SECRET: &str = "jwt-secret-for-tests-0123456789";
+pub const ADMIN_EMAIL: &str = "admin@test.local";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+pub const ADMIN_USER_TOKEN: &str = "admin-user-token";
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// SQLite always; PostgreSQL when `LIVEBASE_TEST_POSTGRES_URL` is set (else says so).
+pub fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::Sqlite];
+    match std::env::var("LIVEBASE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => all.push(Backend::Postgres(url)),
+        _ => eprintln!("postgres: skipped (LIVEBASE_TEST_POSTGRES_URL is not set)"),
+    }
+    all
+}
+
+/// How a request authenticates.
+#[derive(Debug, Clone)]
+pub enum Cred {
+    None,
+    Bearer(String),
+    Basic(String, String),
+    Anonymous(String),
+    Raw(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub password: String,
+    pub role: String,
+    pub token: String,
+}
+
+impl User {
+    pub fn cred(&self) -> Cred {
+        Cred::Bearer(self.token.clone())
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub backend: Backend,
+    pub data_dir: tempfile::TempDir,
+    pub schema_dir: std::path::PathBuf,
+    pub database_url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    pg_database: Option<(String, String)>,
+}
+
+pub struct Spawn<'a> {
+    pub backend: &'a Backend,
+    pub schema: Vec<(String, String)>,
+    pub hooks: Vec<Arc<dyn WriteHook>>,
+    pub tweak: Option<Box<dyn FnOnce(&mut Config) + 'a>>,
+}
+
+impl<'a> Spawn<'a> {
+    pub fn new(backend: &'a Backend) -> Self {
+        Spawn {
+            backend,
+            schema: Vec::new(),
+            hooks: Vec::new(),
+            tweak: None,
+        }
+    }
+
+    pub fn schema(mut self, file: &str, body: Value) -> Self {
+        self.schema.push((file.to_string(), body.to_string()));
+        self
+    }
+
+    pub fn hook(mut self, hook: Arc<dyn WriteHook>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+
+    pub fn config(mut self, f: impl FnOnce(&mut Config) + 'a) -> Self {
+        self.tweak = Some(Box::new(f));
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        let data_dir = tempfile::tempdir().unwrap();
+        let schema_dir = data_dir.path().join("schema");
+        std::fs::create_dir_all(&schema_dir).unwrap();
+        for (file, body) in &self.schema {
+            std::fs::write(schema_dir.join(file), body).unwrap();
+        }
+        let (database_url, pg_database) = match self.backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", data_dir.path().join("t.db").display()),
+                None,
+            ),
+            Backend::Postgres(admin_url) => {
+                let name = format!("lbt_{}", rand_suffix());
+                exec_pg(admin_url, &format!("CREATE DATABASE {name}")).await;
+                (
+                    with_database(admin_url, &name),
+                    Some((admin_url.clone(), name)),
+                )
+            }
+        };
+        let mut config = test_config(data_dir.path(), &schema_dir, &database_url);
+        if let Some(tweak) = self.tweak {
+            tweak(&mut config);
+        }
+        let app = livebase::server::build(config, self.hooks)
+            .await
+            .expect("server builds");
+        let state = app.state.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            livebase::server::serve(listener, app, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        TestApp {
+            base: format!("http://{addr}"),
+            addr,
+            client: reqwest::Client::new(),
+            state,
+            backend: self.backend.clone(),
+            data_dir,
+            schema_dir,
+            database_url,
+            shutdown: Some(tx),
+            server: Some(server),
+            pg_database,
+        }
+    }
+}
+
+pub fn test_config(data_dir: &std::path::Path, schema_dir: &std::path::Path, url: &str) -> Config {
+    let mut config = Config::default_with(data_dir.to_path_buf(), schema_dir.to_path_buf());
+    config.database_url = Some(url.to_string());
+    config.master_token = Some(MASTER.into());
+    config.anonymous_token = Some(ANON.into());
+    config.signup_token = Some(SIGNUP.into());
+    config.jwt_secret = Some(JWT_SECRET.into());
+    config.admin_email = ADMIN_EMAIL.into();
+    config.admin_password = Some(ADMIN_PASSWORD.into());
+    config.admin_user_token = Some(ADMIN_USER_TOKEN.into());
+    config.db_pool_size = 4;
+    config
+}
+
+fn rand_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}_{}_{}", std::process::id(), nanos % 1_000_000_000, n)
+}
+
+/// `postgres://u@h:p/db?x` → same URL on database `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = head.find("://").map_or(0, |i| i + 3);
+    let base = match head[scheme_end..].find('/') {
+        Some(i) => &head[..scheme_end + i],
+        None => head,
+    };
+    format!("{base}/{name}{query}")
+}
+
+pub async fn exec_pg(url: &str, statement: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("postgres reachable");
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        if let Some((admin, name)) = self.pg_database.take() {
+            // A fresh runtime on its own thread: Drop cannot await on the test's.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(exec_pg(
+                    &admin,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ));
+            })
+            .join();
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request and returns (status, JSON body or the text as a JSON string).
+    pub async fn req(
+        &self,
+        method: Method,
+        path: &str,
+        cred: &Cred,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut rb = self.client.request(method, self.url(path));
+        rb = match cred {
+            Cred::None => rb,
+            Cred::Bearer(t) => rb.header("Authorization", format!("Bearer {t}")),
+            Cred::Basic(m, u) => {
+                use base64::Engine;
+                let b = base64::engine::general_purpose::STANDARD.encode(format!("{m}:{u}"));
+                rb.header("Authorization", format!("Basic {b}"))
+            }
+            Cred::Anonymous(t) => rb.header("AnonymousToken", t),
+            Cred::Raw(h) => rb.header("Authorization", h),
+        };
+        if let Some(body) = body {
+            rb = rb.json(&body);
+        }
+        let resp = rb.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, cred: &Cred) -> (u16, Value) {
+        self.req(Method::GET, path, cred, None).await
+    }
+
+    pub async fn post(&self, path: &str, cred: &Cred, body: Value) -> (u16, Value) {
+        self.req(Method::POST, path, cred, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, cred: &Cred, body: Value) -> (u16, Value) {
+        self.req(Method::PUT, path, cred, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, cred: &Cred) -> (u16, Value) {
+        self.req(Method::DELETE, path, cred, None).await
+    }
+
+    /// `POST /token` with the password grant, form-encoded as the Backand SDK sends it.
+    pub async fn login(&self, email: &str, password: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url("/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", email),
+                ("password", password),
+                ("appName", "livebase"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn admin(&self) -> User {
+        let (status, body) = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(status, 200, "admin login: {body}");
+        User {
+            id: body["userId"].as_str().unwrap().parse().unwrap(),
+            email: ADMIN_EMAIL.into(),
+            password: ADMIN_PASSWORD.into(),
+            role: "Admin".into(),
+            token: body["access_token"].as_str().unwrap().into(),
+        }
+    }
+
+    /// A user with `role`, created by the master token and signed in.
+    pub async fn user(&self, email: &str, role: &str) -> User {
+        let password = format!("pw-{email}");
+        let (status, body) = self
+            .post(
+                "/1/objects/users",
+                &Cred::Basic(MASTER.into(), ADMIN_USER_TOKEN.into()),
+                json!({ "email": email, "role": role, "password": password, "firstName": email }),
+            )
+            .await;
+        assert_eq!(status, 200, "create user {email}: {body}");
+        let (status, login) = self.login(email, &password).await;
+        assert_eq!(status, 200, "login {email}: {login}");
+        User {
+            id: body["__metadata"]["id"].as_str().unwrap().parse().unwrap(),
+            email: email.into(),
+            password,
+            role: role.into(),
+            token: login["access_token"].as_str().unwrap().into(),
+        }
+    }
+
+    /// The rows of `object` straight from the database's point of view (as master).
+    pub async fn all_rows(&self, object: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(
+                &format!("/1/objects/{object}?pageSize=1000"),
+                &Cred::Basic(MASTER.into(), ADMIN_USER_TOKEN.into()),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].as_array().unwrap().clone()
+    }
+
+    pub async fn stop(
+        mut self,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        String,
+        Option<(String, String)>,
+    ) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        self.state.store.close().await;
+        let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        (
+            dir,
+            self.schema_dir.clone(),
+            self.database_url.clone(),
+            self.pg_database.take(),
+        )
+    }
+}
+
+pub fn master() -> Cred {
+    Cred::Basic(MASTER.into(), ADMIN_USER_TOKEN.into())
+}
+
+/// URL-encodes a JSON value for a query parameter.
+pub fn q(value: &Value) -> String {
+    let text = value.to_string();
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,12 @@
+//! Integration tests: each drives a real livebase over HTTP on a random port, against
+//! SQLite and, when `LIVEBASE_TEST_POSTGRES_URL` is set, PostgreSQL.
+
+mod common;
+
+mod auth;
+mod bad_input;
+mod concurrency;
+mod filters;
+mod permissions;
+mod schema_evolution;
+mod write_path;
