@@ -38,12 +38,7 @@ pub fn access(who: &Identity, object: &ObjectSchema, op: Operation) -> Access {
     if who.master || who.role == "Admin" {
         return Access::All;
     }
-    if !object
-        .permissions
-        .roles_for(op)
-        .iter()
-        .any(|r| *r == who.role)
-    {
+    if !object.permissions.roles_for(op).contains(&who.role) {
         return Access::Denied;
     }
     let owned = match who.user_id {

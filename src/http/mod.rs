@@ -14,6 +14,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use axum::response::IntoResponse;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -41,8 +42,10 @@ pub fn app(state: AppState) -> Router {
         .merge(account::router())
         .merge(system::router())
         .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .layer(axum::middleware::from_fn(system::track))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -50,6 +53,19 @@ pub fn app(state: AppState) -> Router {
 
 async fn no_route(method: Method, uri: Uri) -> impl IntoResponse {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// A bug must not cost the client its connection or leak the panic text.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("a request handler panicked");
+    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+async fn no_method(method: Method, uri: Uri) -> impl IntoResponse {
+    ApiError::Status(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 /// Browser apps live on other origins; the Backand SDK sends these headers.

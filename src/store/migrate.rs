@@ -78,20 +78,29 @@ fn stored_shape(object: &ObjectSchema) -> StoredObject {
         .collect()
 }
 
-/// Name of the unique index for `field`; kept within PostgreSQL's 63-byte limit.
+/// Unique indexes are named `lbu_<object>_<field>`, so a constraint error names its field.
 pub(crate) fn unique_index_prefix(object: &str) -> String {
     format!("lbu_{object}_")
 }
 
 fn unique_index_name(object: &str, field: &str) -> String {
-    let name = format!("{}{field}", unique_index_prefix(object));
+    fit_identifier(format!("{}{field}", unique_index_prefix(object)), "lbu")
+}
+
+fn owner_index_name(object: &str) -> String {
+    fit_identifier(format!("lbo_{object}"), "lbo")
+}
+
+/// Index names derived from long object and field names would pass PostgreSQL's
+/// 63-byte identifier limit; those get a stable hashed name instead.
+fn fit_identifier(name: String, prefix: &str) -> String {
     if name.len() <= 63 {
         return name;
     }
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    format!("lbu_{hash:016x}")
+    format!("{prefix}_{hash:016x}")
 }
 
 enum Step {
@@ -329,7 +338,7 @@ async fn run_step(tx: &mut Tx, schema: &Schema, step: Step) -> anyhow::Result<()
         }
         Step::CreateOwnerIndex(table) => {
             sql.push("CREATE INDEX IF NOT EXISTS ")
-                .ident(&format!("lbo_{table}"))
+                .ident(&owner_index_name(table))
                 .push(" ON ")
                 .ident(table)
                 .push(" (")
@@ -377,4 +386,24 @@ async fn existing_columns(tx: &mut Tx, table: &str) -> Result<Option<Vec<String>
             .filter_map(|r| r[0].as_str().map(str::to_string))
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_stay_valid_identifiers() {
+        let long = "a".repeat(63);
+        for name in [
+            unique_index_name("items", "name"),
+            unique_index_name(&long, &long),
+            owner_index_name(&long),
+            owner_index_name("items"),
+        ] {
+            assert!(crate::schema::is_valid_identifier(&name), "{name}");
+        }
+        assert_eq!(unique_index_name("items", "name"), "lbu_items_name");
+        assert_ne!(unique_index_name(&long, "x"), unique_index_name(&long, "y"));
+    }
 }
