@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::schema::{Field, FieldType, ObjectSchema};
+use crate::schema::{Field, FieldType, ObjectSchema, json_has_nul};
 use crate::store::statements::{Condition, FilterOp, ListQuery};
 use crate::store::value::SqlValue;
 
@@ -50,13 +50,14 @@ pub fn parse(
         None => 1,
         Some(s) => parse_bounded("pageNumber", s, MAX_PAGE_NUMBER)?,
     };
+    let mut matches_nothing = false;
     let conditions = match params
         .get("filter")
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
     {
         None => Vec::new(),
-        Some(text) => parse_filter(object, text)?,
+        Some(text) => parse_filter(object, text, &mut matches_nothing)?,
     };
     let sort = match params
         .get("sort")
@@ -77,6 +78,11 @@ pub fn parse(
                 "search is longer than {MAX_SEARCH_CHARS} characters"
             )));
         }
+        // No stored text holds a NUL, so such a search matches nothing.
+        Some(s) if s.contains('\0') => {
+            matches_nothing = true;
+            None
+        }
         Some(s) => Some(s.to_string()),
     };
     Ok(ListQuery {
@@ -86,6 +92,7 @@ pub fn parse(
         page_size,
         page_number,
         owner: None,
+        matches_nothing,
     })
 }
 
@@ -136,14 +143,42 @@ fn one_or_many<T: for<'de> Deserialize<'de>>(what: &str, text: &str) -> Result<V
         .collect()
 }
 
-fn parse_filter(object: &ObjectSchema, text: &str) -> Result<Vec<Condition>, ApiError> {
+/// Conditions whose value holds a NUL character compare against something no row can
+/// store: a positive one makes the whole list empty, a negated one is always true and
+/// is dropped. Either way the NUL never reaches the database.
+fn parse_filter(
+    object: &ObjectSchema,
+    text: &str,
+    matches_nothing: &mut bool,
+) -> Result<Vec<Condition>, ApiError> {
     let raws: Vec<RawCondition> = one_or_many("filter", text)?;
     if raws.len() > MAX_CONDITIONS {
         return Err(ApiError::bad(format!(
             "filter has more than {MAX_CONDITIONS} conditions"
         )));
     }
-    raws.into_iter().map(|raw| condition(object, raw)).collect()
+    let mut conditions = Vec::with_capacity(raws.len());
+    for mut raw in raws {
+        let negated = matches!(raw.operator.as_str(), "notEquals" | "notContains");
+        if raw.operator == "in"
+            && let Value::Array(items) = &mut raw.value
+        {
+            items.retain(|v| !json_has_nul(v));
+        } else if json_has_nul(&raw.value) {
+            // Still check the field and operator, so typos are reported.
+            condition(
+                object,
+                RawCondition {
+                    value: Value::String(String::new()),
+                    ..raw
+                },
+            )?;
+            *matches_nothing |= !negated;
+            continue;
+        }
+        conditions.push(condition(object, raw)?);
+    }
+    Ok(conditions)
 }
 
 fn condition(object: &ObjectSchema, raw: RawCondition) -> Result<Condition, ApiError> {

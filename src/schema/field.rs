@@ -29,6 +29,9 @@ impl Field {
                 let Some(s) = value.as_str() else {
                     return wrong("a string");
                 };
+                if s.contains('\0') {
+                    return Err(nul_refused(&self.name));
+                }
                 let max = self.max_length.or(match self.ty {
                     FieldType::String => Some(DEFAULT_STRING_MAX),
                     _ => None,
@@ -59,7 +62,12 @@ impl Field {
                 Some(d) => Ok(SqlValue::DateTime(d)),
                 None => wrong("a date or RFC 3339 datetime string"),
             },
-            FieldType::Json => Ok(SqlValue::Json(value.clone())),
+            FieldType::Json => {
+                if json_has_nul(value) {
+                    return Err(nul_refused(&self.name));
+                }
+                Ok(SqlValue::Json(value.clone()))
+            }
             FieldType::User | FieldType::Ref(_) => match value.as_i64() {
                 Some(id) if id > 0 => Ok(SqlValue::Int(id)),
                 _ => wrong("a row id (a positive integer)"),
@@ -101,6 +109,22 @@ impl Field {
             ..self.clone()
         };
         unbounded.check_value(value)
+    }
+}
+
+/// PostgreSQL cannot store U+0000 in text or JSON, and in SQLite it would cut C
+/// strings short; refusing it keeps both databases holding the same values.
+fn nul_refused(field: &str) -> String {
+    format!("field `{field}` contains a NUL character (U+0000), which cannot be stored")
+}
+
+/// Whether any string or key inside a JSON value holds U+0000.
+pub fn json_has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(json_has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
     }
 }
 
@@ -148,6 +172,13 @@ mod tests {
             (FieldType::Datetime, json!("2026-01-01"), true),
             (FieldType::Datetime, json!("soon"), false),
             (FieldType::Json, json!({"a": [1]}), true),
+            (FieldType::String, json!("a\u{0}b"), false),
+            (FieldType::Text, json!("\u{0}"), false),
+            (FieldType::Json, json!({"k": ["\u{0}"]}), false),
+            (FieldType::Json, json!({"\u{0}": 1}), false),
+            (FieldType::Datetime, json!("-5000-01-01"), false),
+            (FieldType::Datetime, json!("9999-12-31T23:59:59Z"), true),
+            (FieldType::Datetime, json!("+10000-01-01T00:00:00Z"), false),
             (FieldType::User, json!(3), true),
             (FieldType::User, json!(0), false),
             (FieldType::Ref("lists".into()), json!(-1), false),

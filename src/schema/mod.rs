@@ -5,6 +5,8 @@
 //! module knows nothing of SQL: the store turns a `Schema` into tables.
 
 mod field;
+
+pub use field::json_has_nul;
 mod load;
 
 use std::collections::BTreeMap;

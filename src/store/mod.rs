@@ -89,7 +89,10 @@ impl Store {
                 // or power cut can drop the last commits.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(false);
+                .foreign_keys(false)
+                // SQLite's LOWER/LIKE fold ASCII only; string filters use REGEXP with
+                // Rust's Unicode-aware `(?i)` instead (see `statements::push_text_match`).
+                .with_regexp();
             if let Some(parent) = std::path::Path::new(options.get_filename()).parent()
                 && !parent.as_os_str().is_empty()
             {

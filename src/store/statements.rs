@@ -43,6 +43,9 @@ pub struct ListQuery {
     pub page_number: u32,
     /// Row-security scope: only rows created by this user.
     pub owner: Option<i64>,
+    /// A condition no stored row can meet (e.g. a NUL character, which is never
+    /// stored): the list is empty without asking the database to compare it.
+    pub matches_nothing: bool,
 }
 
 pub fn select_by_id(sql: &mut Sql, object: &ObjectSchema, id: i64, for_update: bool) {
@@ -153,9 +156,14 @@ pub fn list(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
     sql.push(" FROM ").ident(&object.name);
     push_where(sql, object, query);
     sql.push(" ORDER BY ");
+    // NULL sorts as the smallest value on both databases (PostgreSQL's default is the
+    // opposite), so the same request pages the same way everywhere.
     for (field, desc) in &query.sort {
-        sql.ident(field)
-            .push(if *desc { " DESC, " } else { " ASC, " });
+        sql.ident(field).push(if *desc {
+            " DESC NULLS LAST, "
+        } else {
+            " ASC NULLS FIRST, "
+        });
     }
     // id last, so pages are stable when the sort keys tie.
     let id_desc = query.sort.iter().any(|(f, d)| f == "id" && *d);
@@ -169,6 +177,9 @@ pub fn list(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
 
 fn push_where(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
     sql.push(" WHERE 1 = 1");
+    if query.matches_nothing {
+        sql.push(" AND 1 = 0");
+    }
     if let Some(owner) = query.owner {
         sql.push(" AND ")
             .ident(OWNER_COLUMN)
@@ -194,7 +205,7 @@ fn push_where(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
                 if i > 0 {
                     sql.push(" OR ");
                 }
-                push_like(sql, field, &format!("%{}%", escape_like(term)), false);
+                push_text_match(sql, field, TextMatch::Contains, term, false);
             }
             sql.push(")");
         }
@@ -204,9 +215,9 @@ fn push_where(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
 fn push_condition(sql: &mut Sql, c: &Condition) {
     let field = c.field.as_str();
     let first = c.values.first().cloned().unwrap_or(SqlValue::Null);
-    let text = |v: &SqlValue| match v {
-        SqlValue::Text(s) => escape_like(s),
-        other => escape_like(&other.to_json().to_string()),
+    let text = match &first {
+        SqlValue::Text(s) => s.clone(),
+        other => other.to_json().to_string(),
     };
     let compare = |sql: &mut Sql, op: &str| {
         sql.ident(field).push(op).bind(first.clone());
@@ -228,12 +239,12 @@ fn push_condition(sql: &mut Sql, c: &Condition) {
         FilterOp::GreaterThanOrEqualsTo => compare(sql, " >= "),
         FilterOp::LessThan => compare(sql, " < "),
         FilterOp::LessThanOrEqualsTo => compare(sql, " <= "),
-        FilterOp::StartsWith => push_like(sql, field, &format!("{}%", text(&first)), false),
-        FilterOp::EndsWith => push_like(sql, field, &format!("%{}", text(&first)), false),
-        FilterOp::Contains => push_like(sql, field, &format!("%{}%", text(&first)), false),
+        FilterOp::StartsWith => push_text_match(sql, field, TextMatch::StartsWith, &text, false),
+        FilterOp::EndsWith => push_text_match(sql, field, TextMatch::EndsWith, &text, false),
+        FilterOp::Contains => push_text_match(sql, field, TextMatch::Contains, &text, false),
         FilterOp::NotContains => {
             sql.push("(").ident(field).push(" IS NULL OR ");
-            push_like(sql, field, &format!("%{}%", text(&first)), true);
+            push_text_match(sql, field, TextMatch::Contains, &text, true);
             sql.push(")");
         }
         FilterOp::Empty => {
@@ -269,19 +280,67 @@ fn push_condition(sql: &mut Sql, c: &Condition) {
     }
 }
 
-/// Case-insensitive LIKE, the same on both databases.
-fn push_like(sql: &mut Sql, field: &str, pattern: &str, negate: bool) {
-    sql.push("LOWER(")
-        .ident(field)
-        .push(if negate { ") NOT LIKE " } else { ") LIKE " })
-        .bind(SqlValue::Text(pattern.to_lowercase()))
-        .push(" ESCAPE '\\'");
+#[derive(Clone, Copy)]
+enum TextMatch {
+    StartsWith,
+    EndsWith,
+    Contains,
+}
+
+/// Case-insensitive substring match with the value taken literally. PostgreSQL uses
+/// `LOWER(..) LIKE` with wildcards escaped; SQLite, whose `LOWER` folds ASCII only,
+/// uses `REGEXP` (registered by the store) with Unicode case folding.
+fn push_text_match(sql: &mut Sql, field: &str, how: TextMatch, value: &str, negate: bool) {
+    match sql.dialect {
+        super::Dialect::Postgres => {
+            let v = escape_like(&value.to_lowercase());
+            let pattern = match how {
+                TextMatch::StartsWith => format!("{v}%"),
+                TextMatch::EndsWith => format!("%{v}"),
+                TextMatch::Contains => format!("%{v}%"),
+            };
+            sql.push("LOWER(")
+                .ident(field)
+                .push(if negate { ") NOT LIKE " } else { ") LIKE " })
+                .bind(SqlValue::Text(pattern))
+                .push(" ESCAPE '\\'");
+        }
+        super::Dialect::Sqlite => {
+            let v = escape_regex(value);
+            let pattern = match how {
+                TextMatch::StartsWith => format!("(?is)^{v}"),
+                TextMatch::EndsWith => format!("(?is){v}$"),
+                TextMatch::Contains => format!("(?is){v}"),
+            };
+            if negate {
+                sql.push("NOT (");
+            }
+            sql.ident(field)
+                .push(" REGEXP ")
+                .bind(SqlValue::Text(pattern));
+            if negate {
+                sql.push(")");
+            }
+        }
+    }
 }
 
 fn escape_like(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The characters the `regex` crate treats as syntax, each escaped.
+fn escape_regex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for ch in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(ch) {
             out.push('\\');
         }
         out.push(ch);
@@ -296,5 +355,11 @@ mod tests {
     #[test]
     fn like_wildcards_in_values_are_escaped() {
         assert_eq!(escape_like("50%_off\\"), "50\\%\\_off\\\\");
+    }
+
+    #[test]
+    fn regex_syntax_in_values_is_escaped() {
+        assert_eq!(escape_regex("a.b*(c)"), "a\\.b\\*\\(c\\)");
+        assert_eq!(escape_regex("crème"), "crème");
     }
 }

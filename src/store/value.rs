@@ -56,6 +56,11 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     } else {
         return None;
     };
+    // Years 1–9999 only: PostgreSQL's range is wider but not unbounded, and within it
+    // SQLite's fixed-width text form sorts exactly like the timestamps it stands for.
+    if !(1..=9999).contains(&chrono::Datelike::year(&parsed)) {
+        return None;
+    }
     let millis = parsed.timestamp_millis();
     DateTime::from_timestamp_millis(millis)
 }
