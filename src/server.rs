@@ -23,9 +23,9 @@ pub struct App {
     pub state: AppState,
 }
 
-pub async fn build(config: Config, hooks: Vec<Arc<dyn WriteHook>>) -> anyhow::Result<App> {
+pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyhow::Result<App> {
     let schema = schema::load_dir(&config.schema_dir)?;
-    let (secrets, created) = secrets::load_or_create(&config)?;
+    let (secrets, generated) = secrets::load_or_create(&config)?;
     let store = Store::connect(&config.effective_database_url(), config.db_pool_size).await?;
     for note in migrate::apply_schema(&store, &schema, config.allow_destructive_schema).await? {
         tracing::warn!("{note}");
@@ -37,8 +37,9 @@ pub async fn build(config: Config, hooks: Vec<Arc<dyn WriteHook>>) -> anyhow::Re
         config.access_token_ttl,
         config.refresh_token_ttl,
     );
+    let mut hooks: Vec<Arc<dyn WriteHook>> = vec![Arc::new(auth.clone())];
+    hooks.extend(extra_hooks);
     let records = Records::new(store.clone(), schema, hooks, config.max_page_size);
-    auth.watch_users(records.subscribe());
     let state = AppState {
         records,
         auth,
@@ -46,9 +47,7 @@ pub async fn build(config: Config, hooks: Vec<Arc<dyn WriteHook>>) -> anyhow::Re
         metrics: http::system::metrics_handle(),
         config: Arc::new(config),
     };
-    if created {
-        announce_secrets(&state);
-    }
+    announce_secrets(&state.config, &generated);
     ensure_admin(&state).await?;
     Ok(App { state })
 }
@@ -77,17 +76,19 @@ pub async fn run(
     serve(listener, app, shutdown).await
 }
 
-fn announce_secrets(state: &AppState) {
-    let s = state.auth.secrets();
-    println!(
-        "\nlivebase generated the app's secrets (kept in {}/secrets.json; shown once):\n  \
-         appName:         {}\n  anonymous token: {}\n  signup token:    {}\n  master token:    {}\n",
-        state.config.data_dir.display(),
-        s.app_name,
-        s.anonymous_token,
-        s.signup_token,
-        s.master_token
+/// Shows the operator, once, the secrets livebase generated (not those given by flags).
+fn announce_secrets(config: &Config, generated: &[(&'static str, String)]) {
+    if generated.is_empty() {
+        return;
+    }
+    let mut text = format!(
+        "\nlivebase generated these secrets (kept in {}; shown once):\n",
+        config.data_dir.join("secrets.json").display()
     );
+    for (name, value) in generated {
+        text.push_str(&format!("  {name:<16} {value}\n"));
+    }
+    println!("{text}");
 }
 
 /// The first start creates an Admin from the flags (generating what is not given).

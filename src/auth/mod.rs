@@ -103,7 +103,7 @@ struct Inner {
     signer: Signer,
     store: Store,
     /// Role and token version per user id, so a bearer request costs no query. Entries
-    /// are dropped when a `users` row changes (see `watch_users`) and live 5 s at most,
+    /// are dropped when a `users` row changes (Auth is a write hook) and live 5 s at most,
     /// which bounds how stale another node's sign-out can look.
     users: moka::future::Cache<i64, Option<Arc<UserAuth>>>,
     access_ttl: u64,
@@ -132,25 +132,6 @@ impl Auth {
 
     pub fn secrets(&self) -> &Secrets {
         &self.inner.secrets
-    }
-
-    /// Drops cached auth facts of users whose row changed.
-    pub fn watch_users(&self, mut events: tokio::sync::broadcast::Receiver<Arc<RecordEvent>>) {
-        let auth = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(event) if event.object == "users" => {
-                        auth.inner.users.invalidate(&event.id).await;
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        auth.inner.users.invalidate_all();
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
     }
 
     /// The identity behind a request's headers: `Authorization: Bearer …`,
@@ -355,13 +336,14 @@ impl Auth {
     /// With no mail server, the reset token goes to the server log for the operator.
     /// The answer never says whether the account exists.
     pub async fn request_reset(&self, username: &str) -> Result<(), ApiError> {
-        let Some((user, _)) = credentials::find(&self.inner.store, Lookup::Email(username)).await?
-        else {
+        let found = credentials::find(&self.inner.store, Lookup::Email(username)).await?;
+        let secret = secrets::new_token();
+        // Hash either way, so the answer's timing does not tell which accounts exist.
+        let hash = passwords::hash(secret.clone()).await?;
+        let Some((user, _)) = found else {
             tracing::info!(username, "password reset requested for an unknown user");
             return Ok(());
         };
-        let secret = secrets::new_token();
-        let hash = passwords::hash(secret.clone()).await?;
         let expires = now_secs() as i64 + RESET_TTL_SECS;
         credentials::set_reset_token(&self.inner.store, user.id, hash, expires).await?;
         let token = format!("{}.{secret}", user.id);
@@ -388,6 +370,18 @@ impl Auth {
         credentials::set_password(&self.inner.store, id, new_hash).await?;
         self.inner.users.invalidate(&id).await;
         Ok(())
+    }
+}
+
+/// Cached auth facts of a user are dropped as soon as their row changes, before the
+/// write's response leaves, so a demoted or deleted user's token is judged afresh.
+impl crate::records::WriteHook for Auth {
+    fn after<'a>(&'a self, event: &'a RecordEvent) -> crate::records::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if event.object == "users" {
+                self.inner.users.invalidate(&event.id).await;
+            }
+        })
     }
 }
 

@@ -44,26 +44,38 @@ fn new_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-/// The secrets in force, and whether the file was created just now (so the operator
-/// should be shown them once).
-pub fn load_or_create(config: &Config) -> anyhow::Result<(Secrets, bool)> {
+/// The secrets in force, and those generated just now (name, value) that the operator
+/// has not seen yet. On first start the file keeps what is in force, flags included, so
+/// a later start without the flags behaves the same; on later starts flags override the
+/// file without rewriting it.
+pub fn load_or_create(config: &Config) -> anyhow::Result<(Secrets, Vec<(&'static str, String)>)> {
     let path = config.data_dir.join(FILE);
-    let (mut secrets, created) = if path.exists() {
+    let mut generated = Vec::new();
+    let mut pick = |name: &'static str, flag: &Option<String>, make: fn() -> String| match flag {
+        Some(v) => v.clone(),
+        None => {
+            let v = make();
+            generated.push((name, v.clone()));
+            v
+        }
+    };
+    let mut secrets = if path.exists() {
         let text = std::fs::read_to_string(&path)?;
-        let s: Secrets = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: unreadable: {e}", path.display()))?;
-        (s, false)
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: unreadable: {e}", path.display()))?
     } else {
         let s = Secrets {
             app_name: config.app_name.clone().unwrap_or_else(|| "livebase".into()),
-            anonymous_token: new_token(),
-            signup_token: new_token(),
-            master_token: new_token(),
-            jwt_secret: new_secret(),
+            anonymous_token: pick("anonymous token", &config.anonymous_token, new_token),
+            signup_token: pick("signup token", &config.signup_token, new_token),
+            master_token: pick("master token", &config.master_token, new_token),
+            jwt_secret: pick("jwt secret", &config.jwt_secret, new_secret),
         };
         write_private(&path, &serde_json::to_string_pretty(&s)?)?;
-        (s, true)
+        s
     };
+    // The signing secret never needs showing: it stays in the file.
+    generated.retain(|(name, _)| *name != "jwt secret");
     if let Some(v) = &config.app_name {
         secrets.app_name = v.clone();
     }
@@ -82,7 +94,7 @@ pub fn load_or_create(config: &Config) -> anyhow::Result<(Secrets, bool)> {
     if secrets.jwt_secret.len() < 16 {
         anyhow::bail!("--jwt-secret must be at least 16 characters");
     }
-    Ok((secrets, created))
+    Ok((secrets, generated))
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -117,10 +129,11 @@ mod tests {
     fn secrets_are_generated_once_and_kept_private() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::default_with(dir.path().to_path_buf(), dir.path().join("schema"));
-        let (first, created) = load_or_create(&config).unwrap();
-        assert!(created);
-        let (again, created) = load_or_create(&config).unwrap();
-        assert!(!created);
+        let (first, generated) = load_or_create(&config).unwrap();
+        let names: Vec<&str> = generated.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["anonymous token", "signup token", "master token"]);
+        let (again, generated) = load_or_create(&config).unwrap();
+        assert!(generated.is_empty(), "nothing new to show on a later start");
         assert_eq!(first.master_token, again.master_token);
         assert_ne!(first.master_token, first.anonymous_token);
         #[cfg(unix)]
@@ -135,5 +148,26 @@ mod tests {
         assert!(constant_time_eq("abc", "abc"));
         assert!(!constant_time_eq("abc", "abd"));
         assert!(!constant_time_eq("abc", "abcd"));
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+
+    #[test]
+    fn flags_given_on_first_start_are_kept_and_not_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default_with(dir.path().to_path_buf(), dir.path().join("schema"));
+        config.master_token = Some("given-master".into());
+        let (secrets, generated) = load_or_create(&config).unwrap();
+        assert_eq!(secrets.master_token, "given-master");
+        assert!(generated.iter().all(|(n, _)| *n != "master token"));
+        config.master_token = None;
+        let (later, _) = load_or_create(&config).unwrap();
+        assert_eq!(
+            later.master_token, "given-master",
+            "the file kept what was in force"
+        );
     }
 }
