@@ -1,7 +1,6 @@
 //! Test harness: a real livebase on 127.0.0.1:0 with its own temporary data directory
 //! and, for PostgreSQL, its own freshly created database (dropped afterwards).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use livebase::config::Config;
@@ -58,7 +57,6 @@ pub struct User {
     pub id: i64,
     pub email: String,
     pub password: String,
-    pub role: String,
     pub token: String,
 }
 
@@ -70,7 +68,6 @@ impl User {
 
 pub struct TestApp {
     pub base: String,
-    pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub state: AppState,
     pub backend: Backend,
@@ -82,11 +79,14 @@ pub struct TestApp {
     pg_database: Option<(String, String)>,
 }
 
+/// A change to the test configuration, applied just before the server is built.
+pub type ConfigTweak<'a> = Box<dyn FnOnce(&mut Config) + 'a>;
+
 pub struct Spawn<'a> {
     pub backend: &'a Backend,
     pub schema: Vec<(String, String)>,
     pub hooks: Vec<Arc<dyn WriteHook>>,
-    pub tweak: Option<Box<dyn FnOnce(&mut Config) + 'a>>,
+    pub tweak: Option<ConfigTweak<'a>>,
 }
 
 impl<'a> Spawn<'a> {
@@ -155,7 +155,6 @@ impl<'a> Spawn<'a> {
         });
         TestApp {
             base: format!("http://{addr}"),
-            addr,
             client: reqwest::Client::new(),
             state,
             backend: self.backend.clone(),
@@ -320,7 +319,6 @@ impl TestApp {
             id: body["userId"].as_str().unwrap().parse().unwrap(),
             email: ADMIN_EMAIL.into(),
             password: ADMIN_PASSWORD.into(),
-            role: "Admin".into(),
             token: body["access_token"].as_str().unwrap().into(),
         }
     }
@@ -342,7 +340,6 @@ impl TestApp {
             id: body["__metadata"]["id"].as_str().unwrap().parse().unwrap(),
             email: email.into(),
             password,
-            role: role.into(),
             token: login["access_token"].as_str().unwrap().into(),
         }
     }

@@ -127,11 +127,10 @@ async fn role_by_operation_by_row_security() {
                                 );
                             } else {
                                 assert_eq!(s, 200, "{ctx}: {body}");
-                                let listed = body["data"]
-                                    .as_array()
-                                    .unwrap()
-                                    .iter()
-                                    .any(|r| r["id"].to_string() == id);
+                                let listed = body["data"].as_array().unwrap().iter().any(|r| {
+                                    r["id"].as_i64().map(|v| v.to_string()).as_deref()
+                                        == Some(id.as_str())
+                                });
                                 assert_eq!(listed, want == 200, "{ctx}: {body}");
                                 let total = body["totalRows"].as_i64().unwrap() as usize;
                                 assert_eq!(total, body["data"].as_array().unwrap().len(), "{ctx}");

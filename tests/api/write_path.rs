@@ -15,10 +15,13 @@ use crate::common::*;
 
 /// Upper-cases `name`, stamps who wrote it, refuses `name: "forbidden"` with 422 and
 /// deleting rows named `keep`; records what it saw.
+/// (verb, id, row after, row before) as an after hook saw them.
+type AfterSeen = (Verb, i64, Option<Value>, Option<Value>);
+
 #[derive(Default)]
 struct Recorder {
     before: Mutex<Vec<(Verb, Option<Value>)>>,
-    after: Mutex<Vec<(Verb, i64, Option<Value>, Option<Value>)>>,
+    after: Mutex<Vec<AfterSeen>>,
 }
 
 impl WriteHook for Recorder {
