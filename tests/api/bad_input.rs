@@ -100,20 +100,6 @@ async fn snapshot(app: &TestApp) -> (Vec<Value>, Vec<Value>) {
     (app.all_rows("things").await, app.all_rows("lists").await)
 }
 
-fn with_cred(rb: reqwest::RequestBuilder, cred: &Cred) -> reqwest::RequestBuilder {
-    use base64::Engine;
-    match cred {
-        Cred::None => rb,
-        Cred::Bearer(t) => rb.header("Authorization", format!("Bearer {t}")),
-        Cred::Basic(m, u) => {
-            let b = base64::engine::general_purpose::STANDARD.encode(format!("{m}:{u}"));
-            rb.header("Authorization", format!("Basic {b}"))
-        }
-        Cred::Anonymous(t) => rb.header("AnonymousToken", t),
-        Cred::Raw(h) => rb.header("Authorization", h),
-    }
-}
-
 /// A request whose body is sent byte for byte as JSON (which `TestApp::req` cannot do
 /// for text that is not valid JSON).
 async fn send_raw(

@@ -53,19 +53,6 @@ fn seed_rows() -> Vec<Value> {
     ]
 }
 
-/// Percent-encodes a plain text query value (`q` encodes JSON).
-fn enc(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn filter(value: Value) -> String {
     format!("filter={}", q(&value))
 }

@@ -70,6 +70,7 @@ async fn additive_changes_apply_and_destructive_ones_are_refused() {
             assert_eq!(s, 200, "{name}: {body}");
         }
         let (data, schema, url, pg) = app.stop().await;
+        let _drop = DropDatabase(pg);
         let original = vec![
             json!({ "id": 1, "name": "a", "qty": 1 }),
             json!({ "id": 2, "name": "b", "qty": 2 }),
@@ -161,14 +162,6 @@ async fn additive_changes_apply_and_destructive_ones_are_refused() {
         assert_eq!(got.len(), 2, "{name}");
         assert!(got[0].get("qty").is_none(), "{name}: qty dropped");
         assert_eq!(got[1]["name"], "b", "{name}: other data kept");
-
-        if let Some((admin_url, db)) = pg {
-            exec_pg(
-                &admin_url,
-                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-            )
-            .await;
-        }
     }
 }
 
