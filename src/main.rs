@@ -3,7 +3,16 @@ use livebase::config::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    // Start-up errors (a bad schema file, an unreachable database) are for a person to
+    // act on: print the message, not a backtrace.
+    if let Err(e) = run().await {
+        eprintln!("livebase: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.config;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

@@ -75,11 +75,33 @@ impl Store {
     /// directory if missing, with WAL on.
     pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Store> {
         let pools = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // One direct attempt first: the pool would retry until its timeout and then
+            // report only that, hiding the real reason (refused, bad password, no db).
+            {
+                use sqlx::Connection;
+                let attempt =
+                    tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(url))
+                        .await;
+                let reason = match attempt {
+                    Ok(Ok(conn)) => {
+                        let _ = conn.close().await;
+                        None
+                    }
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("no answer within 10 s".to_string()),
+                };
+                if let Some(reason) = reason {
+                    anyhow::bail!("cannot connect to PostgreSQL at {}: {reason}", redact(url));
+                }
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(pool_size.max(1))
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
-                .await?;
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot connect to PostgreSQL at {}: {e}", redact(url))
+                })?;
             Pools::Postgres(pool)
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
@@ -102,7 +124,8 @@ impl Store {
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options.clone())
-                .await?;
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open SQLite database {url}: {e}"))?;
             let reader = SqlitePoolOptions::new()
                 .max_connections(pool_size.max(1))
                 .acquire_timeout(Duration::from_secs(10))
@@ -317,6 +340,41 @@ where
         .collect()
 }
 
+/// A database URL fit for a log line: the password, if any, replaced by `***`.
+fn redact(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((head, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{head}?{}", query.join("&"))
+        }
+        None => url.to_string(),
+    };
+    let url = url.as_str();
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 /// The schema field a unique-constraint error is about, if it is one.
 pub fn unique_violation_field(err: &sqlx::Error, object: &ObjectSchema) -> Option<String> {
     let db = err.as_database_error()?;
@@ -334,4 +392,22 @@ pub fn unique_violation_field(err: &sqlx::Error, object: &ObjectSchema) -> Optio
         .find(&marker)
         .map(|at| message[at + marker.len()..].trim().to_string())
         .or_else(|| Some("a unique field".to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_log_lines() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://h/db?sslmode=off&password=x"),
+            "postgres://h/db?sslmode=off&password=***"
+        );
+    }
 }
