@@ -9,4 +9,5 @@ mod concurrency;
 mod filters;
 mod permissions;
 mod schema_evolution;
+mod system;
 mod write_path;

@@ -1,0 +1,110 @@
+//! Health, metrics, CORS for browser apps, and JSON answers for routes that do not exist.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn health_and_metrics_report_on_requests_and_the_pool() {
+    let backend = Backend::Sqlite;
+    let app = Spawn::new(&backend).start().await;
+    let (status, body) = app.get("/healthz", &Cred::None).await;
+    assert_eq!((status, body), (200, json!({ "status": "ok" })));
+
+    // A refused request and a served one, so both show up by status.
+    assert_eq!(app.get("/1/objects/users", &Cred::None).await.0, 401);
+    assert_eq!(app.get("/1/objects/users", &master()).await.0, 200);
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"livebase_http_requests_total{method="GET",route="/1/objects/{object}",status="401"}"#,
+        r#"livebase_http_requests_total{method="GET",route="/1/objects/{object}",status="200"}"#,
+        "livebase_http_request_duration_seconds_bucket",
+        "livebase_db_pool_connections ",
+        "livebase_db_pool_idle_connections ",
+        r#"livebase_record_writes_total{object="users",verb="created"}"#,
+    ] {
+        assert!(text.contains(needle), "metrics lack `{needle}`:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let backend = Backend::Sqlite;
+    let app = Spawn::new(&backend).start().await;
+    let (status, body) = app.get("/no/such/route", &Cred::None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["Message"], "no route for GET /no/such/route");
+    let (status, body) = app
+        .req(Method::PATCH, "/token", &Cred::None, Some(json!({})))
+        .await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["Message"], "PATCH is not allowed on /token");
+}
+
+async fn preflight(app: &TestApp, origin: &str) -> reqwest::Response {
+    app.client
+        .request(Method::OPTIONS, app.url("/1/objects/items"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,anonymoustoken,signuptoken,appname,content-type",
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cors_allows_the_backand_headers_from_configured_origins() {
+    let backend = Backend::Sqlite;
+    let any = Spawn::new(&backend).start().await;
+    let resp = preflight(&any, "https://app.example").await;
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    for header in [
+        "authorization",
+        "anonymoustoken",
+        "signuptoken",
+        "appname",
+        "content-type",
+    ] {
+        assert!(allowed.contains(header), "{header} not in {allowed}");
+    }
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("DELETE")
+    );
+
+    let listed = Spawn::new(&backend)
+        .config(|c| c.cors_origins = "https://good.example, https://also.example".into())
+        .start()
+        .await;
+    let resp = preflight(&listed, "https://good.example").await;
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://good.example"
+    );
+    let resp = preflight(&listed, "https://evil.example").await;
+    assert!(
+        resp.headers().get("access-control-allow-origin").is_none(),
+        "an unlisted origin must not be allowed: {:?}",
+        resp.headers()
+    );
+}
