@@ -84,7 +84,7 @@ pub fn insert(
     push_record_columns(sql, object);
 }
 
-/// `None` when there is nothing to set (the caller re-reads the row instead).
+/// `false` (and nothing built) when there is nothing to set; the caller keeps the row.
 pub fn update(
     sql: &mut Sql,
     object: &ObjectSchema,
