@@ -19,10 +19,6 @@ pub enum Access {
 }
 
 impl Access {
-    pub fn is_denied(self) -> bool {
-        self == Access::Denied
-    }
-
     /// Whether the scope covers a row created by `owner`.
     pub fn permits_row(self, owner: Option<i64>) -> bool {
         match self {

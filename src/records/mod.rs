@@ -122,10 +122,6 @@ impl Records {
         &self.inner.schema
     }
 
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
     /// Every committed change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<RecordEvent>> {
         self.inner.events.subscribe()

@@ -177,12 +177,6 @@ impl Schema {
         self.objects.get(name)
     }
 
-    pub fn users(&self) -> &Arc<ObjectSchema> {
-        self.objects
-            .get("users")
-            .expect("the users object is always present")
-    }
-
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }

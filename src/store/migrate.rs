@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::sql::{Dialect, column_type};
+use super::value::SqlValue;
 use super::{OWNER_COLUMN, Store, Tx};
 use crate::schema::{Field, FieldType, ObjectSchema, Schema, SchemaError};
 use serde::{Deserialize, Serialize};
@@ -161,9 +162,9 @@ pub async fn apply_schema(
         let definition = serde_json::to_string(&stored_shape(object))?;
         let mut sql = tx.sql();
         sql.push("INSERT INTO lb_schema (object, definition) VALUES (")
-            .bind(crate::store::value::SqlValue::Text(object.name.clone()))
+            .bind(SqlValue::Text(object.name.clone()))
             .push(", ")
-            .bind(crate::store::value::SqlValue::Text(definition))
+            .bind(SqlValue::Text(definition))
             .push(") ON CONFLICT (object) DO UPDATE SET definition = excluded.definition");
         tx.execute(&sql).await?;
     }
@@ -370,7 +371,7 @@ async fn run_step(tx: &mut Tx, schema: &Schema, step: Step) -> anyhow::Result<()
 /// The table's columns, or `None` when there is no such table.
 async fn existing_columns(tx: &mut Tx, table: &str) -> Result<Option<Vec<String>>, sqlx::Error> {
     let mut sql = tx.sql();
-    let name = crate::store::value::SqlValue::Text(table.to_string());
+    let name = SqlValue::Text(table.to_string());
     match tx.dialect() {
         Dialect::Sqlite => sql.push("SELECT name FROM pragma_table_info(").bind(name).push(")"),
         Dialect::Postgres => sql

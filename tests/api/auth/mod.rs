@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 use crate::common::*;
 
@@ -140,60 +139,22 @@ fn text(v: &Value, key: &str) -> String {
 
 /// A user's user token (Backand's "user key"), read from the database: no API shows it.
 async fn user_token(app: &TestApp, user_id: i64) -> String {
-    const SQL: &str = "SELECT user_token FROM lb_credentials WHERE user_id = $1";
-    match &app.backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&app.database_url)
-                .await
-                .unwrap();
-            sqlx::query_scalar::<_, String>(SQL)
-                .bind(user_id)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-        }
-        Backend::Postgres(_) => {
-            let mut c = sqlx::PgConnection::connect(&app.database_url)
-                .await
-                .unwrap();
-            sqlx::query_scalar::<_, String>(SQL)
-                .bind(user_id)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-        }
-    }
+    livebase::auth::credentials::user_token(&app.state.store, user_id)
+        .await
+        .unwrap()
+        .expect("the user has a credentials row")
 }
 
 /// Moves a pending reset token's expiry (unix seconds).
 async fn set_reset_expires(app: &TestApp, user_id: i64, expires: i64) {
-    const SQL: &str = "UPDATE lb_credentials SET reset_expires = $1 WHERE user_id = $2";
-    let affected = match &app.backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&app.database_url)
-                .await
-                .unwrap();
-            sqlx::query(SQL)
-                .bind(expires)
-                .bind(user_id)
-                .execute(&mut c)
-                .await
-                .unwrap()
-                .rows_affected()
-        }
-        Backend::Postgres(_) => {
-            let mut c = sqlx::PgConnection::connect(&app.database_url)
-                .await
-                .unwrap();
-            sqlx::query(SQL)
-                .bind(expires)
-                .bind(user_id)
-                .execute(&mut c)
-                .await
-                .unwrap()
-                .rows_affected()
-        }
-    };
+    use livebase::store::value::SqlValue;
+    let store = &app.state.store;
+    let mut sql = store.sql();
+    sql.push("UPDATE lb_credentials SET reset_expires = ")
+        .bind(SqlValue::Int(expires))
+        .push(" WHERE user_id = ")
+        .bind(SqlValue::Int(user_id));
+    let affected = store.execute(&sql).await.unwrap();
     assert_eq!(affected, 1, "{}: no credentials row", app.backend.name());
 }
 
