@@ -120,6 +120,45 @@ pub struct Config {
     #[arg(long, env = "LIVEBASE_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
 
+    /// Most Socket.IO connections served at once; more are refused with an error saying so.
+    #[arg(long, env = "LIVEBASE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Milliseconds a socket may stay connected without authenticating.
+    #[arg(
+        long,
+        env = "LIVEBASE_SOCKET_AUTH_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub socket_auth_timeout_ms: u64,
+
+    /// Largest Socket.IO message accepted from a client, in bytes; a bigger one closes
+    /// that connection.
+    #[arg(long, env = "LIVEBASE_SOCKET_MAX_PAYLOAD", default_value_t = 1024 * 1024)]
+    pub socket_max_payload: u64,
+
+    /// Messages queued for one socket before further ones are dropped for it; a socket
+    /// whose queue is full is disconnected at its next heartbeat.
+    #[arg(long, env = "LIVEBASE_SOCKET_BUFFER", default_value_t = 1024)]
+    pub socket_buffer: usize,
+
+    /// Milliseconds between heartbeats; a socket that does not answer one within
+    /// `--socket-ping-timeout-ms` (a client that stopped reading) is disconnected.
+    #[arg(
+        long,
+        env = "LIVEBASE_SOCKET_PING_INTERVAL_MS",
+        default_value_t = 25_000
+    )]
+    pub socket_ping_interval_ms: u64,
+
+    /// Milliseconds to wait for a heartbeat answer.
+    #[arg(
+        long,
+        env = "LIVEBASE_SOCKET_PING_TIMEOUT_MS",
+        default_value_t = 20_000
+    )]
+    pub socket_ping_timeout_ms: u64,
+
     /// Allow schema changes that lose data (dropped fields, changed types).
     #[arg(
         long,

@@ -9,12 +9,15 @@
 //! - `records` — the write path (validate → before hooks → transaction → commit → after
 //!   hooks → `RecordEvent`) and record reads.
 //! - `http`    — the REST surface, per resource, with its extractors.
+//! - `realtime` — Socket.IO on the same port: socket auth, rooms, channels, db events,
+//!   Sails requests and LoopBack names, all filtered by the one permission function.
 //! - `error`   — the one error type every client-facing failure becomes.
 
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod realtime;
 pub mod records;
 pub mod schema;
 pub mod server;

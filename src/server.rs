@@ -2,7 +2,8 @@
 //! match, create the first Admin, and serve the router until shutdown.
 //!
 //! `build` is separate from `serve` so tests (and embedders) can register write hooks
-//! and subscribe to committed changes before the first request.
+//! and subscribe to committed changes before the first request. Socket.IO shares the
+//! listener: its layer wraps the HTTP router, and its virtual requests call that router.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +13,10 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Auth, Identity, credentials, secrets};
 use crate::config::Config;
+use socketioxide::layer::SocketIoLayer;
+
 use crate::http::{self, AppState};
+use crate::realtime::{Realtime, relay};
 use crate::records::{Records, WriteHook};
 use crate::schema::{self, FieldType};
 use crate::store::value::SqlValue;
@@ -21,6 +25,7 @@ use crate::store::{Store, migrate};
 /// A built, not yet serving, livebase.
 pub struct App {
     pub state: AppState,
+    socket_layer: SocketIoLayer,
 }
 
 pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyhow::Result<App> {
@@ -39,17 +44,23 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
     );
     let mut hooks: Vec<Arc<dyn WriteHook>> = vec![Arc::new(auth.clone())];
     hooks.extend(extra_hooks);
-    let records = Records::new(store.clone(), schema, hooks, config.max_page_size);
+    let records = Records::new(store.clone(), schema.clone(), hooks, config.max_page_size);
+    let (realtime, socket_layer) = Realtime::new(&config, auth.clone(), schema);
+    tokio::spawn(relay::run(records.subscribe(), realtime.clone()));
     let state = AppState {
         records,
         auth,
         store,
         metrics: http::system::metrics_handle(),
+        realtime,
         config: Arc::new(config),
     };
     announce_secrets(&state.config, &generated);
     ensure_admin(&state).await?;
-    Ok(App { state })
+    Ok(App {
+        state,
+        socket_layer,
+    })
 }
 
 pub async fn serve(
@@ -58,10 +69,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = app.state.store.clone();
+    let realtime = app.state.realtime.clone();
     let router = http::app(app.state);
+    realtime.set_router(Some(router.clone()));
+    let router = router.layer(app.socket_layer);
+    // Sockets are long-lived: close them when shutdown begins, or it would wait on them.
+    let closing = realtime.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close().await;
+    };
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
+    realtime.set_router(None);
     store.close().await;
     Ok(())
 }

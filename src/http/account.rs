@@ -161,6 +161,8 @@ async fn sign_out(
     Caller(who): Caller,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.sign_out(&who).await?;
+    // Its tokens no longer work, so neither may the sockets they opened.
+    state.realtime.disconnect_user(&who.username).await;
     Ok(Json(json!({})))
 }
 

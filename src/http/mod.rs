@@ -1,6 +1,6 @@
 //! The HTTP surface: one router built from per-resource routers, with CORS, body
 //! limits, tracing and metrics around it. `app()` is what the server serves and what
-//! the (later) Socket.IO request bridge will call, so there is one implementation.
+//! the Socket.IO request bridge (`realtime::sails`) calls, so there is one implementation.
 
 pub mod account;
 pub mod extract;
@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::realtime::Realtime;
 use crate::records::Records;
 use crate::store::Store;
 
@@ -31,6 +32,7 @@ pub struct AppState {
     pub auth: Auth,
     pub store: Store,
     pub metrics: PrometheusHandle,
+    pub realtime: Realtime,
     pub config: Arc<Config>,
 }
 

@@ -8,6 +8,8 @@ mod bad_input;
 mod concurrency;
 mod filters;
 mod permissions;
+mod realtime;
 mod schema_evolution;
+mod sio;
 mod system;
 mod write_path;

@@ -1,0 +1,250 @@
+//! StaticBackend channels over Socket.IO events: `echo`, `join` → `joined`, `leave`,
+//! `chan_in` → `chan_out` to members, and `db-<object>` channels whose members are
+//! placed by the permission function (see `rooms`). Publishing into a `db-` channel is
+//! refused: its events come only from committed changes.
+//!
+//! Every command answers through `Reply`: the ack when the client asked for one,
+//! otherwise an event (`joined`, `ok`, `error`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use socketioxide::handler::{FromMessageParts, Value as WireValue};
+use socketioxide::socket::Socket;
+
+use super::rooms::{self, Feed};
+use super::session::{self, NOT_AUTHENTICATED};
+use super::{Shared, emit_to};
+use crate::auth::access;
+use crate::schema::Operation;
+
+/// Longest channel name accepted.
+pub const MAX_CHANNEL_LEN: usize = 100;
+
+pub fn register(s: &SocketRef) {
+    s.on("echo", echo);
+    s.on("join", join);
+    s.on("leave", leave);
+    s.on("chan_in", chan_in);
+}
+
+/// How a command answers: the ack if the client asked for one, else an event.
+pub struct Reply {
+    ack: AckSender,
+    wants_ack: bool,
+    socket: Arc<Socket<LocalAdapter>>,
+}
+
+impl FromMessageParts<LocalAdapter> for Reply {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        v: &mut WireValue,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(Reply {
+            ack: AckSender::from_message_parts(s, v, ack_id)?,
+            wants_ack: ack_id.is_some(),
+            socket: s.clone(),
+        })
+    }
+}
+
+impl Reply {
+    pub fn wants_ack(&self) -> bool {
+        self.wants_ack
+    }
+
+    /// Success: `ack_data` as the ack, or `event` with `event_data` when there is no ack
+    /// (no event at all if `event` is `None`).
+    pub fn ok(self, ack_data: &Value, event: Option<(&str, &Value)>) {
+        if self.wants_ack {
+            self.ack.send(ack_data).ok();
+        } else if let Some((name, data)) = event {
+            self.socket.emit(name, data).ok();
+        }
+    }
+
+    /// Failure of `command`: `{error}` as the ack, or an `error` event naming the command.
+    pub fn error(self, command: &str, message: &str) {
+        metrics::counter!("livebase_socket_rejected_total", "event" => command.to_string())
+            .increment(1);
+        if self.wants_ack {
+            self.ack.send(&json!({ "error": message })).ok();
+        } else {
+            self.socket
+                .emit("error", &json!({ "event": command, "message": message }))
+                .ok();
+        }
+    }
+}
+
+async fn echo(s: SocketRef, TryData(data): TryData<Value>, reply: Reply) {
+    if session::identity(&s).is_none() {
+        return reply.error("echo", NOT_AUTHENTICATED);
+    }
+    let data = data.unwrap_or(Value::Null);
+    reply.ok(&data, Some(("echo", &data)));
+}
+
+/// A channel name from `"name"` or `{channel: "name"}`, checked.
+fn channel_name(data: &Result<Value, impl std::fmt::Display>) -> Result<String, String> {
+    let name = match data {
+        Ok(Value::String(name)) => name,
+        Ok(Value::Object(map)) => match map.get("channel") {
+            Some(Value::String(name)) => name,
+            _ => return Err("expected a channel name or {channel: name}".into()),
+        },
+        _ => return Err("expected a channel name or {channel: name}".into()),
+    };
+    validate_name(name)?;
+    Ok(name.clone())
+}
+
+fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_CHANNEL_LEN {
+        return Err(format!(
+            "channel names are 1 to {MAX_CHANNEL_LEN} characters"
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@')))
+    {
+        return Err(format!(
+            "channel name `{}` has `{}`: use letters, digits and - _ . : @",
+            name.escape_default(),
+            bad.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The room a `join` of `name` puts this socket in: a plain channel, or for `db-<object>`
+/// the room the permission function picks (refused when the user may not read).
+fn room_for(shared: &Shared, s: &SocketRef, name: &str) -> Result<String, String> {
+    let Some(object_name) = name.strip_prefix("db-") else {
+        return Ok(rooms::channel(name));
+    };
+    let Some(who) = session::identity(s) else {
+        return Err(NOT_AUTHENTICATED.into());
+    };
+    let object = shared
+        .schema
+        .object(object_name)
+        .ok_or_else(|| format!("no object named `{object_name}` for channel `{name}`"))?;
+    rooms::reader(
+        Feed::DbChannel,
+        object,
+        access(&who, object, Operation::Read),
+    )
+    .ok_or_else(|| {
+        format!(
+            "role `{}` may not read `{}`, so it may not join `{name}`",
+            who.role, object.name
+        )
+    })
+}
+
+async fn join(
+    s: SocketRef,
+    State(shared): State<Arc<Shared>>,
+    TryData(data): TryData<Value>,
+    reply: Reply,
+) {
+    if session::identity(&s).is_none() {
+        return reply.error("join", NOT_AUTHENTICATED);
+    }
+    let name = match channel_name(&data) {
+        Ok(name) => name,
+        Err(e) => return reply.error("join", &e),
+    };
+    match room_for(&shared, &s, &name) {
+        Ok(room) => {
+            s.join(room);
+            reply.ok(
+                &json!({ "ok": true, "channel": name }),
+                Some(("joined", &json!(name))),
+            );
+        }
+        Err(e) => reply.error("join", &e),
+    }
+}
+
+async fn leave(
+    s: SocketRef,
+    State(shared): State<Arc<Shared>>,
+    TryData(data): TryData<Value>,
+    reply: Reply,
+) {
+    if session::identity(&s).is_none() {
+        return reply.error("leave", NOT_AUTHENTICATED);
+    }
+    let name = match channel_name(&data) {
+        Ok(name) => name,
+        Err(e) => return reply.error("leave", &e),
+    };
+    // Leaving a db channel leaves whichever reader room the socket was given.
+    if let Ok(room) = room_for(&shared, &s, &name) {
+        s.leave(room);
+    }
+    let done = json!({ "ok": true, "channel": name });
+    reply.ok(
+        &done,
+        Some(("ok", &json!({ "event": "leave", "channel": name }))),
+    );
+}
+
+async fn chan_in(
+    s: SocketRef,
+    State(shared): State<Arc<Shared>>,
+    TryData(data): TryData<Value>,
+    reply: Reply,
+) {
+    if session::identity(&s).is_none() {
+        return reply.error("chan_in", NOT_AUTHENTICATED);
+    }
+    let Ok(Value::Object(mut message)) = data else {
+        return reply.error("chan_in", "chan_in expects {channel, data}");
+    };
+    let name = match message.remove("channel") {
+        Some(Value::String(name)) => name,
+        _ => return reply.error("chan_in", "chan_in expects {channel, data}"),
+    };
+    if let Err(e) = validate_name(&name) {
+        return reply.error("chan_in", &e);
+    }
+    if name.starts_with("db-") {
+        return reply.error(
+            "chan_in",
+            &format!("cannot publish into database channel `{name}`: its events come only from committed changes"),
+        );
+    }
+    let out = json!({
+        "channel": name,
+        "data": message.remove("data").unwrap_or(Value::Null),
+        "sid": s.id.to_string(),
+    });
+    emit_to(
+        &shared.io(),
+        vec![rooms::channel(&name)],
+        "chan_out",
+        &out,
+        "channel",
+    )
+    .await;
+    reply.ok(&json!({ "ok": true }), None);
+}
+
+/// Any event livebase does not know.
+pub async fn unknown_event(s: SocketRef, Event(event): Event, reply: Reply) {
+    let _ = &s;
+    reply.error(
+        &event,
+        &format!("unknown event `{}`", event.escape_default()),
+    );
+}

@@ -1,0 +1,182 @@
+//! Socket.IO on the REST port (namespace `/`, protocol v4 and v5): socket
+//! authentication, identity rooms, StaticBackend channels, `db-<object>` channels,
+//! Sails virtual requests and subscriptions, LoopBack event names, and the limits that
+//! keep one client from hurting the others.
+//!
+//! Who receives what is decided only by rooms (`rooms`), and which room a socket joins
+//! is decided only by `auth::access`, the same function REST asks. This module never
+//! writes data and never loops over sockets to filter an event.
+//!
+//! - `session`  — authentication, identity rooms, connection limit, auth timeout.
+//! - `channels` — `echo`, `join`, `leave`, `chan_in`, and how commands answer.
+//! - `sails`    — virtual requests through the HTTP router, and subscriptions.
+//! - `relay`    — committed changes (`RecordEvent`) → db, Sails and LoopBack events.
+//! - `rooms`    — every room name.
+
+pub mod channels;
+pub mod relay;
+pub mod rooms;
+pub mod sails;
+pub mod session;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use serde::Serialize;
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::{BroadcastError, SocketError, SocketIo};
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::schema::Schema;
+
+/// The realtime layer's handle for the rest of livebase (actions, account handlers):
+/// emits to identity rooms and channels. Cloning is shallow.
+#[derive(Clone)]
+pub struct Realtime {
+    io: SocketIo,
+    shared: Arc<Shared>,
+}
+
+/// What the socket handlers share (socketioxide state).
+pub(crate) struct Shared {
+    auth: Auth,
+    schema: Arc<Schema>,
+    limits: Limits,
+    /// Sockets admitted and not yet disconnected, for the connection limit.
+    connections: AtomicUsize,
+    /// The HTTP router virtual requests run through. Set once serving starts and taken
+    /// away when it stops, so the router (which holds this) is not kept alive forever.
+    router: RwLock<Option<Router>>,
+    io: OnceLock<SocketIo>,
+}
+
+struct Limits {
+    max_connections: usize,
+    auth_timeout: Duration,
+}
+
+impl Shared {
+    fn router(&self) -> Option<Router> {
+        self.router.read().ok()?.clone()
+    }
+
+    fn io(&self) -> SocketIo {
+        self.io.get().expect("set in Realtime::new").clone()
+    }
+}
+
+impl Realtime {
+    /// The Socket.IO layer to put around the HTTP router, and its handle.
+    pub fn new(config: &Config, auth: Auth, schema: Arc<Schema>) -> (Realtime, SocketIoLayer) {
+        let shared = Arc::new(Shared {
+            auth,
+            schema,
+            limits: Limits {
+                max_connections: config.max_connections,
+                auth_timeout: Duration::from_millis(config.socket_auth_timeout_ms),
+            },
+            connections: AtomicUsize::new(0),
+            router: RwLock::new(None),
+            io: OnceLock::new(),
+        });
+        let (layer, io) = SocketIo::builder()
+            .with_state(shared.clone())
+            .max_payload(config.socket_max_payload)
+            .max_buffer_size(config.socket_buffer)
+            .ping_interval(Duration::from_millis(config.socket_ping_interval_ms))
+            .ping_timeout(Duration::from_millis(config.socket_ping_timeout_ms))
+            .build_layer();
+        io.ns("/", session::on_connect.with(session::admit));
+        shared.io.set(io.clone()).ok();
+        (Realtime { io, shared }, layer)
+    }
+
+    /// Lets virtual requests reach `router` (`None` when serving stops).
+    pub fn set_router(&self, router: Option<Router>) {
+        if let Ok(mut slot) = self.shared.router.write() {
+            *slot = router;
+        }
+    }
+
+    /// Backand `socket.emitUsers`: to every socket of these users (by username).
+    pub async fn emit_users<T: Serialize + ?Sized>(&self, event: &str, data: &T, users: &[String]) {
+        let rooms = users.iter().map(|u| rooms::user(u)).collect();
+        emit_to(&self.io, rooms, event, data, "users").await;
+    }
+
+    /// Backand `socket.emitRole`: to every socket whose user has `role`.
+    pub async fn emit_role<T: Serialize + ?Sized>(&self, event: &str, data: &T, role: &str) {
+        emit_to(&self.io, vec![rooms::role(role)], event, data, "role").await;
+    }
+
+    /// Backand `socket.emitAll`: to every authenticated socket.
+    pub async fn emit_all<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+        let rooms = vec![rooms::AUTHENTICATED.to_string()];
+        emit_to(&self.io, rooms, event, data, "all").await;
+    }
+
+    /// `socket.broadcast(room, …)`: to the members of a channel joined with `join`.
+    pub async fn broadcast<T: Serialize + ?Sized>(&self, channel: &str, event: &str, data: &T) {
+        emit_to(
+            &self.io,
+            vec![rooms::channel(channel)],
+            event,
+            data,
+            "channel",
+        )
+        .await;
+    }
+
+    /// Ends every socket of a user whose credentials or role changed: their rooms were
+    /// chosen for the old identity.
+    pub async fn disconnect_user(&self, username: &str) {
+        if let Err(e) = self.io.to(rooms::user(username)).disconnect().await {
+            tracing::debug!(error = %e, "disconnecting a user's sockets");
+        }
+    }
+
+    /// Disconnects every socket (shutdown).
+    pub async fn close(&self) {
+        self.io.close().await;
+    }
+
+    pub(crate) fn schema(&self) -> &Arc<Schema> {
+        &self.shared.schema
+    }
+
+    pub(crate) fn io(&self) -> &SocketIo {
+        &self.io
+    }
+}
+
+/// One room emit, counted; sockets whose queue is full miss it and are counted as drops
+/// (they are disconnected at their next heartbeat, which cannot be queued either).
+pub(crate) async fn emit_to<T: Serialize + ?Sized>(
+    io: &SocketIo,
+    rooms: Vec<String>,
+    event: &str,
+    data: &T,
+    kind: &'static str,
+) {
+    if rooms.is_empty() {
+        return;
+    }
+    metrics::counter!("livebase_socket_emits_total", "kind" => kind).increment(1);
+    match io.to(rooms).emit(event, data).await {
+        Ok(()) => {}
+        Err(BroadcastError::Socket(errors)) => {
+            for error in errors {
+                let reason = match error {
+                    SocketError::InternalChannelFull => "buffer_full",
+                    SocketError::Closed => "closed",
+                };
+                metrics::counter!("livebase_socket_drops_total", "reason" => reason).increment(1);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, event, "socket emit failed"),
+    }
+}

@@ -1,0 +1,155 @@
+//! Committed changes become socket events: `db_created` / `db_updated` / `db_deleted` on
+//! `db-<object>` channels, Sails `{verb, id, data, previous}` events named after the
+//! object, and LoopBack `/<object>/POST`-style names for objects that opt in. Each goes
+//! to the rooms `rooms::readers_of_row` names, so only sockets whose user may read the
+//! row receive it.
+//!
+//! Driven by the write path's event bus, so every source of writes (REST, virtual
+//! requests, actions) is covered by one subscriber.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::rooms::{self, Feed};
+use super::{Realtime, emit_to};
+use crate::http::objects::row_json;
+use crate::records::{RecordEvent, Verb};
+use crate::schema::ObjectSchema;
+
+/// Delivers every committed change until the write path goes away.
+pub async fn run(mut events: broadcast::Receiver<Arc<RecordEvent>>, realtime: Realtime) {
+    loop {
+        match events.recv().await {
+            Ok(event) => deliver(&realtime, &event).await,
+            Err(RecvError::Lagged(missed)) => {
+                metrics::counter!("livebase_socket_events_lagged_total").increment(missed);
+                tracing::error!(
+                    missed,
+                    "realtime fell behind the write path; events were lost"
+                );
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+}
+
+async fn deliver(realtime: &Realtime, event: &RecordEvent) {
+    let Some(object) = realtime.schema().object(&event.object).cloned() else {
+        return;
+    };
+    let io = realtime.io();
+    let owner = event.owner();
+    let row = event.record.as_ref().map(row_json);
+    let previous = event.previous.as_ref().map(row_json);
+    let id = event.id;
+
+    let channel = format!("db-{}", object.name);
+    let (name, data) = match event.verb {
+        Verb::Created => ("db_created", row.clone().unwrap_or(Value::Null)),
+        Verb::Updated => ("db_updated", row.clone().unwrap_or(Value::Null)),
+        Verb::Deleted => ("db_deleted", json!(id)),
+    };
+    let readers = rooms::readers_of_row(Feed::DbChannel, &object, owner);
+    emit_to(
+        io,
+        readers,
+        name,
+        &json!({ "channel": channel, "data": data }),
+        "db",
+    )
+    .await;
+
+    sails(
+        realtime,
+        &object,
+        event,
+        owner,
+        row.as_ref(),
+        previous.as_ref(),
+    )
+    .await;
+
+    if object.events.iter().any(|e| e == "loopback") {
+        let (name, data) = match event.verb {
+            Verb::Created => (format!("/{}/POST", object.name), row.clone()),
+            Verb::Updated => (format!("/{}/{id}/PUT", object.name), row.clone()),
+            Verb::Deleted => (
+                format!("/{}/{id}/DELETE", object.name),
+                Some(json!({ "id": id })),
+            ),
+        };
+        let readers = rooms::readers_of_row(Feed::LoopBack, &object, owner);
+        emit_to(io, readers, &name, &data, "loopback").await;
+    }
+
+    if object.is_users() {
+        forget_changed_identity(realtime, event).await;
+    }
+}
+
+async fn sails(
+    realtime: &Realtime,
+    object: &ObjectSchema,
+    event: &RecordEvent,
+    owner: Option<i64>,
+    row: Option<&Value>,
+    previous: Option<&Value>,
+) {
+    let io = realtime.io();
+    let row_room = rooms::row(&object.name, event.id);
+    let mut payload = json!({ "id": event.id });
+    let mut targets = vec![row_room.clone()];
+    let watchers = rooms::readers_of_row(Feed::SailsWatch, object, owner);
+    match event.verb {
+        Verb::Created => {
+            payload["verb"] = json!("created");
+            payload["data"] = row.cloned().unwrap_or(Value::Null);
+            targets.extend(watchers.iter().cloned());
+        }
+        Verb::Updated => {
+            payload["verb"] = json!("updated");
+            payload["data"] = row.cloned().unwrap_or(Value::Null);
+            payload["previous"] = previous.cloned().unwrap_or(Value::Null);
+        }
+        Verb::Deleted => {
+            payload["verb"] = json!("destroyed");
+            payload["previous"] = previous.cloned().unwrap_or(Value::Null);
+        }
+    }
+    emit_to(io, targets, &object.name, &payload, "sails").await;
+    match event.verb {
+        // Watching a list means being subscribed to its new rows as well.
+        Verb::Created => {
+            if let Err(e) = io.to(watchers).join(row_room).await {
+                tracing::debug!(error = %e, "subscribing watchers to a new row");
+            }
+        }
+        Verb::Deleted => {
+            if let Err(e) = io.to(row_room.clone()).leave(row_room).await {
+                tracing::debug!(error = %e, "dropping a deleted row's subscribers");
+            }
+        }
+        Verb::Updated => {}
+    }
+}
+
+/// A socket's rooms were chosen for its user's role and username at authentication; if
+/// either changes, or the user is deleted, its sockets must authenticate again.
+async fn forget_changed_identity(realtime: &Realtime, event: &RecordEvent) {
+    let Some(before) = &event.previous else {
+        return;
+    };
+    let field = |r: &crate::store::Record, f: &str| r.fields.get(f).cloned();
+    let changed = match &event.record {
+        None => true,
+        Some(after) => {
+            field(before, "role") != field(after, "role")
+                || field(before, "email") != field(after, "email")
+        }
+    };
+    if changed && let Some(Value::String(username)) = before.fields.get("email") {
+        realtime.disconnect_user(username).await;
+    }
+}

@@ -1,0 +1,142 @@
+//! Room names: the whole delivery policy of livebase's realtime layer is which rooms a
+//! socket joins, so every name is made here and nowhere else.
+//!
+//! Row filtering is by room layout, not by a loop over sockets: a socket whose user may
+//! read every row of an object joins that object's shared room for a delivery kind; a
+//! socket whose user may read only its own rows (owner row security) joins the object's
+//! room for that user. A committed change then goes to the shared room plus the room of
+//! the row's owner: one emit, whatever the number of sockets, and the same emit works
+//! across nodes through an adapter.
+
+use crate::auth::Access;
+use crate::schema::{ObjectSchema, RowSecurity};
+
+/// Every authenticated socket.
+pub const AUTHENTICATED: &str = "all";
+
+/// A delivery kind that is filtered by the permission function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// `db-<object>` channel members (`db_created` / `db_updated` / `db_deleted`).
+    DbChannel,
+    /// Sockets that listed an object through a Sails `get` and so watch its new rows.
+    SailsWatch,
+    /// LoopBack `/<Object>/POST` names, joined automatically for opted-in objects.
+    LoopBack,
+}
+
+impl Feed {
+    fn prefix(self) -> &'static str {
+        match self {
+            Feed::DbChannel => "db",
+            Feed::SailsWatch => "sw",
+            Feed::LoopBack => "lb",
+        }
+    }
+}
+
+/// The socket's user (usernames are unique emails, or `Guest` for anonymous sockets).
+pub fn user(username: &str) -> String {
+    format!("user:{username}")
+}
+
+pub fn role(role: &str) -> String {
+    format!("role:{role}")
+}
+
+/// A StaticBackend channel joined by name.
+pub fn channel(name: &str) -> String {
+    format!("chan:{name}")
+}
+
+/// Sockets subscribed to one row through a Sails `get` or `post`.
+pub fn row(object: &str, id: i64) -> String {
+    format!("row:{object}:{id}")
+}
+
+/// The room a reader with `access` joins for `feed` of `object`; `None` if it may not read.
+pub fn reader(feed: Feed, object: &ObjectSchema, access: Access) -> Option<String> {
+    let prefix = feed.prefix();
+    match access {
+        Access::Denied => None,
+        Access::All => Some(format!("{prefix}:{}", object.name)),
+        Access::Own(user) => Some(format!("{prefix}:{}:{user}", object.name)),
+    }
+}
+
+/// The rooms a change to a row created by `owner` goes to: exactly the readers
+/// `reader` placed, so a socket gets the event only if `access(..).permits_row(owner)`.
+pub fn readers_of_row(feed: Feed, object: &ObjectSchema, owner: Option<i64>) -> Vec<String> {
+    let mut rooms = vec![format!("{}:{}", feed.prefix(), object.name)];
+    if let (RowSecurity::Owner | RowSecurity::OwnerWrite, Some(owner)) =
+        (object.row_security, owner)
+    {
+        rooms.push(format!("{}:{}:{owner}", feed.prefix(), object.name));
+    }
+    rooms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Identity, access};
+    use crate::schema::{Operation, Permissions};
+
+    fn object(row_security: RowSecurity) -> ObjectSchema {
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect();
+        ObjectSchema {
+            name: "notes".into(),
+            fields: vec![],
+            permissions: Permissions {
+                read: roles(&["User", "ReadOnly"]),
+                create: roles(&["User"]),
+                update: roles(&["User"]),
+                delete: roles(&[]),
+            },
+            row_security,
+            events: vec![],
+            file: "notes.json".into(),
+        }
+    }
+
+    fn who(role: &str, id: i64) -> Identity {
+        Identity {
+            user_id: Some(id),
+            username: format!("u{id}@x"),
+            role: role.into(),
+            master: false,
+        }
+    }
+
+    /// The room layout agrees with `permits_row` for every mode, role and owner.
+    #[test]
+    fn rooms_deliver_exactly_what_access_permits() {
+        for mode in [
+            RowSecurity::None,
+            RowSecurity::Owner,
+            RowSecurity::OwnerWrite,
+        ] {
+            let object = object(mode);
+            for reader_identity in [
+                who("Admin", 1),
+                who("User", 2),
+                who("User", 3),
+                who("ReadOnly", 4),
+                who("Public", 5),
+            ] {
+                let scope = access(&reader_identity, &object, Operation::Read);
+                let joined = reader(Feed::DbChannel, &object, scope);
+                for owner in [None, Some(1), Some(2), Some(3), Some(4)] {
+                    let targets = readers_of_row(Feed::DbChannel, &object, owner);
+                    let delivered = joined.as_ref().is_some_and(|r| targets.contains(r));
+                    assert_eq!(
+                        delivered,
+                        scope.permits_row(owner),
+                        "{mode:?} {} owner {owner:?}",
+                        reader_identity.role
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Sails-style virtual requests: `get` / `post` / `put` / `patch` / `delete` events with
+//! `{method, url, data, headers}`, answered by the ack `{body, statusCode, headers}`.
+//! They run through the very router HTTP uses (`http::app`), with the socket's identity
+//! attached as a request extension, so there is one implementation of every endpoint.
+//!
+//! A successful `get` subscribes the socket to the rows it returned (and, for a list, to
+//! the object's new rows, within what its user may read); a `post` subscribes it to the
+//! row it created. The events themselves are sent by `relay`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use serde_json::{Map, Value, json};
+use socketioxide::extract::{Event, SocketRef, State, TryData};
+use tower::ServiceExt;
+
+use super::Shared;
+use super::channels::Reply;
+use super::rooms::{self, Feed};
+use super::session::{self, NOT_AUTHENTICATED};
+use crate::auth::{Identity, access};
+use crate::http::extract::SocketCaller;
+use crate::schema::{Operation, Schema};
+
+/// Largest response body relayed back in an ack.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// First path segments that are livebase routes, never Sails blueprint aliases.
+const ROUTE_PREFIXES: [&str; 5] = ["1", "api", "token", "healthz", "metrics"];
+
+/// Headers a virtual request may not set: identity comes from the socket, framing from us.
+const DROPPED_HEADERS: [&str; 6] = [
+    "authorization",
+    "anonymoustoken",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+];
+
+pub fn register(s: &SocketRef) {
+    for verb in ["get", "post", "put", "patch", "delete"] {
+        s.on(verb, request);
+    }
+}
+
+async fn request(
+    s: SocketRef,
+    State(shared): State<Arc<Shared>>,
+    Event(event): Event,
+    TryData(data): TryData<Value>,
+    reply: Reply,
+) {
+    let (status, body, headers) = match session::identity(&s) {
+        None => refusal(StatusCode::UNAUTHORIZED, NOT_AUTHENTICATED),
+        Some(who) => match VirtualRequest::parse(&event, data.ok(), &shared.schema) {
+            Err(message) => refusal(StatusCode::BAD_REQUEST, &message),
+            Ok(request) => {
+                let method = request.method.clone();
+                let path = request.path.clone();
+                let answer = shared.call(request.into_http(&who)).await;
+                if answer.0 == StatusCode::OK {
+                    subscribe(&s, &shared.schema, &who, &method, &path, &answer.1);
+                }
+                answer
+            }
+        },
+    };
+    if reply.wants_ack() {
+        let ack = json!({ "body": body, "statusCode": status.as_u16(), "headers": headers });
+        reply.ok(&ack, None);
+    } else if status.as_u16() >= 400 {
+        let message = body
+            .get("Message")
+            .and_then(Value::as_str)
+            .unwrap_or("request failed")
+            .to_string();
+        reply.error(&event, &format!("{}: {message}", status.as_u16()));
+    }
+}
+
+fn refusal(status: StatusCode, message: &str) -> (StatusCode, Value, Value) {
+    (status, json!({ "Message": message }), json!({}))
+}
+
+struct VirtualRequest {
+    method: Method,
+    /// The canonical path (Sails aliases resolved).
+    path: String,
+    query: Option<String>,
+    body: Option<Vec<u8>>,
+    headers: HeaderMap,
+}
+
+impl VirtualRequest {
+    fn parse(event: &str, data: Option<Value>, schema: &Schema) -> Result<Self, String> {
+        let Some(Value::Object(mut ctx)) = data else {
+            return Err(format!(
+                "a `{event}` request is {{method, url, data, headers}} with `url` required"
+            ));
+        };
+        let url = match ctx.remove("url") {
+            Some(Value::String(url)) if url.starts_with('/') => url,
+            _ => return Err("`url` must be a string starting with /".into()),
+        };
+        match ctx.remove("method") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(m)) if m.eq_ignore_ascii_case(event) => {}
+            Some(other) => {
+                return Err(format!(
+                    "`method` {other} does not match the `{event}` event"
+                ));
+            }
+        }
+        let (path, query) = match url.split_once('?') {
+            Some((path, query)) => (path, Some(query.to_string())),
+            None => (url.as_str(), None),
+        };
+        let path = resolve_alias(path, schema);
+        let mut method = match event {
+            "get" => Method::GET,
+            "post" => Method::POST,
+            "put" => Method::PUT,
+            "patch" => Method::PATCH,
+            _ => Method::DELETE,
+        };
+        // Backand updates with PUT, Sails blueprints with PATCH: both update a row.
+        if method == Method::PATCH && object_path(&path).is_some_and(|(_, id)| id.is_some()) {
+            method = Method::PUT;
+        }
+        let data = ctx.remove("data");
+        let mut query = query;
+        let mut body = None;
+        if method == Method::GET || method == Method::DELETE {
+            match data {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(params)) => {
+                    let extra = encode_params(&params)?;
+                    query = Some(match query {
+                        Some(q) if !q.is_empty() => format!("{q}&{extra}"),
+                        _ => extra,
+                    });
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "`data` of a `{event}` must be an object of query parameters"
+                    ));
+                }
+            }
+        } else {
+            let data = data.unwrap_or_else(|| json!({}));
+            body = Some(serde_json::to_vec(&data).map_err(|e| e.to_string())?);
+        }
+        let headers = match ctx.remove("headers") {
+            None | Some(Value::Null) => HeaderMap::new(),
+            Some(Value::Object(h)) => parse_headers(&h)?,
+            Some(_) => return Err("`headers` must be an object of strings".into()),
+        };
+        Ok(VirtualRequest {
+            method,
+            path,
+            query,
+            body,
+            headers,
+        })
+    }
+
+    fn into_http(self, who: &Identity) -> Result<Request<Body>, String> {
+        let uri = match &self.query {
+            Some(q) if !q.is_empty() => format!("{}?{q}", self.path),
+            _ => self.path.clone(),
+        };
+        let uri: Uri = uri.parse().map_err(|_| format!("malformed url `{uri}`"))?;
+        let mut request = Request::builder()
+            .method(self.method)
+            .uri(uri)
+            .extension(SocketCaller(who.clone()));
+        if let Some(headers) = request.headers_mut() {
+            headers.extend(self.headers);
+            if self.body.is_some() {
+                headers.insert("content-type", HeaderValue::from_static("application/json"));
+            }
+        }
+        request
+            .body(Body::from(self.body.unwrap_or_default()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Sails blueprint paths `/<object>` and `/<object>/<id>` name `/1/objects/…`.
+fn resolve_alias(path: &str, schema: &Schema) -> String {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let first = segments[0];
+    if segments.len() <= 2 && !ROUTE_PREFIXES.contains(&first) && schema.object(first).is_some() {
+        return format!("/1/objects{path}");
+    }
+    path.to_string()
+}
+
+/// `(object, id)` of a canonical `/1/objects/<object>[/<id>]` path (not actions).
+fn object_path(path: &str) -> Option<(&str, Option<&str>)> {
+    let rest = path.strip_prefix("/1/objects/")?;
+    let mut parts = rest.split('/');
+    let object = parts.next().filter(|o| !o.is_empty() && *o != "action")?;
+    let id = parts.next();
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((object, id))
+}
+
+fn encode_params(params: &Map<String, Value>) -> Result<String, String> {
+    let pairs: Vec<(&str, String)> = params
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.as_str(), text)
+        })
+        .collect();
+    serde_urlencoded::to_string(pairs).map_err(|e| e.to_string())
+}
+
+fn parse_headers(given: &Map<String, Value>) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in given {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("`{}` is not a header name", name.escape_default()))?;
+        if DROPPED_HEADERS.contains(&header.as_str()) {
+            continue;
+        }
+        let Value::String(text) = value else {
+            return Err(format!("header `{name}` must be a string"));
+        };
+        let value = HeaderValue::from_str(text)
+            .map_err(|_| format!("header `{name}` has characters a header cannot carry"))?;
+        headers.insert(header, value);
+    }
+    Ok(headers)
+}
+
+impl Shared {
+    /// Runs a virtual request through the HTTP router.
+    async fn call(&self, request: Result<Request<Body>, String>) -> (StatusCode, Value, Value) {
+        let request = match request {
+            Ok(r) => r,
+            Err(message) => return refusal(StatusCode::BAD_REQUEST, &message),
+        };
+        let Some(router) = self.router() else {
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server is starting or stopping",
+            );
+        };
+        let response = match router.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        let headers: Map<String, Value> = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), Value::String(v.to_str().ok()?.into()))))
+            .collect();
+        let bytes = match axum::body::to_bytes(response.into_body(), MAX_RESPONSE_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                return refusal(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "response too large for a socket",
+                );
+            }
+        };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, body, Value::Object(headers))
+    }
+}
+
+/// Sails: reading rows subscribes to them; listing also watches new rows; creating
+/// subscribes to the new row. The rows were already filtered by the handler.
+fn subscribe(
+    s: &SocketRef,
+    schema: &Schema,
+    who: &Identity,
+    method: &Method,
+    path: &str,
+    body: &Value,
+) {
+    let Some((name, id)) = object_path(path) else {
+        return;
+    };
+    let Some(object) = schema.object(name) else {
+        return;
+    };
+    let as_id = |v: &Value| v.as_i64().or_else(|| v.as_str()?.parse().ok());
+    let mut joined = Vec::new();
+    match (method, id) {
+        (&Method::GET, None) => {
+            if let Some(rows) = body.get("data").and_then(Value::as_array) {
+                joined.extend(
+                    rows.iter()
+                        .filter_map(|row| row.get("id").and_then(as_id))
+                        .map(|id| rooms::row(name, id)),
+                );
+            }
+            joined.extend(rooms::reader(
+                Feed::SailsWatch,
+                object,
+                access(who, object, Operation::Read),
+            ));
+        }
+        (&Method::GET, Some(_)) => {
+            if let Some(id) = body.get("id").and_then(as_id) {
+                joined.push(rooms::row(name, id));
+            }
+        }
+        (&Method::POST, None) => {
+            if let Some(id) = body.pointer("/__metadata/id").and_then(as_id) {
+                joined.push(rooms::row(name, id));
+            }
+        }
+        _ => {}
+    }
+    if !joined.is_empty() {
+        s.join(joined);
+    }
+}

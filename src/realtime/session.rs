@@ -1,0 +1,268 @@
+//! Who a socket is: the three ways to authenticate (handshake `auth`, Backand `login`,
+//! LoopBack `authentication`), the rooms an identity joins, the connection limit and the
+//! authentication timeout.
+//!
+//! Every credential goes through `Auth`, exactly as a REST request's headers do, so a
+//! socket's identity is the identity REST would give the same credentials. A socket
+//! without an identity is in no room and therefore receives no event.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::http::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::socket::DisconnectReason;
+
+use super::rooms::{self, Feed};
+use super::{Shared, channels, sails};
+use crate::auth::{Identity, access};
+use crate::error::ApiError;
+use crate::schema::Operation;
+
+/// A socket's identity, kept in its extensions.
+#[derive(Clone)]
+pub struct Session(pub Arc<Identity>);
+
+/// The identity of an authenticated socket.
+pub fn identity(s: &SocketRef) -> Option<Arc<Identity>> {
+    s.extensions.get::<Session>().map(|session| session.0)
+}
+
+pub const NOT_AUTHENTICATED: &str =
+    "authenticate first: handshake auth {token} or {anonymousToken}, `login` or `authentication`";
+
+/// Why a connection was refused; the client receives the text in its `connect_error`.
+#[derive(Debug)]
+pub struct Refusal(String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Connect middleware: handshake credentials first (a bad one refuses the connection
+/// with the reason), then the connection limit.
+pub(crate) async fn admit(
+    s: SocketRef,
+    State(shared): State<Arc<Shared>>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), Refusal> {
+    if let Ok(auth) = auth {
+        match handshake_identity(&shared, &auth).await {
+            Ok(Some(who)) => {
+                s.extensions.insert(Session(Arc::new(who)));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                refused("auth");
+                return Err(Refusal(e.to_string()));
+            }
+        }
+    }
+    let open = shared.connections.fetch_add(1, Ordering::SeqCst);
+    if open >= shared.limits.max_connections {
+        shared.connections.fetch_sub(1, Ordering::SeqCst);
+        refused("limit");
+        return Err(Refusal(format!(
+            "connection limit reached: this server accepts {} sockets at once; try again later",
+            shared.limits.max_connections
+        )));
+    }
+    Ok(())
+}
+
+fn refused(reason: &'static str) {
+    metrics::counter!("livebase_socket_refusals_total", "reason" => reason).increment(1);
+}
+
+/// `auth: {token}` (with or without `Bearer `) or `auth: {anonymousToken}`; no
+/// credentials at all means the socket will authenticate with an event.
+async fn handshake_identity(shared: &Shared, auth: &Value) -> Result<Option<Identity>, ApiError> {
+    let field = |name: &str| match auth.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::Unauthorized(format!(
+            "handshake auth `{name}` must be a string"
+        ))),
+    };
+    if let Some(token) = field("token")? {
+        return shared.auth.identify_bearer(&token).await.map(Some);
+    }
+    if let Some(token) = field("anonymousToken")? {
+        return shared.auth.identify_anonymous(&token).map(Some);
+    }
+    Ok(None)
+}
+
+pub(crate) async fn on_connect(s: SocketRef, State(shared): State<Arc<Shared>>) {
+    metrics::counter!("livebase_socket_connects_total").increment(1);
+    metrics::gauge!("livebase_socket_connections").increment(1.0);
+    s.on_disconnect(on_disconnect);
+    s.on("login", login);
+    s.on("authentication", authentication);
+    channels::register(&s);
+    sails::register(&s);
+    s.on_fallback(channels::unknown_event);
+    match identity(&s) {
+        Some(who) => enter(&s, &shared, &who),
+        None => {
+            let timeout = shared.limits.auth_timeout;
+            let s = s.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if s.connected() && identity(&s).is_none() {
+                    refused("auth_timeout");
+                    s.emit(
+                        "error",
+                        &json!({ "message": format!(
+                            "not authenticated within {} ms; disconnecting",
+                            timeout.as_millis()
+                        )}),
+                    )
+                    .ok();
+                    s.disconnect().ok();
+                }
+            });
+        }
+    }
+}
+
+async fn on_disconnect(State(shared): State<Arc<Shared>>, reason: DisconnectReason) {
+    shared.connections.fetch_sub(1, Ordering::SeqCst);
+    metrics::gauge!("livebase_socket_connections").decrement(1.0);
+    let reason = match reason {
+        DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
+        DisconnectReason::ClientNSDisconnect | DisconnectReason::TransportClose => "client",
+        DisconnectReason::ServerNSDisconnect => "server",
+        DisconnectReason::ClosingServer => "shutdown",
+        DisconnectReason::PacketParsingError => "bad_packet",
+        _ => "transport_error",
+    };
+    metrics::counter!("livebase_socket_disconnects_total", "reason" => reason).increment(1);
+}
+
+/// Puts an authenticated socket in its identity rooms (user, role, everyone) and in the
+/// LoopBack rooms of the objects it may read. Authenticating again replaces all of it.
+fn enter(s: &SocketRef, shared: &Shared, who: &Identity) {
+    s.leave_all();
+    let mut joined = vec![
+        rooms::user(&who.username),
+        rooms::role(&who.role),
+        rooms::AUTHENTICATED.to_string(),
+    ];
+    for object in shared.schema.objects.values() {
+        if object.events.iter().any(|e| e == "loopback")
+            && let Some(room) =
+                rooms::reader(Feed::LoopBack, object, access(who, object, Operation::Read))
+        {
+            joined.push(room);
+        }
+    }
+    s.join(joined);
+    s.extensions.insert(Session(Arc::new(who.clone())));
+}
+
+fn welcome(who: &Identity) -> Value {
+    json!({
+        "username": who.username,
+        "role": who.role,
+        "userId": who.user_id.map(|id| id.to_string()),
+    })
+}
+
+/// Backand: `login(authorizationHeader, anonymousToken, appName)` → `authorized` or
+/// `notAuthorized`.
+async fn login(s: SocketRef, State(shared): State<Arc<Shared>>, TryData(args): TryData<Args>) {
+    let args = args.map(|a| a.0).unwrap_or_default();
+    let text = |i: usize| args.get(i).and_then(Value::as_str).map(str::trim);
+    let mut headers = HeaderMap::new();
+    if let Some(value) = text(0).filter(|v| !v.is_empty()) {
+        match HeaderValue::from_str(value) {
+            Ok(v) => {
+                headers.insert("authorization", v);
+            }
+            Err(_) => return deny(&s, "notAuthorized", "malformed authorization value"),
+        }
+    }
+    if let Some(value) = text(1).filter(|v| !v.is_empty())
+        && let Ok(v) = HeaderValue::from_str(value)
+    {
+        headers.insert("anonymoustoken", v);
+    }
+    if let Some(app) = text(2).filter(|a| !a.is_empty())
+        && app != shared.auth.secrets().app_name
+    {
+        return deny(&s, "notAuthorized", &format!("unknown app `{app}`"));
+    }
+    match shared.auth.identify(&headers).await {
+        Ok(who) => {
+            enter(&s, &shared, &who);
+            s.emit("authorized", &welcome(&who)).ok();
+        }
+        Err(e) => deny(&s, "notAuthorized", &e.to_string()),
+    }
+}
+
+/// LoopBack: `authentication({id: token})` → `authenticated` or `unauthorized`.
+async fn authentication(
+    s: SocketRef,
+    State(shared): State<Arc<Shared>>,
+    TryData(data): TryData<Value>,
+) {
+    let token = match data.as_ref().ok().and_then(|d| d.get("id")) {
+        Some(Value::String(token)) => token.clone(),
+        _ => {
+            return deny(
+                &s,
+                "unauthorized",
+                "authentication expects {id: <access token>}",
+            );
+        }
+    };
+    match shared.auth.identify_bearer(&token).await {
+        Ok(who) => {
+            enter(&s, &shared, &who);
+            s.emit("authenticated", &welcome(&who)).ok();
+        }
+        Err(e) => deny(&s, "unauthorized", &e.to_string()),
+    }
+}
+
+/// A refused authentication keeps the socket's previous state (none, or its earlier
+/// identity) and says why; the socket may try again until the timeout.
+fn deny(s: &SocketRef, event: &str, message: &str) {
+    refused("auth");
+    s.emit(event, &json!({ "message": message })).ok();
+}
+
+/// All the arguments of an event, for Backand's three-argument `login`.
+#[derive(Default)]
+struct Args(Vec<Value>);
+
+impl<'de> Deserialize<'de> for Args {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Args;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("event arguments")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Args, A::Error> {
+                let mut args = Vec::new();
+                while args.len() < 3 {
+                    match seq.next_element::<Value>()? {
+                        Some(v) => args.push(v),
+                        None => break,
+                    }
+                }
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Args(args))
+            }
+        }
+        // A tuple, so socketioxide hands over every argument rather than the first.
+        d.deserialize_tuple(3, Visitor)
+    }
+}

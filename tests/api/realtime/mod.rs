@@ -1,0 +1,43 @@
+//! Realtime over real sockets: the Rust client in `sio.rs` against a real server.
+
+mod db_channels;
+
+use serde_json::{Value, json};
+
+use crate::common::{Backend, Spawn};
+
+/// Objects covering each row-security mode: `posts` (none, LoopBack names on),
+/// `notes` (owner), `memos` (ownerWrite). Readers: User and ReadOnly; Public reads posts.
+pub fn objects(spawn: Spawn<'_>) -> Spawn<'_> {
+    let perms = |read: &[&str]| json!({ "read": read, "create": ["User"], "update": ["User"], "delete": ["User"] });
+    spawn
+        .schema(
+            "posts.json",
+            json!({ "name": "posts", "fields": { "title": { "type": "string" } },
+                    "permissions": perms(&["User", "ReadOnly", "Public"]),
+                    "events": ["loopback"] }),
+        )
+        .schema(
+            "notes.json",
+            json!({ "name": "notes", "fields": { "title": { "type": "string" } },
+                    "permissions": perms(&["User", "ReadOnly"]), "rowSecurity": "owner",
+                    "events": ["loopback"] }),
+        )
+        .schema(
+            "memos.json",
+            json!({ "name": "memos", "fields": { "title": { "type": "string" } },
+                    "permissions": perms(&["User", "ReadOnly"]), "rowSecurity": "ownerWrite" }),
+        )
+}
+
+pub async fn start(backend: &Backend) -> crate::common::TestApp {
+    objects(Spawn::new(backend)).start().await
+}
+
+pub fn id_of(created: &Value) -> i64 {
+    created["__metadata"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}

@@ -1,0 +1,298 @@
+//! A small Socket.IO v5 (engine.io v4) client over a real WebSocket, enough to drive
+//! livebase the way socket.io-client does: handshake auth, events, acks, pings.
+//!
+//! Negative assertions do not rely on sleeping: `TestApp::barrier` emits a marker to
+//! every authenticated socket after the event under test was delivered to someone, and
+//! since one socket's events arrive in order, whatever a socket got before the marker is
+//! everything it will ever get of that event.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::TestApp;
+
+/// How long a test waits for something that must happen.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// An event with all its arguments.
+    Event(String, Vec<Value>),
+    /// The server ended the namespace (`41`) or the connection closed.
+    Closed,
+}
+
+pub struct Sio {
+    pub sid: String,
+    out: mpsc::UnboundedSender<Message>,
+    incoming: mpsc::UnboundedReceiver<Incoming>,
+    buffered: VecDeque<Incoming>,
+    acks: Arc<Mutex<HashMap<i64, oneshot::Sender<Vec<Value>>>>>,
+    next_ack: AtomicI64,
+}
+
+/// The WebSocket URL of a test server.
+pub fn ws_url(base: &str, eio: u8) -> String {
+    format!(
+        "{}/socket.io/?EIO={eio}&transport=websocket",
+        base.replacen("http://", "ws://", 1)
+    )
+}
+
+impl Sio {
+    /// Connects to namespace `/` with an optional handshake `auth`; `Err` carries the
+    /// `connect_error` message.
+    pub async fn connect(base: &str, auth: Option<Value>) -> Result<Sio, String> {
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url(base, 4))
+            .await
+            .map_err(|e| format!("websocket: {e}"))?;
+        let (mut sink, mut stream) = ws.split();
+        let open = next_text(&mut stream)
+            .await
+            .ok_or("no engine.io open packet")?;
+        assert!(open.starts_with('0'), "engine.io open packet: {open}");
+        let connect = match &auth {
+            Some(a) => format!("40{a}"),
+            None => "40".to_string(),
+        };
+        sink.send(Message::Text(connect.into())).await.unwrap();
+        let answer = loop {
+            let text = next_text(&mut stream).await.ok_or("no connect answer")?;
+            if text == "2" {
+                sink.send(Message::Text("3".into())).await.unwrap();
+            } else {
+                break text;
+            }
+        };
+        let sid = if let Some(body) = answer.strip_prefix("40") {
+            let body: Value = serde_json::from_str(body).unwrap();
+            body["sid"].as_str().unwrap().to_string()
+        } else if let Some(body) = answer.strip_prefix("44") {
+            let body: Value = serde_json::from_str(body).unwrap();
+            return Err(body["message"].as_str().unwrap_or("").to_string());
+        } else {
+            panic!("unexpected connect answer {answer}");
+        };
+
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if sink.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (in_tx, incoming) = mpsc::unbounded_channel();
+        let acks: Arc<Mutex<HashMap<i64, oneshot::Sender<Vec<Value>>>>> = Arc::default();
+        let (pong, reader_acks) = (out.clone(), acks.clone());
+        tokio::spawn(async move {
+            while let Some(text) = next_text(&mut stream).await {
+                if text == "2" {
+                    let _ = pong.send(Message::Text("3".into()));
+                } else if text.starts_with("41") {
+                    break;
+                } else if let Some(rest) = text.strip_prefix("42") {
+                    let (_, args) = split_ack_id(rest);
+                    let mut args: Vec<Value> = serde_json::from_str(args).unwrap();
+                    let name = args.remove(0).as_str().unwrap().to_string();
+                    let _ = in_tx.send(Incoming::Event(name, args));
+                } else if let Some(rest) = text.strip_prefix("43") {
+                    let (id, args) = split_ack_id(rest);
+                    let args: Vec<Value> = serde_json::from_str(args).unwrap();
+                    if let Some(tx) = reader_acks.lock().await.remove(&id.unwrap()) {
+                        let _ = tx.send(args);
+                    }
+                }
+            }
+            let _ = in_tx.send(Incoming::Closed);
+        });
+        Ok(Sio {
+            sid,
+            out,
+            incoming,
+            buffered: VecDeque::new(),
+            acks,
+            next_ack: AtomicI64::new(1),
+        })
+    }
+
+    /// Connects with the handshake `auth: {token}`.
+    pub async fn with_token(base: &str, token: &str) -> Sio {
+        Sio::connect(base, Some(json!({ "token": token })))
+            .await
+            .expect("socket connects with a good token")
+    }
+
+    /// Sends a raw engine.io text frame.
+    pub fn send_raw(&self, text: impl Into<String>) {
+        let _ = self.out.send(Message::Text(text.into().into()));
+    }
+
+    /// `socket.emit(event, ...args)` without an ack.
+    pub fn emit(&self, event: &str, args: &[Value]) {
+        let mut packet = vec![json!(event)];
+        packet.extend(args.iter().cloned());
+        self.send_raw(format!("42{}", Value::Array(packet)));
+    }
+
+    /// `socket.emit(event, data, ack)`: the ack's first argument.
+    pub async fn call(&self, event: &str, data: Value) -> Value {
+        let id = self.next_ack.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().await.insert(id, tx);
+        self.send_raw(format!("42{id}{}", json!([event, data])));
+        let mut args = tokio::time::timeout(PATIENCE, rx)
+            .await
+            .unwrap_or_else(|_| panic!("no ack for `{event}`"))
+            .expect("ack sender kept");
+        args.remove(0)
+    }
+
+    async fn next(&mut self, wait: Duration) -> Option<Incoming> {
+        if let Some(i) = self.buffered.pop_front() {
+            return Some(i);
+        }
+        tokio::time::timeout(wait, self.incoming.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The first argument of the next `event`; other events stay queued, in order.
+    pub async fn expect(&mut self, event: &str) -> Value {
+        self.try_expect(event, PATIENCE)
+            .await
+            .unwrap_or_else(|| panic!("socket {} never received `{event}`", self.sid))
+    }
+
+    pub async fn try_expect(&mut self, event: &str, wait: Duration) -> Option<Value> {
+        let mut skipped = VecDeque::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        let found = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(Incoming::Event(name, mut args)) if name == event => {
+                    break Some(if args.is_empty() {
+                        Value::Null
+                    } else {
+                        args.remove(0)
+                    });
+                }
+                Some(Incoming::Closed) => {
+                    skipped.push_back(Incoming::Closed);
+                    break None;
+                }
+                Some(other) => skipped.push_back(other),
+                None => break None,
+            }
+        };
+        skipped.extend(self.buffered.drain(..));
+        self.buffered = skipped;
+        found
+    }
+
+    /// Every event received up to the barrier `marker` (consumed), in order.
+    pub async fn until_barrier(&mut self, marker: &str) -> Vec<(String, Vec<Value>)> {
+        let mut seen = Vec::new();
+        loop {
+            match self.next(PATIENCE).await {
+                Some(Incoming::Event(name, args)) => {
+                    if name == "__barrier" && args.first() == Some(&json!(marker)) {
+                        return seen;
+                    }
+                    seen.push((name, args));
+                }
+                Some(Incoming::Closed) => panic!("socket {} closed before the barrier", self.sid),
+                None => panic!("socket {} never received barrier {marker}", self.sid),
+            }
+        }
+    }
+
+    /// Asserts no `event` reaches this (authenticated) socket before the next barrier.
+    pub async fn assert_none(&mut self, app: &TestApp, event: &str) {
+        let marker = app.barrier().await;
+        let seen = self.until_barrier(&marker).await;
+        let hits: Vec<_> = seen.iter().filter(|(name, _)| name == event).collect();
+        assert!(
+            hits.is_empty(),
+            "socket {} must not receive `{event}`, got {hits:?}",
+            self.sid
+        );
+    }
+
+    /// Whether the server closes this socket within `wait`.
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(Incoming::Closed) => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    }
+
+    /// Everything that arrives within `wait` (for unauthenticated sockets, which no
+    /// barrier reaches).
+    pub async fn drain(&mut self, wait: Duration) -> Vec<Incoming> {
+        let mut all = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(i) => all.push(i),
+                None => return all,
+            }
+        }
+    }
+}
+
+impl TestApp {
+    /// Sends a unique marker to every authenticated socket through the realtime layer
+    /// and returns it (see `Sio::until_barrier`).
+    pub async fn barrier(&self) -> String {
+        static N: AtomicI64 = AtomicI64::new(0);
+        let marker = format!("b{}", N.fetch_add(1, Ordering::SeqCst));
+        self.state
+            .realtime
+            .emit_all("__barrier", &json!(marker))
+            .await;
+        marker
+    }
+
+    /// A socket authenticated with the handshake token of `user`.
+    pub async fn socket(&self, token: &str) -> Sio {
+        Sio::with_token(&self.base, token).await
+    }
+}
+
+/// `<digits>[...]` → (ack id, JSON array text).
+fn split_ack_id(rest: &str) -> (Option<i64>, &str) {
+    let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 {
+        (None, rest)
+    } else {
+        (rest[..digits].parse().ok(), &rest[digits..])
+    }
+}
+
+async fn next_text<S>(stream: &mut S) -> Option<String>
+where
+    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match stream.next().await? {
+            Ok(Message::Text(t)) => return Some(t.to_string()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
