@@ -1,6 +1,9 @@
 //! Realtime over real sockets: the Rust client in `sio.rs` against a real server.
 
+mod auth;
 mod db_channels;
+mod delivery;
+mod sails_channels;
 
 use serde_json::{Value, json};
 
