@@ -1,0 +1,108 @@
+// Starts the real livebase binary on a free port with a fresh data directory and the
+// example app in schema/, and stops it afterwards.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const MASTER = 'e2e-master';
+export const ANON = 'e2e-anonymous';
+export const ADMIN_TOKEN = 'e2e-admin-user-token';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startServer(extraArgs = []) {
+  const bin = process.env.LIVEBASE_BIN || join(root, 'target', 'debug', 'livebase');
+  const dataDir = mkdtempSync(join(tmpdir(), 'livebase-e2e-'));
+  const port = await freePort();
+  const child = spawn(bin, [
+    '--listen', `127.0.0.1:${port}`,
+    '--data-dir', dataDir,
+    '--schema-dir', join(root, 'schema'),
+    '--actions-dir', join(root, 'actions'),
+    '--master-token', MASTER,
+    '--anonymous-token', ANON,
+    '--admin-password', 'e2e-admin-password',
+    '--admin-user-token', ADMIN_TOKEN,
+    '--jwt-secret', 'e2e-jwt-secret-0123456789abcdef',
+    ...extraArgs,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d) => { output += d; });
+  child.stderr.on('data', (d) => { output += d; });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`livebase exited early:\n${output}`);
+    try {
+      const r = await fetch(`${base}/healthz`);
+      if (r.ok) break;
+    } catch { /* not listening yet */ }
+    if (i > 300) throw new Error(`livebase did not come up:\n${output}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const master = 'Basic ' + Buffer.from(`${MASTER}:${ADMIN_TOKEN}`).toString('base64');
+  return {
+    base,
+    async request(method, path, auth, body) {
+      const headers = { Authorization: auth ?? master };
+      if (body !== undefined) headers['Content-Type'] = 'application/json';
+      const r = await fetch(base + path, { method, headers, body: body && JSON.stringify(body) });
+      const text = await r.text();
+      let json;
+      try { json = JSON.parse(text); } catch { json = text; }
+      return { status: r.status, body: json };
+    },
+    /** Creates a user with `role` and returns its access token. */
+    async user(email, role) {
+      const password = `pw-${email}`;
+      const created = await this.request('POST', '/1/objects/users', undefined,
+        { email, role, password, firstName: email });
+      if (created.status !== 200) throw new Error(`create ${email}: ${JSON.stringify(created.body)}`);
+      const r = await fetch(`${base}/token`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'password', username: email, password, appName: 'livebase' }),
+      });
+      const body = await r.json();
+      return { token: body.access_token, id: Number(created.body.__metadata.id), email };
+    },
+    /** SIGTERM; resolves with the exit code (rejects if it takes over 10 s). */
+    async stop() {
+      child.kill('SIGTERM');
+      const code = await new Promise((resolve, reject) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        const timer = setTimeout(() => reject(new Error(`no exit 10 s after SIGTERM:\n${output}`)), 10000);
+        child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
+      });
+      rmSync(dataDir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+/** Resolves with the first `event` payload, or rejects after `ms`. */
+export function once(socket, event, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no \`${event}\` within ${ms} ms`)), ms);
+    socket.once(event, (data) => { clearTimeout(timer); resolve(data); });
+  });
+}
+
+/** Collects every `event` payload from now on. */
+export function record(socket, event) {
+  const seen = [];
+  socket.on(event, (data) => seen.push(data));
+  return seen;
+}
