@@ -3,6 +3,7 @@
 mod auth;
 mod db_channels;
 mod delivery;
+mod limits;
 mod sails_channels;
 
 use serde_json::{Value, json};
