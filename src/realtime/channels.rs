@@ -21,6 +21,21 @@ use super::{Shared, emit_to};
 use crate::auth::access;
 use crate::schema::Operation;
 
+/// Events livebase answers (the label set of `livebase_socket_rejected_total`).
+const KNOWN_EVENTS: [&str; 11] = [
+    "echo",
+    "join",
+    "leave",
+    "chan_in",
+    "login",
+    "authentication",
+    "get",
+    "post",
+    "put",
+    "patch",
+    "delete",
+];
+
 /// Longest channel name accepted.
 pub const MAX_CHANNEL_LEN: usize = 100;
 
@@ -71,8 +86,13 @@ impl Reply {
 
     /// Failure of `command`: `{error}` as the ack, or an `error` event naming the command.
     pub fn error(self, command: &str, message: &str) {
-        metrics::counter!("livebase_socket_rejected_total", "event" => command.to_string())
-            .increment(1);
+        // Client-chosen event names must not become metric labels (unbounded cardinality).
+        let label = KNOWN_EVENTS
+            .iter()
+            .find(|known| **known == command)
+            .copied()
+            .unwrap_or("unknown");
+        metrics::counter!("livebase_socket_rejected_total", "event" => label).increment(1);
         if self.wants_ack {
             self.ack.send(&json!({ "error": message })).ok();
         } else {

@@ -85,7 +85,11 @@ impl Realtime {
         });
         let (layer, io) = SocketIo::builder()
             .with_state(shared.clone())
+            // engine.io applies `max_payload` to long-polling only; WebSocket messages
+            // and frames have their own caps, which default to 64 and 16 MiB.
             .max_payload(config.socket_max_payload)
+            .ws_max_message_size(config.socket_max_payload as usize)
+            .ws_max_frame_size(config.socket_max_payload as usize)
             .max_buffer_size(config.socket_buffer)
             .ping_interval(Duration::from_millis(config.socket_ping_interval_ms))
             .ping_timeout(Duration::from_millis(config.socket_ping_timeout_ms))
