@@ -19,7 +19,7 @@ use super::Shared;
 use super::channels::Reply;
 use super::rooms::{self, Feed};
 use super::session::{self, NOT_AUTHENTICATED};
-use crate::auth::{Identity, access};
+use crate::auth::{Access, Identity, access};
 use crate::http::extract::SocketCaller;
 use crate::schema::{Operation, Schema};
 
@@ -285,7 +285,8 @@ impl Shared {
 }
 
 /// Sails: reading rows subscribes to them; listing also watches new rows; creating
-/// subscribes to the new row. The rows were already filtered by the handler.
+/// subscribes to the new row if the creator may read it. Rows read were already
+/// filtered by the handler.
 fn subscribe(
     s: &SocketRef,
     schema: &Schema,
@@ -322,7 +323,8 @@ fn subscribe(
                 joined.push(rooms::row(name, id));
             }
         }
-        (&Method::POST, None) => {
+        // Creating is not reading: a role may create rows it may not read back.
+        (&Method::POST, None) if access(who, object, Operation::Read) != Access::Denied => {
             if let Some(id) = body.pointer("/__metadata/id").and_then(as_id) {
                 joined.push(rooms::row(name, id));
             }
