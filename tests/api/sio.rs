@@ -255,6 +255,14 @@ impl Sio {
     }
 }
 
+/// Dropping a client closes its connection (the reader task alone would keep it open,
+/// answering pings).
+impl Drop for Sio {
+    fn drop(&mut self) {
+        let _ = self.out.send(Message::Close(None));
+    }
+}
+
 impl TestApp {
     /// Sends a unique marker to every authenticated socket through the realtime layer
     /// and returns it (see `Sio::until_barrier`).
