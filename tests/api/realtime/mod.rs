@@ -1,10 +1,13 @@
 //! Realtime over real sockets: the Rust client in `sio.rs` against a real server.
 
 mod auth;
+mod bad_input;
+mod channels;
 mod db_channels;
 mod delivery;
 mod limits;
-mod sails_channels;
+mod sails;
+mod support;
 
 use serde_json::{Value, json};
 
