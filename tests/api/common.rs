@@ -391,14 +391,10 @@ impl TestApp {
 
 /// Adds the headers that carry `cred` to a request.
 pub fn with_cred(rb: reqwest::RequestBuilder, cred: &Cred) -> reqwest::RequestBuilder {
-    use base64::Engine;
     match cred {
         Cred::None => rb,
         Cred::Bearer(t) => rb.header("Authorization", format!("Bearer {t}")),
-        Cred::Basic(m, u) => {
-            let b = base64::engine::general_purpose::STANDARD.encode(format!("{m}:{u}"));
-            rb.header("Authorization", format!("Basic {b}"))
-        }
+        Cred::Basic(m, u) => rb.header("Authorization", basic_header(m, u)),
         Cred::Anonymous(t) => rb.header("AnonymousToken", t),
         Cred::Raw(h) => rb.header("Authorization", h),
     }
@@ -424,4 +420,33 @@ pub fn enc(text: &str) -> String {
 /// URL-encodes a JSON value for a query parameter.
 pub fn q(value: &Value) -> String {
     enc(&value.to_string())
+}
+
+/// `Basic base64(master:userToken)`, as the Backand SDK sends it.
+pub fn basic_header(master: &str, user_token: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{master}:{user_token}"));
+    format!("Basic {b64}")
+}
+
+/// The sum of the `/metrics` samples of `name` whose labels include every one of
+/// `labels` (`key="value"`); 0 when there are none.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl TestApp {
+    /// `GET /metrics` as text.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.text().await.unwrap()
+    }
 }

@@ -282,6 +282,64 @@ impl TestApp {
     }
 }
 
+// Bare WebSocket connections, for tests that must control every frame (a client that
+// stops reading, engine.io v3, connection slots freed by closing TCP).
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn raw_ws(base: &str, eio: u8) -> Ws {
+    tokio_tungstenite::connect_async(ws_url(base, eio))
+        .await
+        .expect("websocket connects")
+        .0
+}
+
+/// The next text frame, `None` if the connection closed or nothing came in time.
+pub async fn next_frame(ws: &mut Ws, wait: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, ws.next()).await.ok()?? {
+            Ok(Message::Text(t)) => return Some(t.to_string()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+pub async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.to_string().into()))
+        .await
+        .expect("frame sent");
+}
+
+/// A Socket.IO v5 connection on a bare WebSocket, which closes its TCP connection when
+/// dropped (unlike `Sio`, whose reader keeps answering pings).
+pub async fn raw_v5(base: &str, auth: Value) -> Result<Ws, String> {
+    let mut ws = raw_ws(base, 4).await;
+    let open = next_frame(&mut ws, PATIENCE).await.expect("open packet");
+    assert!(open.starts_with('0'), "engine.io open packet: {open}");
+    send(&mut ws, &format!("40{auth}")).await;
+    // engineioxide pings as soon as the connection opens; answer it like a client.
+    let answer = loop {
+        let frame = next_frame(&mut ws, PATIENCE).await.expect("connect answer");
+        if frame == "2" {
+            send(&mut ws, "3").await;
+        } else {
+            break frame;
+        }
+    };
+    if answer.starts_with("40{") {
+        Ok(ws)
+    } else if let Some(body) = answer.strip_prefix("44") {
+        let body: Value = serde_json::from_str(body).unwrap();
+        Err(body["message"].as_str().unwrap_or("").to_string())
+    } else {
+        panic!("unexpected connect answer {answer}");
+    }
+}
+
 /// `<digits>[...]` → (ack id, JSON array text).
 fn split_ack_id(rest: &str) -> (Option<i64>, &str) {
     let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();

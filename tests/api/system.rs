@@ -15,15 +15,7 @@ async fn health_and_metrics_report_on_requests_and_the_pool() {
     // A refused request and a served one, so both show up by status.
     assert_eq!(app.get("/1/objects/users", &Cred::None).await.0, 401);
     assert_eq!(app.get("/1/objects/users", &master()).await.0, 200);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for needle in [
         r#"livebase_http_requests_total{method="GET",route="/1/objects/{object}",status="401"}"#,
         r#"livebase_http_requests_total{method="GET",route="/1/objects/{object}",status="200"}"#,

@@ -5,15 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 use super::{id_of, objects, start};
 use crate::common::*;
-use crate::sio::{PATIENCE, Sio, ws_url};
+use crate::sio::{PATIENCE, Sio, next_frame, raw_v5, raw_ws, send};
 
 // ---------------------------------------------------------------------------------------
 // Local helpers
@@ -47,11 +44,6 @@ fn access_token_signed(secret: &str, user_id: i64, iat: u64, exp: u64) -> String
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
-}
-
-fn basic(master: &str, user_token: &str) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{master}:{user_token}"));
-    format!("Basic {b64}")
 }
 
 /// The `connect_error` message of a handshake that must be refused.
@@ -179,73 +171,12 @@ async fn assert_identity(
 
 /// `livebase_socket_refusals_total{reason}` as `/metrics` shows it (0 if absent).
 async fn refusals(app: &TestApp, reason: &str) -> f64 {
-    let text = metrics_text(app).await;
-    let label = format!("reason=\"{reason}\"");
-    text.lines()
-        .filter(|l| l.starts_with("livebase_socket_refusals_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn metrics_text(app: &TestApp) -> String {
-    let resp = app.client.get(app.url("/metrics")).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    resp.text().await.unwrap()
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn raw_ws(base: &str, eio: u8) -> Ws {
-    tokio_tungstenite::connect_async(ws_url(base, eio))
-        .await
-        .expect("websocket connects")
-        .0
-}
-
-/// The next text frame, `None` if the connection closed or nothing came in time.
-async fn next_frame(ws: &mut Ws, wait: Duration) -> Option<String> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, ws.next()).await.ok()?? {
-            Ok(Message::Text(t)) => return Some(t.to_string()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, text: &str) {
-    ws.send(Message::Text(text.to_string().into()))
-        .await
-        .expect("frame sent");
-}
-
-/// A Socket.IO v5 connection on a bare WebSocket, which closes its TCP connection when
-/// dropped (unlike `Sio`, whose reader keeps answering pings).
-async fn raw_v5(base: &str, auth: Value) -> Result<Ws, String> {
-    let mut ws = raw_ws(base, 4).await;
-    let open = next_frame(&mut ws, PATIENCE).await.expect("open packet");
-    assert!(open.starts_with('0'), "engine.io open packet: {open}");
-    send(&mut ws, &format!("40{auth}")).await;
-    // engineioxide pings as soon as the connection opens; answer it like a client.
-    let answer = loop {
-        let frame = next_frame(&mut ws, PATIENCE).await.expect("connect answer");
-        if frame == "2" {
-            send(&mut ws, "3").await;
-        } else {
-            break frame;
-        }
-    };
-    if answer.starts_with("40{") {
-        Ok(ws)
-    } else if let Some(body) = answer.strip_prefix("44") {
-        let body: Value = serde_json::from_str(body).unwrap();
-        Err(body["message"].as_str().unwrap_or("").to_string())
-    } else {
-        panic!("unexpected connect answer {answer}");
-    }
+    let text = app.metrics_text().await;
+    metric(
+        &text,
+        "livebase_socket_refusals_total",
+        &[&format!("reason=\"{reason}\"")],
+    )
 }
 
 /// Retries an anonymous connection until the server accepts one (a slot freed).
@@ -592,7 +523,7 @@ async fn backand_login_authorizes_a_bearer_or_basic_or_anonymous_caller() {
         let mut sm = unauthenticated(&app).await;
         login(
             &sm,
-            json!(basic(MASTER, ADMIN_USER_TOKEN)),
+            json!(basic_header(MASTER, ADMIN_USER_TOKEN)),
             json!(null),
             "livebase",
         );
@@ -662,14 +593,14 @@ async fn backand_login_refusals_say_why_and_grant_nothing() {
             ),
             (
                 "wrong master in Basic",
-                json!(basic("not-master", ADMIN_USER_TOKEN)),
+                json!(basic_header("not-master", ADMIN_USER_TOKEN)),
                 json!(null),
                 "livebase",
                 "invalid Basic credentials".to_string(),
             ),
             (
                 "wrong user token in Basic",
-                json!(basic(MASTER, "nope")),
+                json!(basic_header(MASTER, "nope")),
                 json!(null),
                 "livebase",
                 "invalid Basic credentials".to_string(),
@@ -1146,7 +1077,7 @@ async fn connections_over_the_limit_are_refused_until_one_closes() {
         "refusals{{reason=\"limit\"}} went from {before} to {after}"
     );
     assert!(
-        metrics_text(&app)
+        app.metrics_text()
             .await
             .contains("livebase_socket_refusals_total{reason=\"limit\"}"),
         "/metrics lacks the limit refusal counter"

@@ -3,21 +3,10 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{Spawn, backends};
-use crate::sio::{PATIENCE, ws_url};
-
-/// The value of a counter line (`name{labels} value`) in `/metrics`, 0 when absent.
-fn counter(metrics: &str, name_and_labels: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
+use crate::common::{Spawn, backends, metric};
+use crate::sio::{PATIENCE, next_frame, raw_v5, send};
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_others_get_everything() {
@@ -31,8 +20,8 @@ async fn a_client_that_stops_reading_is_dropped_and_others_get_everything() {
         )
         .config(|c| {
             c.socket_buffer = 8;
-            c.socket_ping_interval_ms = 1500;
-            c.socket_ping_timeout_ms = 1000;
+            c.socket_ping_interval_ms = 4000;
+            c.socket_ping_timeout_ms = 4000;
         })
         .start()
         .await;
@@ -46,59 +35,28 @@ async fn a_client_that_stops_reading_is_dropped_and_others_get_everything() {
     );
 
     // The slow client: a raw WebSocket that authenticates, joins, and then never reads.
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url(&app.base, 4))
+    let mut slow = raw_v5(&app.base, json!({ "token": reader.token }))
         .await
-        .unwrap();
-    let (mut sink, mut stream) = ws.split();
-    let auth = json!({ "token": reader.token });
-    sink.send(Message::Text(format!("40{auth}").into()))
-        .await
-        .unwrap();
+        .expect("slow client connects");
+    send(&mut slow, r#"421["join","db-blobs"]"#).await;
     loop {
-        let frame = stream.next().await.unwrap().unwrap();
-        let text = frame.to_text().unwrap().to_string();
-        if text == "2" {
-            sink.send(Message::Text("3".into())).await.unwrap();
-        }
-        if text.starts_with("40") {
-            break;
-        }
-        assert!(!text.starts_with("44"), "slow client refused: {text}");
-    }
-    sink.send(Message::Text(r#"421["join","db-blobs"]"#.into()))
-        .await
-        .unwrap();
-    loop {
-        let text = stream
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .to_text()
-            .unwrap()
-            .to_string();
-        if text.starts_with("431") {
+        let frame = next_frame(&mut slow, PATIENCE).await.expect("join ack");
+        if frame.starts_with("431") {
             break;
         }
     }
 
-    let before = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let full_before = counter(
+    let before = app.metrics_text().await;
+    let full_before = metric(
         &before,
-        r#"livebase_socket_drops_total{reason="buffer_full"}"#,
+        "livebase_socket_drops_total",
+        &[r#"reason="buffer_full""#],
     );
 
-    // ~16 MiB of events: more than the kernel's socket buffers and the 8-packet queue.
-    let body = "x".repeat(256 * 1024);
-    let rows = 64;
+    // ~24 MiB of events: more than the kernel's socket buffers and the 8-packet queue,
+    // written well before the heartbeat (4 s + 4 s) gives up on the stalled client.
+    let body = "x".repeat(512 * 1024);
+    let rows = 48;
     for _ in 0..rows {
         let (status, answer) = app
             .post("/1/objects/blobs", &writer.cred(), json!({ "body": body }))
@@ -116,18 +74,11 @@ async fn a_client_that_stops_reading_is_dropped_and_others_get_everything() {
         );
     }
 
-    let after = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let full_after = counter(
+    let after = app.metrics_text().await;
+    let full_after = metric(
         &after,
-        r#"livebase_socket_drops_total{reason="buffer_full"}"#,
+        "livebase_socket_drops_total",
+        &[r#"reason="buffer_full""#],
     );
     assert!(
         full_after > full_before,
@@ -135,12 +86,8 @@ async fn a_client_that_stops_reading_is_dropped_and_others_get_everything() {
     );
 
     // Reading again shows the server ended the connection (no pong was ever sent).
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(frame)) = stream.next().await {
-            if frame.is_close() {
-                break;
-            }
-        }
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while next_frame(&mut slow, PATIENCE).await.is_some() {}
     })
     .await;
     assert!(ended.is_ok(), "the stalled socket must be disconnected");
@@ -155,19 +102,12 @@ async fn a_client_that_stops_reading_is_dropped_and_others_get_everything() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(healthy.expect("db_created").await["data"]["body"], "after");
-    let last = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let last = app.metrics_text().await;
     assert!(
-        counter(
+        metric(
             &last,
-            r#"livebase_socket_disconnects_total{reason="heartbeat_timeout"}"#
+            "livebase_socket_disconnects_total",
+            &[r#"reason="heartbeat_timeout""#]
         ) >= 1.0,
         "the stalled socket is counted as a heartbeat timeout"
     );

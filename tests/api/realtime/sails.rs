@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::support::*;
 use super::{id_of, start};
-use crate::common::{ANON, Spawn, backends, master};
+use crate::common::{ANON, Spawn, backends, basic_header, master};
 use crate::sio::Sio;
 
 // ---------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ async fn sails_requests_act_as_the_socket_user_never_as_headers_say() {
         let impersonations = [
             json!({ "Authorization": format!("Bearer {}", admin.token) }),
             json!({ "authorization": format!("Bearer {}", alice.token) }),
-            json!({ "Authorization": basic(crate::common::MASTER, crate::common::ADMIN_USER_TOKEN) }),
+            json!({ "Authorization": basic_header(crate::common::MASTER, crate::common::ADMIN_USER_TOKEN) }),
             json!({ "AnonymousToken": ANON }),
         ];
 
@@ -456,7 +456,7 @@ async fn sails_requests_need_an_authenticated_socket() {
             // Credentials in the virtual request's headers do not authenticate the socket.
             for headers in [
                 json!({ "Authorization": format!("Bearer {}", admin.token) }),
-                json!({ "Authorization": basic(crate::common::MASTER, crate::common::ADMIN_USER_TOKEN) }),
+                json!({ "Authorization": basic_header(crate::common::MASTER, crate::common::ADMIN_USER_TOKEN) }),
                 json!({ "AnonymousToken": ANON }),
             ] {
                 failure(

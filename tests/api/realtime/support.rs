@@ -135,11 +135,3 @@ pub(super) async fn still_works(app: &TestApp, s: &Sio, what: &str) {
     let (status, _) = app.get("/healthz", &Cred::None).await;
     assert_eq!(status, 200, "{what}: REST answers");
 }
-
-pub(super) fn basic(master: &str, user: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{master}:{user}"))
-    )
-}
