@@ -70,9 +70,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = app.state.store.clone();
     let realtime = app.state.realtime.clone();
+    let cors = http::cors_layer(&app.state.config.cors_origins);
     let router = http::app(app.state);
     realtime.set_router(Some(router.clone()));
-    let router = router.layer(app.socket_layer);
+    let router = router.layer(app.socket_layer).layer(cors);
     // Sockets are long-lived: close them when shutdown begins, or it would wait on them.
     let closing = realtime.clone();
     let shutdown = async move {

@@ -1,6 +1,7 @@
-//! The HTTP surface: one router built from per-resource routers, with CORS, body
-//! limits, tracing and metrics around it. `app()` is what the server serves and what
-//! the Socket.IO request bridge (`realtime::sails`) calls, so there is one implementation.
+//! The HTTP surface: one router built from per-resource routers, with body limits,
+//! tracing and metrics around it (CORS wraps it and Socket.IO together, in `server`).
+//! `app()` is what the server serves and what the Socket.IO request bridge
+//! (`realtime::sails`) calls, so there is one implementation.
 
 pub mod account;
 pub mod extract;
@@ -38,7 +39,6 @@ pub struct AppState {
 
 pub fn app(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    let cors = cors_layer(&state.config.cors_origins);
     Router::new()
         .merge(objects::router())
         .merge(account::router())
@@ -48,7 +48,6 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(system::track))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -70,8 +69,10 @@ async fn no_method(method: Method, uri: Uri) -> impl IntoResponse {
     )
 }
 
-/// Browser apps live on other origins; the Backand SDK sends these headers.
-fn cors_layer(origins: &str) -> CorsLayer {
+/// Browser apps live on other origins; the Backand SDK sends these headers. The server
+/// puts this around Socket.IO as well (long-polling is plain cross-origin HTTP), so it
+/// is not part of `app()`: applied twice, it would answer with duplicate headers.
+pub fn cors_layer(origins: &str) -> CorsLayer {
     let headers = [
         "authorization",
         "anonymoustoken",

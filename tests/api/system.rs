@@ -99,4 +99,45 @@ async fn cors_allows_the_backand_headers_from_configured_origins() {
         "an unlisted origin must not be allowed: {:?}",
         resp.headers()
     );
+
+    // Socket.IO long-polling (how browser clients start) is cross-origin HTTP too, and
+    // each answer carries the header exactly once.
+    for origin in ["https://good.example", "https://evil.example"] {
+        let resp = listed
+            .client
+            .get(listed.url("/socket.io/?EIO=4&transport=polling"))
+            .header("Origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let allowed: Vec<_> = resp
+            .headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .collect();
+        if origin == "https://good.example" {
+            assert_eq!(allowed, ["https://good.example"], "{origin}");
+        } else {
+            assert!(allowed.is_empty(), "{origin}: {allowed:?}");
+        }
+        assert!(
+            resp.text().await.unwrap().starts_with("0{"),
+            "engine.io open"
+        );
+    }
+    let rest = listed
+        .client
+        .get(listed.url("/healthz"))
+        .header("Origin", "https://good.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .count(),
+        1
+    );
 }

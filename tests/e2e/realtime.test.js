@@ -134,3 +134,19 @@ test('socket.io-client 2.x (engine.io v3) logs in and receives db events', async
   await server.request('POST', '/1/objects/items', `Bearer ${alice.token}`, { name: 'for v2' });
   assert.equal((await got).data.name, 'for v2');
 });
+
+test('default transports (long-polling, then upgrade) and polling only both work', async () => {
+  for (const transports of [undefined, ['polling']]) {
+    const s = io(server.base, { auth: { token: bob.token }, reconnection: false, forceNew: true,
+      ...(transports ? { transports } : {}) });
+    sockets.push(s);
+    await once(s, 'connect');
+    assert.deepEqual(await s.emitWithAck('join', 'db-items'), { ok: true, channel: 'db-items' });
+    const got = once(s, 'db_created');
+    await server.request('POST', '/1/objects/items', `Bearer ${alice.token}`, { name: `via ${transports ?? 'default'}` });
+    assert.equal((await got).data.name, `via ${transports ?? 'default'}`);
+    const ack = await s.emitWithAck('get', { url: '/items', data: { pageSize: 1 } });
+    assert.equal(ack.statusCode, 200);
+    s.close();
+  }
+});
