@@ -18,7 +18,7 @@ use socketioxide::socket::Socket;
 use super::rooms::{self, Feed};
 use super::session::{self, NOT_AUTHENTICATED};
 use super::{Shared, emit_to};
-use crate::auth::access;
+use crate::auth::{Identity, access};
 use crate::schema::Operation;
 
 /// Events livebase answers (the label set of `livebase_socket_rejected_total`).
@@ -146,12 +146,9 @@ fn validate_name(name: &str) -> Result<(), String> {
 
 /// The room a `join` of `name` puts this socket in: a plain channel, or for `db-<object>`
 /// the room the permission function picks (refused when the user may not read).
-fn room_for(shared: &Shared, s: &SocketRef, name: &str) -> Result<String, String> {
+fn room_for(shared: &Shared, who: &Identity, name: &str) -> Result<String, String> {
     let Some(object_name) = name.strip_prefix("db-") else {
         return Ok(rooms::channel(name));
-    };
-    let Some(who) = session::identity(s) else {
-        return Err(NOT_AUTHENTICATED.into());
     };
     let object = shared
         .schema
@@ -160,7 +157,7 @@ fn room_for(shared: &Shared, s: &SocketRef, name: &str) -> Result<String, String
     rooms::reader(
         Feed::DbChannel,
         object,
-        access(&who, object, Operation::Read),
+        access(who, object, Operation::Read),
     )
     .ok_or_else(|| {
         format!(
@@ -176,16 +173,18 @@ async fn join(
     TryData(data): TryData<Value>,
     reply: Reply,
 ) {
-    if session::identity(&s).is_none() {
+    let Some(who) = session::identity(&s) else {
         return reply.error("join", NOT_AUTHENTICATED);
-    }
+    };
     let name = match channel_name(&data) {
         Ok(name) => name,
         Err(e) => return reply.error("join", &e),
     };
-    match room_for(&shared, &s, &name) {
+    match room_for(&shared, &who, &name) {
         Ok(room) => {
-            s.join(room);
+            if !session::join_as(&s, &who, vec![room]) {
+                return reply.error("join", "the socket re-authenticated meanwhile; join again");
+            }
             reply.ok(
                 &json!({ "ok": true, "channel": name }),
                 Some(("joined", &json!(name))),
@@ -201,15 +200,15 @@ async fn leave(
     TryData(data): TryData<Value>,
     reply: Reply,
 ) {
-    if session::identity(&s).is_none() {
+    let Some(who) = session::identity(&s) else {
         return reply.error("leave", NOT_AUTHENTICATED);
-    }
+    };
     let name = match channel_name(&data) {
         Ok(name) => name,
         Err(e) => return reply.error("leave", &e),
     };
     // Leaving a db channel leaves whichever reader room the socket was given.
-    if let Ok(room) = room_for(&shared, &s, &name) {
+    if let Ok(room) = room_for(&shared, &who, &name) {
         s.leave(room);
     }
     let done = json!({ "ok": true, "channel": name });

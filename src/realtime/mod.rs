@@ -19,7 +19,7 @@ pub mod rooms;
 pub mod sails;
 pub mod session;
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -52,6 +52,10 @@ pub(crate) struct Shared {
     /// away when it stops, so the router (which holds this) is not kept alive forever.
     router: RwLock<Option<Router>>,
     io: OnceLock<SocketIo>,
+    /// Bumped whenever identities are revoked (sign-out, role or email change, user
+    /// deleted, events lost). An authentication that began in an older epoch may have
+    /// checked credentials that no longer hold, so it is not let in (see `session::enter`).
+    epoch: AtomicU64,
 }
 
 struct Limits {
@@ -66,6 +70,10 @@ impl Shared {
 
     fn io(&self) -> SocketIo {
         self.io.get().expect("set in Realtime::new").clone()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 }
 
@@ -82,6 +90,7 @@ impl Realtime {
             connections: AtomicUsize::new(0),
             router: RwLock::new(None),
             io: OnceLock::new(),
+            epoch: AtomicU64::new(0),
         });
         let (layer, io) = SocketIo::builder()
             .with_state(shared.clone())
@@ -138,8 +147,18 @@ impl Realtime {
     /// Ends every socket of a user whose credentials or role changed: their rooms were
     /// chosen for the old identity.
     pub async fn disconnect_user(&self, username: &str) {
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self.io.to(rooms::user(username)).disconnect().await {
             tracing::debug!(error = %e, "disconnecting a user's sockets");
+        }
+    }
+
+    /// Ends every authenticated socket: after lost events, no socket's rooms or view of
+    /// the data can be trusted; clients reconnect and read afresh.
+    pub async fn disconnect_all(&self) {
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.io.to(rooms::AUTHENTICATED).disconnect().await {
+            tracing::debug!(error = %e, "disconnecting every socket");
         }
     }
 

@@ -24,11 +24,14 @@ pub async fn run(mut events: broadcast::Receiver<Arc<RecordEvent>>, realtime: Re
         match events.recv().await {
             Ok(event) => deliver(&realtime, &event).await,
             Err(RecvError::Lagged(missed)) => {
+                // Lost events may include role changes and deletions that should have
+                // ended sockets, and every client missed changes: start everyone afresh.
                 metrics::counter!("livebase_socket_events_lagged_total").increment(missed);
                 tracing::error!(
                     missed,
-                    "realtime fell behind the write path; events were lost"
+                    "realtime fell behind the write path and lost events; disconnecting all sockets"
                 );
+                realtime.disconnect_all().await;
             }
             Err(RecvError::Closed) => break,
         }
@@ -99,14 +102,14 @@ async fn sails(
 ) {
     let io = realtime.io();
     let row_room = rooms::row(&object.name, event.id);
+    // Subscribers of this row, and watchers of the object who may read it.
+    let mut targets = rooms::readers_of_row(Feed::SailsWatch, object, owner);
+    targets.push(row_room.clone());
     let mut payload = json!({ "id": event.id });
-    let mut targets = vec![row_room.clone()];
-    let watchers = rooms::readers_of_row(Feed::SailsWatch, object, owner);
     match event.verb {
         Verb::Created => {
             payload["verb"] = json!("created");
             payload["data"] = row.cloned().unwrap_or(Value::Null);
-            targets.extend(watchers.iter().cloned());
         }
         Verb::Updated => {
             payload["verb"] = json!("updated");
@@ -119,19 +122,10 @@ async fn sails(
         }
     }
     emit_to(io, targets, &object.name, &payload, "sails").await;
-    match event.verb {
-        // Watching a list means being subscribed to its new rows as well.
-        Verb::Created => {
-            if let Err(e) = io.to(watchers).join(row_room).await {
-                tracing::debug!(error = %e, "subscribing watchers to a new row");
-            }
-        }
-        Verb::Deleted => {
-            if let Err(e) = io.to(row_room.clone()).leave(row_room).await {
-                tracing::debug!(error = %e, "dropping a deleted row's subscribers");
-            }
-        }
-        Verb::Updated => {}
+    if event.verb == Verb::Deleted
+        && let Err(e) = io.to(row_room.clone()).leave(row_room).await
+    {
+        tracing::debug!(error = %e, "dropping a deleted row's subscribers");
     }
 }
 

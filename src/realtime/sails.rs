@@ -3,9 +3,11 @@
 //! They run through the very router HTTP uses (`http::app`), with the socket's identity
 //! attached as a request extension, so there is one implementation of every endpoint.
 //!
-//! A successful `get` subscribes the socket to the rows it returned (and, for a list, to
-//! the object's new rows, within what its user may read); a `post` subscribes it to the
-//! row it created. The events themselves are sent by `relay`.
+//! A successful `get` of one row subscribes the socket to that row; a `get` of a list
+//! makes it watch the object: created, updated and destroyed events of every row its
+//! user may read (one room per socket and object, however many rows come and go). A
+//! `post` subscribes it to the row it created, if it may read it. The events themselves
+//! are sent by `relay`.
 
 use std::sync::Arc;
 
@@ -23,8 +25,38 @@ use crate::auth::{Access, Identity, access};
 use crate::http::extract::SocketCaller;
 use crate::schema::{Operation, Schema};
 
-/// Largest response body relayed back in an ack.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest response body relayed back in an ack: a socket's queue counts messages, not
+/// bytes, so each one must stay modest. Larger answers are refused; page them.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Virtual requests one socket may have running at once; more are answered 429.
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// Rows one socket may subscribe to one by one over its life (lists are watched, not
+/// counted); beyond it, reads still answer but subscribe nothing more.
+pub const MAX_ROW_SUBSCRIPTIONS: usize = 10_000;
+
+/// Per-socket request accounting, kept in the socket's extensions.
+#[derive(Clone)]
+pub struct Budget {
+    in_flight: Arc<tokio::sync::Semaphore>,
+    rows: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Budget {
+    pub fn new() -> Self {
+        Budget {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            rows: Arc::default(),
+        }
+    }
+}
 
 /// First path segments that are livebase routes, never Sails blueprint aliases.
 const ROUTE_PREFIXES: [&str; 5] = ["1", "api", "token", "healthz", "metrics"];
@@ -40,6 +72,7 @@ const DROPPED_HEADERS: [&str; 6] = [
 ];
 
 pub fn register(s: &SocketRef) {
+    s.extensions.insert(Budget::new());
     for verb in ["get", "post", "put", "patch", "delete"] {
         s.on(verb, request);
     }
@@ -52,21 +85,32 @@ async fn request(
     TryData(data): TryData<Value>,
     reply: Reply,
 ) {
-    let (status, body, headers) = match session::identity(&s) {
-        None => refusal(StatusCode::UNAUTHORIZED, NOT_AUTHENTICATED),
-        Some(who) => match VirtualRequest::parse(&event, data.ok(), &shared.schema) {
-            Err(message) => refusal(StatusCode::BAD_REQUEST, &message),
-            Ok(request) => {
-                let method = request.method.clone();
-                let path = request.path.clone();
-                let answer = shared.call(request.into_http(&who)).await;
-                if answer.0 == StatusCode::OK {
-                    subscribe(&s, &shared.schema, &who, &method, &path, &answer.1);
+    let budget = s.extensions.get::<Budget>().unwrap_or_else(Budget::new);
+    let permit = budget.in_flight.clone().try_acquire_owned();
+    let (status, body, headers) = match (session::identity(&s), permit) {
+        (None, _) => refusal(StatusCode::UNAUTHORIZED, NOT_AUTHENTICATED),
+        (Some(_), Err(_)) => refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("at most {MAX_IN_FLIGHT} requests may run at once on one socket"),
+        ),
+        (Some(who), Ok(_permit)) => {
+            match VirtualRequest::parse(&event, data.ok(), &shared.schema) {
+                Err(message) => refusal(StatusCode::BAD_REQUEST, &message),
+                Ok(request) => {
+                    let method = request.method.clone();
+                    let path = request.path.clone();
+                    let answer = shared.call(request.into_http(&who)).await;
+                    if answer.0 == StatusCode::OK {
+                        subscribe(&s, &shared.schema, &who, &budget, &method, &path, &answer.1);
+                    }
+                    answer
                 }
-                answer
             }
-        },
+        }
     };
+    if !s.connected() {
+        return;
+    }
     if reply.wants_ack() {
         let ack = json!({ "body": body, "statusCode": status.as_u16(), "headers": headers });
         reply.ok(&ack, None);
@@ -269,8 +313,10 @@ impl Shared {
             Ok(bytes) => bytes,
             Err(_) => {
                 return refusal(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "response too large for a socket",
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "the answer is over {MAX_RESPONSE_BYTES} bytes, too large for a socket; ask for a smaller page"
+                    ),
                 );
             }
         };
@@ -284,13 +330,14 @@ impl Shared {
     }
 }
 
-/// Sails: reading rows subscribes to them; listing also watches new rows; creating
+/// Sails: reading one row subscribes to it; listing watches the object; creating
 /// subscribes to the new row if the creator may read it. Rows read were already
-/// filtered by the handler.
+/// filtered by the handler; the watch room is chosen by the permission function.
 fn subscribe(
     s: &SocketRef,
     schema: &Schema,
-    who: &Identity,
+    who: &Arc<Identity>,
+    budget: &Budget,
     method: &Method,
     path: &str,
     body: &Value,
@@ -301,37 +348,33 @@ fn subscribe(
     let Some(object) = schema.object(name) else {
         return;
     };
+    let readable = access(who, object, Operation::Read);
     let as_id = |v: &Value| v.as_i64().or_else(|| v.as_str()?.parse().ok());
-    let mut joined = Vec::new();
-    match (method, id) {
+    let row = match (method, id) {
         (&Method::GET, None) => {
-            if let Some(rows) = body.get("data").and_then(Value::as_array) {
-                joined.extend(
-                    rows.iter()
-                        .filter_map(|row| row.get("id").and_then(as_id))
-                        .map(|id| rooms::row(name, id)),
-                );
+            if let Some(room) = rooms::reader(Feed::SailsWatch, object, readable) {
+                session::join_as(s, who, vec![room]);
             }
-            joined.extend(rooms::reader(
-                Feed::SailsWatch,
-                object,
-                access(who, object, Operation::Read),
-            ));
+            return;
         }
-        (&Method::GET, Some(_)) => {
-            if let Some(id) = body.get("id").and_then(as_id) {
-                joined.push(rooms::row(name, id));
-            }
-        }
+        (&Method::GET, Some(_)) => body.get("id").and_then(as_id),
         // Creating is not reading: a role may create rows it may not read back.
-        (&Method::POST, None) if access(who, object, Operation::Read) != Access::Denied => {
-            if let Some(id) = body.pointer("/__metadata/id").and_then(as_id) {
-                joined.push(rooms::row(name, id));
-            }
+        (&Method::POST, None) if readable != Access::Denied => {
+            body.pointer("/__metadata/id").and_then(as_id)
         }
-        _ => {}
+        _ => None,
+    };
+    let Some(row) = row else {
+        return;
+    };
+    let counted = budget
+        .rows
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if counted >= MAX_ROW_SUBSCRIPTIONS {
+        budget
+            .rows
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        return;
     }
-    if !joined.is_empty() {
-        s.join(joined);
-    }
+    session::join_as(s, who, vec![rooms::row(name, row)]);
 }

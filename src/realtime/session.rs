@@ -21,13 +21,39 @@ use crate::auth::{Identity, access};
 use crate::error::ApiError;
 use crate::schema::Operation;
 
-/// A socket's identity, kept in its extensions.
+/// A socket's identity, kept in its extensions. A new `Arc` per authentication, so a
+/// handler that awaited can tell (`Arc::ptr_eq`) whether the socket re-authenticated.
 #[derive(Clone)]
 pub struct Session(pub Arc<Identity>);
 
 /// The identity of an authenticated socket.
 pub fn identity(s: &SocketRef) -> Option<Arc<Identity>> {
     s.extensions.get::<Session>().map(|session| session.0)
+}
+
+/// Joins `rooms` on behalf of `who`, unless the socket meanwhile disconnected or
+/// re-authenticated (a handler may have awaited since it read the identity): then the
+/// rooms are left again and `false` returned. `enter` stores the new identity before it
+/// clears the old rooms, so whichever order the two run in, no room of an old identity
+/// and no room of a closed socket survives.
+pub fn join_as(s: &SocketRef, who: &Arc<Identity>, rooms: Vec<String>) -> bool {
+    s.join(rooms.clone());
+    let current = s.connected() && identity(s).is_some_and(|now| Arc::ptr_eq(&now, who));
+    if !current {
+        s.leave(rooms);
+    }
+    current
+}
+
+/// One admitted connection. Kept in the socket's extensions, so the slot is given back
+/// when the socket is dropped, however it ended (even before its connect handler ran).
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!("livebase_socket_connections").decrement(1.0);
+    }
 }
 
 pub const NOT_AUTHENTICATED: &str =
@@ -43,25 +69,18 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Connect middleware: handshake credentials first (a bad one refuses the connection
-/// with the reason), then the connection limit.
+/// A handshake identity, checked by `admit` and entered by `on_connect`, with the
+/// revocation epoch it was checked in.
+#[derive(Clone)]
+struct Pending(Arc<Identity>, u64);
+
+/// Connect middleware: the connection limit first (cheap, and a refused socket costs no
+/// token check), then handshake credentials (a bad one refuses with the reason).
 pub(crate) async fn admit(
     s: SocketRef,
     State(shared): State<Arc<Shared>>,
     TryData(auth): TryData<Value>,
 ) -> Result<(), Refusal> {
-    if let Ok(auth) = auth {
-        match handshake_identity(&shared, &auth).await {
-            Ok(Some(who)) => {
-                s.extensions.insert(Session(Arc::new(who)));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                refused("auth");
-                return Err(Refusal(e.to_string()));
-            }
-        }
-    }
     let open = shared.connections.fetch_add(1, Ordering::SeqCst);
     if open >= shared.limits.max_connections {
         shared.connections.fetch_sub(1, Ordering::SeqCst);
@@ -70,6 +89,21 @@ pub(crate) async fn admit(
             "connection limit reached: this server accepts {} sockets at once; try again later",
             shared.limits.max_connections
         )));
+    }
+    metrics::gauge!("livebase_socket_connections").increment(1.0);
+    s.extensions.insert(Arc::new(Slot(shared.clone())));
+    let epoch = shared.epoch();
+    if let Ok(auth) = auth {
+        match handshake_identity(&shared, &auth).await {
+            Ok(Some(who)) => {
+                s.extensions.insert(Pending(Arc::new(who), epoch));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                refused("auth");
+                return Err(Refusal(e.to_string()));
+            }
+        }
     }
     Ok(())
 }
@@ -99,21 +133,30 @@ async fn handshake_identity(shared: &Shared, auth: &Value) -> Result<Option<Iden
 
 pub(crate) async fn on_connect(s: SocketRef, State(shared): State<Arc<Shared>>) {
     metrics::counter!("livebase_socket_connects_total").increment(1);
-    metrics::gauge!("livebase_socket_connections").increment(1.0);
     s.on_disconnect(on_disconnect);
     s.on("login", login);
     s.on("authentication", authentication);
     channels::register(&s);
     sails::register(&s);
     s.on_fallback(channels::unknown_event);
-    match identity(&s) {
-        Some(who) => enter(&s, &shared, &who),
+    match s.extensions.remove::<Pending>() {
+        Some(Pending(who, epoch)) => {
+            if !enter(&s, &shared, &who, epoch) {
+                s.emit("error", &json!({ "message": REVOKED })).ok();
+                s.disconnect().ok();
+            }
+        }
         None => {
             let timeout = shared.limits.auth_timeout;
-            let s = s.clone();
+            // The id, not the socket: holding it would keep a closed socket (and its
+            // connection slot) alive until the timeout.
+            let (io, sid) = (shared.io(), s.id);
             tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
-                if s.connected() && identity(&s).is_none() {
+                let Some(s) = io.get_socket(sid) else {
+                    return;
+                };
+                if identity(&s).is_none() {
                     refused("auth_timeout");
                     s.emit(
                         "error",
@@ -130,9 +173,7 @@ pub(crate) async fn on_connect(s: SocketRef, State(shared): State<Arc<Shared>>) 
     }
 }
 
-async fn on_disconnect(State(shared): State<Arc<Shared>>, reason: DisconnectReason) {
-    shared.connections.fetch_sub(1, Ordering::SeqCst);
-    metrics::gauge!("livebase_socket_connections").decrement(1.0);
+async fn on_disconnect(reason: DisconnectReason) {
     let reason = match reason {
         DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
         DisconnectReason::ClientNSDisconnect | DisconnectReason::TransportClose => "client",
@@ -144,9 +185,17 @@ async fn on_disconnect(State(shared): State<Arc<Shared>>, reason: DisconnectReas
     metrics::counter!("livebase_socket_disconnects_total", "reason" => reason).increment(1);
 }
 
+const REVOKED: &str =
+    "these credentials were revoked or changed while the socket authenticated; authenticate again";
+
 /// Puts an authenticated socket in its identity rooms (user, role, everyone) and in the
 /// LoopBack rooms of the objects it may read. Authenticating again replaces all of it.
-fn enter(s: &SocketRef, shared: &Shared, who: &Identity) {
+/// `false` (and no identity) if the socket closed meanwhile, or if a sign-out or role
+/// change happened since `epoch`, when the credentials were checked: the rooms might be
+/// those of an identity that no longer holds.
+fn enter(s: &SocketRef, shared: &Shared, who: &Arc<Identity>, epoch: u64) -> bool {
+    // The new identity first, then the rooms: see `join_as`.
+    s.extensions.insert(Session(who.clone()));
     s.leave_all();
     let mut joined = vec![
         rooms::user(&who.username),
@@ -162,7 +211,12 @@ fn enter(s: &SocketRef, shared: &Shared, who: &Identity) {
         }
     }
     s.join(joined);
-    s.extensions.insert(Session(Arc::new(who.clone())));
+    if !s.connected() || shared.epoch() != epoch {
+        s.extensions.remove::<Session>();
+        s.leave_all();
+        return false;
+    }
+    true
 }
 
 fn welcome(who: &Identity) -> Value {
@@ -178,9 +232,16 @@ fn welcome(who: &Identity) -> Value {
 async fn login(s: SocketRef, State(shared): State<Arc<Shared>>, TryData(args): TryData<Args>) {
     let args = args.map(|a| a.0).unwrap_or_default();
     let text = |i: usize| args.get(i).and_then(Value::as_str).map(str::trim);
+    let epoch = shared.epoch();
     let mut headers = HeaderMap::new();
     if let Some(value) = text(0).filter(|v| !v.is_empty()) {
-        match HeaderValue::from_str(value) {
+        // A bare token is a bearer token, as in the handshake and `authentication`.
+        let value = if value.contains(' ') {
+            value.to_string()
+        } else {
+            format!("Bearer {value}")
+        };
+        match HeaderValue::from_str(&value) {
             Ok(v) => {
                 headers.insert("authorization", v);
             }
@@ -199,8 +260,12 @@ async fn login(s: SocketRef, State(shared): State<Arc<Shared>>, TryData(args): T
     }
     match shared.auth.identify(&headers).await {
         Ok(who) => {
-            enter(&s, &shared, &who);
-            s.emit("authorized", &welcome(&who)).ok();
+            let who = Arc::new(who);
+            if enter(&s, &shared, &who, epoch) {
+                s.emit("authorized", &welcome(&who)).ok();
+            } else {
+                deny(&s, "notAuthorized", REVOKED);
+            }
         }
         Err(e) => deny(&s, "notAuthorized", &e.to_string()),
     }
@@ -222,17 +287,23 @@ async fn authentication(
             );
         }
     };
+    let epoch = shared.epoch();
     match shared.auth.identify_bearer(&token).await {
         Ok(who) => {
-            enter(&s, &shared, &who);
-            s.emit("authenticated", &welcome(&who)).ok();
+            let who = Arc::new(who);
+            if enter(&s, &shared, &who, epoch) {
+                s.emit("authenticated", &welcome(&who)).ok();
+            } else {
+                deny(&s, "unauthorized", REVOKED);
+            }
         }
         Err(e) => deny(&s, "unauthorized", &e.to_string()),
     }
 }
 
 /// A refused authentication keeps the socket's previous state (none, or its earlier
-/// identity) and says why; the socket may try again until the timeout.
+/// identity; none after a revocation race) and says why; the socket may try again
+/// until the timeout.
 fn deny(s: &SocketRef, event: &str, message: &str) {
     refused("auth");
     s.emit(event, &json!({ "message": message })).ok();

@@ -5,6 +5,7 @@ mod bad_input;
 mod channels;
 mod db_channels;
 mod delivery;
+mod hardening;
 mod limits;
 mod sails;
 mod support;
