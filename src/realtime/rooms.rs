@@ -35,9 +35,10 @@ impl Feed {
     }
 }
 
-/// The socket's user (usernames are unique emails, or `Guest` for anonymous sockets).
+/// The socket's user (usernames are unique emails, stored in lower case, or `Guest`
+/// for anonymous sockets), so `emitUsers(["Ann@Example.com"])` finds ann@example.com.
 pub fn user(username: &str) -> String {
-    format!("user:{username}")
+    format!("user:{}", username.to_lowercase())
 }
 
 pub fn role(role: &str) -> String {

@@ -191,7 +191,7 @@ async fn one_socket_runs_at_most_eight_requests_at_once() {
 }
 
 #[tokio::test]
-async fn backand_login_accepts_a_bare_token() {
+async fn backand_login_accepts_a_bare_token_and_user_emits_ignore_case() {
     let backend = &backends()[0];
     let app = start(backend).await;
     let alice = app.user("alice@x.test", "User").await;
@@ -201,4 +201,8 @@ async fn backand_login_accepts_a_bare_token() {
         &[json!(alice.token), Value::Null, json!("livebase")],
     );
     assert_eq!(s.expect("authorized").await["username"], "alice@x.test");
+    // Usernames are emails, matched as stored (lower case) whatever case an emit uses.
+    let users = ["ALICE@X.test".to_string()];
+    app.state.realtime.emit_users("hi", &json!(1), &users).await;
+    assert_eq!(s.expect("hi").await, json!(1));
 }
