@@ -120,6 +120,18 @@ pub struct Config {
     #[arg(long, env = "LIVEBASE_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
 
+    /// Wall-time limit of one action invocation, in milliseconds.
+    #[arg(long, env = "LIVEBASE_ACTION_TIME_LIMIT_MS", default_value_t = 1000)]
+    pub action_time_limit_ms: u64,
+
+    /// Memory limit of one action runtime, in MiB.
+    #[arg(long, env = "LIVEBASE_ACTION_MEMORY_LIMIT_MIB", default_value_t = 64)]
+    pub action_memory_limit_mib: usize,
+
+    /// JavaScript stack limit of one action runtime, in KiB.
+    #[arg(long, env = "LIVEBASE_ACTION_STACK_LIMIT_KIB", default_value_t = 1024)]
+    pub action_stack_limit_kib: usize,
+
     /// Most Socket.IO connections served at once; more are refused with an error saying so.
     #[arg(long, env = "LIVEBASE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

@@ -8,11 +8,14 @@
 //! - `auth`    — credentials → `Identity`; tokens, passwords; the one permission decision.
 //! - `records` — the write path (validate → before hooks → transaction → commit → after
 //!   hooks → `RecordEvent`) and record reads.
+//! - `actions` — user JavaScript in QuickJS on its own threads: triggers (a write hook)
+//!   and on-demand calls, with emits held until the write commits.
 //! - `http`    — the REST surface, per resource, with its extractors.
 //! - `realtime` — Socket.IO on the same port: socket auth, rooms, channels, db events,
 //!   Sails requests and LoopBack names, all filtered by the one permission function.
 //! - `error`   — the one error type every client-facing failure becomes.
 
+pub mod actions;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::actions::Actions;
 use crate::auth::{Auth, Identity, credentials, secrets};
 use crate::config::Config;
 use socketioxide::layer::SocketIoLayer;
@@ -42,10 +43,19 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         config.access_token_ttl,
         config.refresh_token_ttl,
     );
-    let mut hooks: Vec<Arc<dyn WriteHook>> = vec![Arc::new(auth.clone())];
+    let (realtime, socket_layer) = Realtime::new(&config, auth.clone(), schema.clone());
+    let actions = Actions::start(
+        &config,
+        store.clone(),
+        &schema,
+        realtime.clone(),
+        auth.secrets().app_name.clone(),
+    )
+    .await?;
+    let mut hooks: Vec<Arc<dyn WriteHook>> =
+        vec![Arc::new(auth.clone()), Arc::new(actions.clone())];
     hooks.extend(extra_hooks);
-    let records = Records::new(store.clone(), schema.clone(), hooks, config.max_page_size);
-    let (realtime, socket_layer) = Realtime::new(&config, auth.clone(), schema);
+    let records = Records::new(store.clone(), schema, hooks, config.max_page_size);
     tokio::spawn(relay::run(records.subscribe(), realtime.clone()));
     let state = AppState {
         records,
@@ -53,6 +63,7 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         store,
         metrics: http::system::metrics_handle(),
         realtime,
+        actions,
         config: Arc::new(config),
     };
     announce_secrets(&state.config, &generated);

@@ -4,6 +4,7 @@
 //! (`realtime::sails`) calls, so there is one implementation.
 
 pub mod account;
+pub mod actions;
 pub mod extract;
 pub mod objects;
 pub mod system;
@@ -19,6 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::actions::Actions;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -34,6 +36,7 @@ pub struct AppState {
     pub store: Store,
     pub metrics: PrometheusHandle,
     pub realtime: Realtime,
+    pub actions: Actions,
     pub config: Arc<Config>,
 }
 
@@ -41,6 +44,7 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
         .merge(objects::router())
+        .merge(actions::router())
         .merge(account::router())
         .merge(system::router())
         .fallback(no_route)

@@ -62,6 +62,15 @@ pub struct BeforeWrite<'a> {
     pub verb: Verb,
     /// The stored row, for update and delete.
     pub previous: Option<&'a Record>,
+    /// Work to do only if the write commits (an action's emits): run right after the
+    /// commit, dropped if the write is refused or fails.
+    pub deferred: &'a mut Vec<BoxFuture<'static, ()>>,
+}
+
+async fn run_deferred(deferred: Vec<BoxFuture<'static, ()>>) {
+    for work in deferred {
+        work.await;
+    }
 }
 
 /// A plug-in point of the write path (actions are one).
@@ -223,12 +232,14 @@ impl Records {
         let password = take_password(&object, &mut input)?;
         let schema = &self.inner.schema;
         validate::for_create(schema, &object, &input, who)?;
+        let mut deferred = Vec::new();
         for hook in &self.inner.hooks {
             let write = BeforeWrite {
                 who,
                 object: &object,
                 verb: Verb::Created,
                 previous: None,
+                deferred: &mut deferred,
             };
             hook.before(write, &mut input).await?;
         }
@@ -258,6 +269,7 @@ impl Records {
             credentials::insert(&mut tx, record.id, password_hash, secrets::new_token()).await?;
         }
         tx.commit().await?;
+        run_deferred(deferred).await;
         self.committed(RecordEvent {
             object: object.name.clone(),
             verb: Verb::Created,
@@ -283,12 +295,14 @@ impl Records {
         let previous = self.writable_row(who, &object, scope, id).await?;
         let schema = &self.inner.schema;
         validate::for_update(schema, &object, id, &input, who)?;
+        let mut deferred = Vec::new();
         for hook in &self.inner.hooks {
             let write = BeforeWrite {
                 who,
                 object: &object,
                 verb: Verb::Updated,
                 previous: Some(&previous),
+                deferred: &mut deferred,
             };
             hook.before(write, &mut input).await?;
         }
@@ -309,6 +323,7 @@ impl Records {
             previous.clone()
         };
         tx.commit().await?;
+        run_deferred(deferred).await;
         self.committed(RecordEvent {
             object: object.name.clone(),
             verb: Verb::Updated,
@@ -326,12 +341,14 @@ impl Records {
         let scope = Self::allowed(who, &object, Operation::Delete)?;
         let previous = self.writable_row(who, &object, scope, id).await?;
         let mut input = Map::new();
+        let mut deferred = Vec::new();
         for hook in &self.inner.hooks {
             let write = BeforeWrite {
                 who,
                 object: &object,
                 verb: Verb::Deleted,
                 previous: Some(&previous),
+                deferred: &mut deferred,
             };
             hook.before(write, &mut input).await?;
         }
@@ -345,6 +362,7 @@ impl Records {
             credentials::delete(&mut tx, id).await?;
         }
         tx.commit().await?;
+        run_deferred(deferred).await;
         self.committed(RecordEvent {
             object: object.name.clone(),
             verb: Verb::Deleted,

@@ -95,6 +95,8 @@ pub type ConfigTweak<'a> = Box<dyn FnOnce(&mut Config) + 'a>;
 pub struct Spawn<'a> {
     pub backend: &'a Backend,
     pub schema: Vec<(String, String)>,
+    /// `(path under actions/, code)`.
+    pub actions: Vec<(String, String)>,
     pub hooks: Vec<Arc<dyn WriteHook>>,
     pub tweak: Option<ConfigTweak<'a>>,
 }
@@ -104,6 +106,7 @@ impl<'a> Spawn<'a> {
         Spawn {
             backend,
             schema: Vec::new(),
+            actions: Vec::new(),
             hooks: Vec::new(),
             tweak: None,
         }
@@ -111,6 +114,12 @@ impl<'a> Spawn<'a> {
 
     pub fn schema(mut self, file: &str, body: Value) -> Self {
         self.schema.push((file.to_string(), body.to_string()));
+        self
+    }
+
+    /// An action file, e.g. `("items/beforeCreate/check.js", "function backandCallback…")`.
+    pub fn action(mut self, path: &str, code: &str) -> Self {
+        self.actions.push((path.to_string(), code.to_string()));
         self
     }
 
@@ -130,6 +139,12 @@ impl<'a> Spawn<'a> {
         std::fs::create_dir_all(&schema_dir).unwrap();
         for (file, body) in &self.schema {
             std::fs::write(schema_dir.join(file), body).unwrap();
+        }
+        let actions_dir = data_dir.path().join("actions");
+        for (file, code) in &self.actions {
+            let path = actions_dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, code).unwrap();
         }
         let (database_url, pg_database) = match self.backend {
             Backend::Sqlite => (
@@ -189,6 +204,8 @@ pub fn test_config(data_dir: &std::path::Path, schema_dir: &std::path::Path, url
     config.admin_password = Some(ADMIN_PASSWORD.into());
     config.admin_user_token = Some(ADMIN_USER_TOKEN.into());
     config.db_pool_size = 4;
+    // Never the repository's example actions: each test writes its own.
+    config.actions_dir = data_dir.join("actions");
     config
 }
 

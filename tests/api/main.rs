@@ -3,6 +3,7 @@
 
 mod common;
 
+mod actions;
 mod auth;
 mod bad_input;
 mod concurrency;

@@ -1,0 +1,314 @@
+//! Actions: user JavaScript (`function backandCallback(userInput, dbRow, parameters,
+//! userProfile)`) run on CRUD triggers and on demand, in QuickJS on its own threads.
+//!
+//! - `store`   — actions as rows of `lb_actions` (with a version) and the files of
+//!   `actions/<object>/<trigger>/<name>.js` loaded into them at start.
+//! - `sandbox` — one runtime with its limits; compile and invoke.
+//! - `pool`    — the threads the runtimes live on.
+//!
+//! Loading actions is separate from running them. This module never writes user data
+//! itself: triggers are a `WriteHook` of the write path, and emits go through
+//! `Realtime`, held until the write commits (or the on-demand action returns).
+
+pub mod pool;
+pub mod sandbox;
+pub mod store;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::auth::Identity;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::realtime::Realtime;
+use crate::records::{BeforeWrite, BoxFuture, RecordEvent, Verb, WriteHook};
+use crate::schema::Schema;
+use crate::store::Store;
+use sandbox::{Call, Emit, Failure, Limits, Outcome};
+pub use store::{ActionRecord, Trigger};
+
+/// Action service. Cloning is shallow.
+#[derive(Clone)]
+pub struct Actions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    pool: pool::Pool,
+    realtime: Realtime,
+    app_name: String,
+    /// Every action, sorted by (object, trigger, name): triggers run in name order.
+    registry: RwLock<Vec<Arc<ActionRecord>>>,
+    /// Bytecode per (action id, version): compiled once, reused by every invocation.
+    bytecode: moka::future::Cache<(i64, i64), Arc<Vec<u8>>>,
+}
+
+impl Actions {
+    /// Starts the runtime pool and loads the actions directory into the database.
+    pub async fn start(
+        config: &Config,
+        store: Store,
+        schema: &Schema,
+        realtime: Realtime,
+        app_name: String,
+    ) -> anyhow::Result<Actions> {
+        let limits = Limits {
+            time: Duration::from_millis(config.action_time_limit_ms),
+            memory: config.action_memory_limit_mib * 1024 * 1024,
+            stack: config.action_stack_limit_kib * 1024,
+        };
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = pool::Pool::new(threads, limits)?;
+        let actions = Actions {
+            inner: Arc::new(Inner {
+                store,
+                pool,
+                realtime,
+                app_name,
+                registry: RwLock::new(Vec::new()),
+                bytecode: moka::future::Cache::builder().max_capacity(10_000).build(),
+            }),
+        };
+        store::create_table(&actions.inner.store).await?;
+        for file in store::read_dir(&config.actions_dir, schema)? {
+            actions
+                .compile(&file.name, &file.code)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {}", file.path.display(), e.describe()))?;
+            store::upsert(&actions.inner.store, &file).await?;
+        }
+        actions.reload().await?;
+        Ok(actions)
+    }
+
+    /// Re-reads the registry from the database.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let all = store::list(&self.inner.store).await?;
+        if let Ok(mut registry) = self.inner.registry.write() {
+            *registry = all.into_iter().map(Arc::new).collect();
+        }
+        Ok(())
+    }
+
+    pub async fn compile(&self, name: &str, code: &str) -> Result<Vec<u8>, sandbox::CompileError> {
+        self.inner.pool.compile(name, code).await
+    }
+
+    fn find(&self, object: &str, trigger: Trigger) -> Vec<Arc<ActionRecord>> {
+        self.inner
+            .registry
+            .read()
+            .map(|r| {
+                r.iter()
+                    .filter(|a| a.object == object && a.trigger == trigger)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn on_demand(&self, object: &str, name: &str) -> Option<Arc<ActionRecord>> {
+        self.find(object, Trigger::OnDemand)
+            .into_iter()
+            .find(|a| a.name == name)
+    }
+
+    async fn bytecode(&self, action: &ActionRecord) -> Result<Arc<Vec<u8>>, ApiError> {
+        let key = (action.id, action.version);
+        if let Some(code) = self.inner.bytecode.get(&key).await {
+            return Ok(code);
+        }
+        let code = self
+            .compile(&action.name, &action.code)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "action `{}`: {}",
+                    action.name,
+                    e.describe()
+                ))
+            })?;
+        let code = Arc::new(code);
+        self.inner.bytecode.insert(key, code.clone()).await;
+        Ok(code)
+    }
+
+    fn profile(&self, who: &Identity) -> Value {
+        json!({
+            "username": who.username,
+            "role": who.role,
+            "userId": who.user_id.map(|id| id.to_string()),
+            "app": self.inner.app_name,
+        })
+    }
+
+    async fn run(&self, action: &ActionRecord, call: Call) -> Result<Outcome, ApiError> {
+        let code = self.bytecode(action).await?;
+        let outcome = self.inner.pool.invoke(code, call).await;
+        for line in &outcome.logs {
+            tracing::info!(action = %action.name, object = %action.object, level = line.level, "{}", line.text);
+        }
+        if let Err(failure) = &outcome.result {
+            tracing::warn!(action = %action.name, object = %action.object, ?failure, "action failed");
+        }
+        Ok(outcome)
+    }
+
+    /// Runs the on-demand action `name` of `object` (`general` for functions) and
+    /// delivers its emits if it returns without throwing.
+    pub async fn call(
+        &self,
+        who: &Identity,
+        object: &str,
+        name: &str,
+        db_row: Value,
+        parameters: Value,
+        user_input: Value,
+    ) -> Result<Value, ApiError> {
+        let action = self.on_demand(object, name).ok_or_else(|| {
+            ApiError::NotFound(format!("no on-demand action `{name}` on `{object}`"))
+        })?;
+        let call = Call {
+            user_input,
+            db_row,
+            parameters,
+            user_profile: self.profile(who),
+        };
+        let outcome = self.run(&action, call).await?;
+        match outcome.result {
+            Ok(value) => {
+                deliver(&self.inner.realtime, outcome.emits).await;
+                Ok(value)
+            }
+            Err(failure) => Err(refusal(&action, failure)),
+        }
+    }
+}
+
+/// An action's failure as the client sees it.
+fn refusal(action: &ActionRecord, failure: Failure) -> ApiError {
+    match failure {
+        Failure::Thrown { message, status } => match status {
+            Some(code) => ApiError::Status(
+                axum::http::StatusCode::from_u16(code)
+                    .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+                message,
+            ),
+            None => ApiError::BadRequest(message),
+        },
+        Failure::Limit(message) => ApiError::Status(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            format!("action `{}` stopped: {message}", action.name),
+        ),
+        Failure::Internal(message) => {
+            ApiError::Internal(anyhow::anyhow!("action `{}`: {message}", action.name))
+        }
+    }
+}
+
+/// Sends what an action emitted, now that it may leave.
+pub async fn deliver(realtime: &Realtime, emits: Vec<Emit>) {
+    for emit in emits {
+        match emit {
+            Emit::Users { event, data, users } => realtime.emit_users(&event, &data, &users).await,
+            Emit::Role { event, data, role } => realtime.emit_role(&event, &data, &role).await,
+            Emit::All { event, data } => realtime.emit_all(&event, &data).await,
+            Emit::Room { room, event, data } => realtime.broadcast(&room, &event, &data).await,
+        }
+    }
+}
+
+fn row_value(record: Option<&crate::store::Record>) -> Value {
+    record
+        .map(crate::http::objects::row_json)
+        .unwrap_or(Value::Null)
+}
+
+impl WriteHook for Actions {
+    /// Before actions, in name order: each may change `userInput` (what it leaves is
+    /// written) or throw to refuse. Their emits wait for the commit.
+    fn before<'a>(
+        &'a self,
+        write: BeforeWrite<'a>,
+        input: &'a mut Map<String, Value>,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            let trigger = Trigger::before(write.verb);
+            let actions = self.find(&write.object.name, trigger);
+            for action in actions {
+                let call = Call {
+                    user_input: Value::Object(input.clone()),
+                    db_row: row_value(write.previous),
+                    parameters: json!({}),
+                    user_profile: self.profile(write.who),
+                };
+                let outcome = self.run(&action, call).await?;
+                match outcome.result {
+                    Ok(_) => {
+                        match outcome.user_input {
+                            Value::Object(changed) => *input = changed,
+                            _ => {
+                                return Err(ApiError::BadRequest(format!(
+                                    "action `{}` left userInput not an object",
+                                    action.name
+                                )));
+                            }
+                        }
+                        if !outcome.emits.is_empty() {
+                            let realtime = self.inner.realtime.clone();
+                            write.deferred.push(Box::pin(async move {
+                                deliver(&realtime, outcome.emits).await;
+                            }));
+                        }
+                    }
+                    Err(failure) => return Err(refusal(&action, failure)),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// After actions, in name order, after the commit: they cannot undo it; a failure
+    /// is logged and its emits dropped.
+    fn after<'a>(&'a self, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let trigger = Trigger::after(event.verb);
+            for action in self.find(&event.object, trigger) {
+                let db_row = match event.verb {
+                    Verb::Created => row_value(event.record.as_ref()),
+                    _ => row_value(event.previous.as_ref()),
+                };
+                let user_input = match event.verb {
+                    Verb::Deleted => json!({}),
+                    _ => row_value(event.record.as_ref()),
+                };
+                let call = Call {
+                    user_input,
+                    db_row,
+                    parameters: json!({}),
+                    user_profile: self.profile(&event.actor),
+                };
+                match self.run(&action, call).await {
+                    Ok(outcome) if outcome.result.is_ok() => {
+                        deliver(&self.inner.realtime, outcome.emits).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(action = %action.name, error = %e, "after action"),
+                }
+            }
+        })
+    }
+}
+
+impl sandbox::CompileError {
+    /// `message (line L, column C)`.
+    pub fn describe(&self) -> String {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => format!("{} (line {l}, column {c})", self.message),
+            _ => self.message.clone(),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The threads QuickJS runs on: never the async threads. One `Vm` per thread, taken
+//! from a shared queue; a `Vm` that hit a limit is replaced before the next job.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::sandbox::{Call, CompileError, Failure, Limits, Outcome, Vm};
+
+/// Native stack of a pool thread: well above the JS stack limit, so QuickJS reports a
+/// stack overflow as an error long before the thread itself would overflow.
+const THREAD_STACK: usize = 32 * 1024 * 1024;
+
+enum Job {
+    Compile {
+        name: String,
+        code: String,
+        reply: oneshot::Sender<Result<Vec<u8>, CompileError>>,
+    },
+    Invoke {
+        bytecode: Arc<Vec<u8>>,
+        call: Call,
+        reply: oneshot::Sender<Outcome>,
+    },
+}
+
+/// Handle to the pool. Cloning is shallow; the threads end when every handle is gone.
+#[derive(Clone)]
+pub struct Pool {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Pool {
+    pub fn new(threads: usize, limits: Limits) -> std::io::Result<Pool> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("livebase-js-{n}"))
+                .stack_size(THREAD_STACK)
+                .spawn(move || work(queue, limits))?;
+        }
+        Ok(Pool { jobs })
+    }
+
+    pub async fn compile(&self, name: &str, code: &str) -> Result<Vec<u8>, CompileError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Compile {
+            name: name.to_string(),
+            code: code.to_string(),
+            reply,
+        };
+        let gone = || CompileError {
+            message: "the action runtime is not running".into(),
+            line: None,
+            column: None,
+        };
+        self.jobs.send(job).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub async fn invoke(&self, bytecode: Arc<Vec<u8>>, call: Call) -> Outcome {
+        let (reply, answer) = oneshot::channel();
+        let user_input = call.user_input.clone();
+        let failed = |message: &str| Outcome {
+            result: Err(Failure::Internal(message.into())),
+            user_input: user_input.clone(),
+            logs: Vec::new(),
+            emits: Vec::new(),
+        };
+        if self
+            .jobs
+            .send(Job::Invoke {
+                bytecode,
+                call,
+                reply,
+            })
+            .is_err()
+        {
+            return failed("the action runtime is not running");
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| failed("the action runtime stopped during the call"))
+    }
+}
+
+fn work(queue: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
+    let mut vm: Option<Vm> = None;
+    loop {
+        let job = {
+            let Ok(queue) = queue.lock() else { return };
+            match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let current = match vm.take().filter(|v| !v.spent) {
+            Some(v) => v,
+            None => match Vm::new(limits) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start a JavaScript runtime");
+                    continue;
+                }
+            },
+        };
+        let mut current = current;
+        match job {
+            Job::Compile { name, code, reply } => {
+                let _ = reply.send(current.compile(&name, &code));
+            }
+            Job::Invoke {
+                bytecode,
+                call,
+                reply,
+            } => {
+                let _ = reply.send(current.invoke(&bytecode, &call));
+            }
+        }
+        vm = Some(current);
+    }
+}

@@ -1,0 +1,488 @@
+//! One QuickJS runtime with its limits, and what it can do: compile an action (checking
+//! it defines `backandCallback`) and run one invocation in a fresh context.
+//!
+//! The sandbox exposes nothing of the host: no files, network, environment, process or
+//! timers; only `console` and `socket`, which record into the invocation's outcome
+//! (emits are delivered later, by the caller, and only if the invocation succeeded).
+//! A fresh context per invocation means no invocation sees another's globals. A `Vm`
+//! that hit a limit is dropped and replaced by the pool, so nothing leaks onward.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rquickjs::function::Rest;
+use rquickjs::module::{Declared, WriteOptions};
+use rquickjs::{CaughtError, Context, Ctx, Function, Module, Object, Runtime, Value};
+use serde_json::Value as Json;
+
+/// Per-invocation limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub time: Duration,
+    pub memory: usize,
+    pub stack: usize,
+}
+
+/// Longest console line kept, and most lines kept per invocation.
+const MAX_LOG_LINE: usize = 4096;
+const MAX_LOG_LINES: usize = 200;
+/// Most emits one invocation may hold.
+const MAX_EMITS: usize = 1000;
+
+/// A syntax error or a missing `backandCallback`, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    pub message: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+}
+
+/// What an invocation asks the sandbox to emit once it has succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Emit {
+    Users {
+        event: String,
+        data: Json,
+        users: Vec<String>,
+    },
+    Role {
+        event: String,
+        data: Json,
+        role: String,
+    },
+    All {
+        event: String,
+        data: Json,
+    },
+    Room {
+        room: String,
+        event: String,
+        data: Json,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub level: &'static str,
+    pub text: String,
+}
+
+/// Why an invocation failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// The action threw: its message and the `status` it carried, if any.
+    Thrown {
+        message: String,
+        status: Option<u16>,
+    },
+    /// A limit ended it; the runtime is replaced.
+    Limit(String),
+    /// livebase could not run it (bad bytecode, …).
+    Internal(String),
+}
+
+/// The arguments of `backandCallback`, as JSON.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub user_input: Json,
+    pub db_row: Json,
+    pub parameters: Json,
+    pub user_profile: Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: Result<Json, Failure>,
+    /// `userInput` as the action left it (before actions write this).
+    pub user_input: Json,
+    pub logs: Vec<LogLine>,
+    pub emits: Vec<Emit>,
+}
+
+/// A QuickJS runtime with limits. Lives on one pool thread.
+pub struct Vm {
+    runtime: Runtime,
+    limits: Limits,
+    /// Milliseconds after `epoch` when the running invocation must stop.
+    deadline: Arc<AtomicU64>,
+    interrupted: Arc<AtomicBool>,
+    epoch: Instant,
+    /// Set when a limit was hit: the pool replaces this Vm.
+    pub spent: bool,
+}
+
+impl Vm {
+    pub fn new(limits: Limits) -> Result<Vm, String> {
+        let runtime = Runtime::new().map_err(|e| e.to_string())?;
+        runtime.set_memory_limit(limits.memory);
+        runtime.set_max_stack_size(limits.stack);
+        let deadline = Arc::new(AtomicU64::new(u64::MAX));
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
+        let (d, i) = (deadline.clone(), interrupted.clone());
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            let now = epoch.elapsed().as_millis() as u64;
+            let over = now >= d.load(Ordering::Relaxed);
+            if over {
+                i.store(true, Ordering::Relaxed);
+            }
+            over
+        })));
+        Ok(Vm {
+            runtime,
+            limits,
+            deadline,
+            interrupted,
+            epoch,
+            spent: false,
+        })
+    }
+
+    /// Compiles `code` to bytecode, refusing a syntax error or a file that does not
+    /// define `backandCallback`.
+    pub fn compile(&mut self, name: &str, code: &str) -> Result<Vec<u8>, CompileError> {
+        let context = Context::full(&self.runtime).map_err(|e| internal_compile(e.to_string()))?;
+        self.arm();
+        let result = context.with(|ctx| {
+            let source = module_source(code);
+            let declared = Module::declare(ctx.clone(), name, source);
+            let module = match declared {
+                Ok(m) => m,
+                Err(e) => return Err(compile_error(&ctx, e)),
+            };
+            module
+                .write(WriteOptions::default())
+                .map_err(|e| internal_compile(e.to_string()))
+        });
+        self.disarm();
+        result
+    }
+
+    /// Runs one invocation of compiled `bytecode` in a fresh context.
+    pub fn invoke(&mut self, bytecode: &[u8], call: &Call) -> Outcome {
+        let mut outcome = Outcome {
+            result: Err(Failure::Internal("not run".into())),
+            user_input: call.user_input.clone(),
+            logs: Vec::new(),
+            emits: Vec::new(),
+        };
+        let context = match Context::full(&self.runtime) {
+            Ok(c) => c,
+            Err(e) => {
+                self.spent = true;
+                outcome.result = Err(Failure::Limit(format!(
+                    "could not start the action (memory limit of {} MiB?): {e}",
+                    self.limits.memory / (1024 * 1024)
+                )));
+                return outcome;
+            }
+        };
+        self.arm();
+        let recorded = Recorded::default();
+        let result = context.with(|ctx| {
+            let run = || -> rquickjs::Result<(Json, Json)> {
+                install_bindings(&ctx, &recorded)?;
+                // Safety: the bytes come from `Vm::compile` of this same QuickJS build.
+                let module: Module<'_, Declared> = unsafe { Module::load(ctx.clone(), bytecode)? };
+                let (module, done) = module.eval()?;
+                done.finish::<()>()?;
+                let callback: Function = module.get("backandCallback")?;
+                let args = [
+                    &call.user_input,
+                    &call.db_row,
+                    &call.parameters,
+                    &call.user_profile,
+                ]
+                .map(|v| ctx.json_parse(v.to_string()));
+                let [a, b, c, d] = args;
+                let user_input = a?;
+                let returned: Value = callback.call((user_input.clone(), b?, c?, d?))?;
+                let returned = match returned.as_promise() {
+                    Some(promise) => promise.finish::<Value>()?,
+                    None => returned,
+                };
+                Ok((to_json(&ctx, returned)?, to_json(&ctx, user_input)?))
+            };
+            match run() {
+                Ok(v) => Ok(v),
+                Err(e) => Err(self.failure(&ctx, e)),
+            }
+        });
+        self.disarm();
+        drop(context);
+        self.runtime.run_gc();
+        let Recorded { logs, emits } = recorded;
+        outcome.logs = logs.take();
+        outcome.emits = emits.take();
+        match result {
+            Ok((value, user_input)) => {
+                outcome.result = Ok(value);
+                outcome.user_input = user_input;
+            }
+            Err(failure) => {
+                outcome.result = Err(failure);
+                outcome.emits.clear();
+            }
+        }
+        outcome
+    }
+
+    fn arm(&self) {
+        self.interrupted.store(false, Ordering::Relaxed);
+        let until = self.epoch.elapsed() + self.limits.time;
+        self.deadline
+            .store(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn disarm(&self) {
+        self.deadline.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// Classifies an error: a limit (and the Vm is spent) or what the action threw.
+    fn failure(&mut self, ctx: &Ctx<'_>, error: rquickjs::Error) -> Failure {
+        if self.interrupted.load(Ordering::Relaxed) {
+            self.spent = true;
+            return Failure::Limit(format!(
+                "time limit of {} ms exceeded",
+                self.limits.time.as_millis()
+            ));
+        }
+        let caught = CaughtError::from_error(ctx, error);
+        let (message, status) = match &caught {
+            CaughtError::Exception(e) => {
+                (e.message().unwrap_or_default(), status_of(e.as_object()))
+            }
+            CaughtError::Value(v) => match v.as_object() {
+                Some(o) => (
+                    o.get::<_, Option<String>>("message")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| {
+                            to_json(ctx, v.clone())
+                                .map(|j| j.to_string())
+                                .unwrap_or_default()
+                        }),
+                    status_of(o),
+                ),
+                None => (
+                    v.as_string()
+                        .and_then(|s| s.to_string().ok())
+                        .unwrap_or_else(|| {
+                            to_json(ctx, v.clone())
+                                .map(|j| j.to_string())
+                                .unwrap_or_default()
+                        }),
+                    None,
+                ),
+            },
+            CaughtError::Error(e) => (e.to_string(), None),
+        };
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("out of memory")
+            || matches!(caught, CaughtError::Error(rquickjs::Error::Allocation))
+        {
+            self.spent = true;
+            return Failure::Limit(format!(
+                "memory limit of {} MiB exceeded",
+                self.limits.memory / (1024 * 1024)
+            ));
+        }
+        if lower.contains("stack overflow") || lower.contains("maximum call stack") {
+            self.spent = true;
+            return Failure::Limit("stack limit exceeded (recursion too deep)".into());
+        }
+        if matches!(caught, CaughtError::Error(_)) {
+            return Failure::Internal(message);
+        }
+        Failure::Thrown { message, status }
+    }
+}
+
+/// `export` lets the module hand `backandCallback` over; a file without the function
+/// then fails to compile, which is the check we want. Appended, so line numbers hold.
+fn module_source(code: &str) -> String {
+    format!("{code}\n;export {{ backandCallback }};\n")
+}
+
+fn internal_compile(message: String) -> CompileError {
+    CompileError {
+        message,
+        line: None,
+        column: None,
+    }
+}
+
+fn compile_error(ctx: &Ctx<'_>, error: rquickjs::Error) -> CompileError {
+    let caught = CaughtError::from_error(ctx, error);
+    let (message, stack) = match &caught {
+        CaughtError::Exception(e) => (
+            e.message().unwrap_or_default(),
+            e.stack().unwrap_or_default(),
+        ),
+        other => (other.to_string(), String::new()),
+    };
+    if message.contains("backandCallback") {
+        return CompileError {
+            message: "the action must define `function backandCallback(userInput, dbRow, parameters, userProfile)`".into(),
+            line: None,
+            column: None,
+        };
+    }
+    // QuickJS puts `at <file>:<line>:<column>` in the stack of a syntax error.
+    let (line, column) = stack
+        .lines()
+        .find_map(|l| {
+            let tail = l.trim().rsplit(':').take(2).collect::<Vec<_>>();
+            match tail.as_slice() {
+                [c, l] => Some((
+                    l.trim_matches(|ch: char| !ch.is_ascii_digit())
+                        .parse()
+                        .ok()?,
+                    c.trim_matches(|ch: char| !ch.is_ascii_digit())
+                        .parse()
+                        .ok()?,
+                )),
+                _ => None,
+            }
+        })
+        .map(|(l, c)| (Some(l), Some(c)))
+        .unwrap_or((None, None));
+    CompileError {
+        message,
+        line,
+        column,
+    }
+}
+
+fn status_of(object: &Object<'_>) -> Option<u16> {
+    let status: Option<f64> = object.get("status").ok().flatten();
+    status
+        .filter(|s| s.fract() == 0.0 && (400.0..=599.0).contains(s))
+        .map(|s| s as u16)
+}
+
+fn to_json<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Json> {
+    if value.is_undefined() || value.is_function() {
+        return Ok(Json::Null);
+    }
+    let text = ctx.json_stringify(value)?;
+    match text {
+        None => Ok(Json::Null),
+        Some(s) => Ok(serde_json::from_str(&s.to_string()?).unwrap_or(Json::Null)),
+    }
+}
+
+#[derive(Default)]
+struct Recorded {
+    logs: std::rc::Rc<std::cell::RefCell<Vec<LogLine>>>,
+    emits: std::rc::Rc<std::cell::RefCell<Vec<Emit>>>,
+}
+
+trait Take<T> {
+    fn take(self) -> Vec<T>;
+}
+
+impl<T> Take<T> for std::rc::Rc<std::cell::RefCell<Vec<T>>> {
+    fn take(self) -> Vec<T> {
+        std::mem::take(&mut *self.borrow_mut())
+    }
+}
+
+/// `console.log/warn/error` and `socket.emitUsers/emitRole/emitAll/broadcast`.
+fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Result<()> {
+    let globals = ctx.globals();
+    let console = Object::new(ctx.clone())?;
+    for level in ["log", "warn", "error"] {
+        let logs = recorded.logs.clone();
+        let log = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
+            let mut text = args
+                .0
+                .into_iter()
+                .map(|v| match v.as_string() {
+                    Some(s) => s.to_string().unwrap_or_default(),
+                    None => to_json(&ctx, v).map(|j| j.to_string()).unwrap_or_default(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            truncate(&mut text, MAX_LOG_LINE);
+            let mut logs = logs.borrow_mut();
+            if logs.len() < MAX_LOG_LINES {
+                logs.push(LogLine { level, text });
+            }
+        })?;
+        console.set(level, log)?;
+    }
+    globals.set("console", console)?;
+
+    let socket = Object::new(ctx.clone())?;
+    let emits = recorded.emits.clone();
+    let push = move |ctx: &Ctx<'js>, emit: Emit| -> rquickjs::Result<()> {
+        let mut emits = emits.borrow_mut();
+        if emits.len() >= MAX_EMITS {
+            return Err(rquickjs::Exception::throw_range(
+                ctx,
+                &format!("an action may emit at most {MAX_EMITS} events"),
+            ));
+        }
+        emits.push(emit);
+        Ok(())
+    };
+    let p = push.clone();
+    socket.set(
+        "emitUsers",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, event: String, data: Value<'js>, users: Vec<String>| {
+                let data = to_json(&ctx, data)?;
+                p(&ctx, Emit::Users { event, data, users })
+            },
+        )?,
+    )?;
+    let p = push.clone();
+    socket.set(
+        "emitRole",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, event: String, data: Value<'js>, role: String| {
+                let data = to_json(&ctx, data)?;
+                p(&ctx, Emit::Role { event, data, role })
+            },
+        )?,
+    )?;
+    let p = push.clone();
+    socket.set(
+        "emitAll",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, event: String, data: Value<'js>| {
+                let data = to_json(&ctx, data)?;
+                p(&ctx, Emit::All { event, data })
+            },
+        )?,
+    )?;
+    let p = push;
+    socket.set(
+        "broadcast",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, room: String, event: String, data: Value<'js>| {
+                let data = to_json(&ctx, data)?;
+                p(&ctx, Emit::Room { room, event, data })
+            },
+        )?,
+    )?;
+    globals.set("socket", socket)?;
+    Ok(())
+}
+
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}

@@ -1,0 +1,246 @@
+//! Actions as rows of `lb_actions` `{id, name, object, trigger, code, version}`, and the
+//! `actions/<object>/<trigger>/<name>.js` files loaded into them at start (a file whose
+//! code changed gets the next version).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::records::Verb;
+use crate::schema::{FieldType, Schema};
+use crate::store::value::SqlValue;
+use crate::store::{Dialect, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Trigger {
+    BeforeCreate,
+    AfterCreate,
+    BeforeUpdate,
+    AfterUpdate,
+    BeforeDelete,
+    AfterDelete,
+    OnDemand,
+}
+
+const TRIGGERS: [(&str, Trigger); 7] = [
+    ("beforeCreate", Trigger::BeforeCreate),
+    ("afterCreate", Trigger::AfterCreate),
+    ("beforeUpdate", Trigger::BeforeUpdate),
+    ("afterUpdate", Trigger::AfterUpdate),
+    ("beforeDelete", Trigger::BeforeDelete),
+    ("afterDelete", Trigger::AfterDelete),
+    ("onDemand", Trigger::OnDemand),
+];
+
+impl Trigger {
+    pub fn parse(text: &str) -> Option<Trigger> {
+        TRIGGERS.iter().find(|(n, _)| *n == text).map(|(_, t)| *t)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        TRIGGERS
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("onDemand")
+    }
+
+    pub fn before(verb: Verb) -> Trigger {
+        match verb {
+            Verb::Created => Trigger::BeforeCreate,
+            Verb::Updated => Trigger::BeforeUpdate,
+            Verb::Deleted => Trigger::BeforeDelete,
+        }
+    }
+
+    pub fn after(verb: Verb) -> Trigger {
+        match verb {
+            Verb::Created => Trigger::AfterCreate,
+            Verb::Updated => Trigger::AfterUpdate,
+            Verb::Deleted => Trigger::AfterDelete,
+        }
+    }
+}
+
+/// Actions bound to no object.
+pub const GENERAL: &str = "general";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRecord {
+    pub id: i64,
+    pub name: String,
+    pub object: String,
+    pub trigger: Trigger,
+    pub code: String,
+    pub version: i64,
+}
+
+/// One file of the actions directory.
+pub struct ActionFile {
+    pub path: PathBuf,
+    pub object: String,
+    pub trigger: Trigger,
+    pub name: String,
+    pub code: String,
+}
+
+pub async fn create_table(store: &Store) -> Result<(), sqlx::Error> {
+    let id = match store.dialect() {
+        Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Dialect::Postgres => "BIGSERIAL PRIMARY KEY",
+    };
+    let mut sql = store.sql();
+    sql.push(&format!(
+        "CREATE TABLE IF NOT EXISTS lb_actions (id {id}, object TEXT NOT NULL, \
+         trigger_name TEXT NOT NULL, name TEXT NOT NULL, code TEXT NOT NULL, \
+         version BIGINT NOT NULL, UNIQUE (object, trigger_name, name))"
+    ));
+    store.execute(&sql).await?;
+    Ok(())
+}
+
+/// `actions/<object>/<trigger>/<name>.js`; anything else there is an error naming the
+/// path (a README at the top is allowed). A missing directory means no actions.
+pub fn read_dir(dir: &Path, schema: &Schema) -> anyhow::Result<Vec<ActionFile>> {
+    let mut files = Vec::new();
+    if !dir.is_dir() {
+        return Ok(files);
+    }
+    for object_entry in sorted(dir)? {
+        if !object_entry.is_dir() {
+            continue;
+        }
+        let object = file_name(&object_entry);
+        if object != GENERAL && schema.object(&object).is_none() {
+            anyhow::bail!(
+                "{}: no object named `{object}` in the schema (use `general` for actions bound to no object)",
+                object_entry.display()
+            );
+        }
+        for trigger_entry in sorted(&object_entry)? {
+            let trigger_name = file_name(&trigger_entry);
+            let trigger = Trigger::parse(&trigger_name).filter(|_| trigger_entry.is_dir());
+            let Some(trigger) = trigger else {
+                anyhow::bail!(
+                    "{}: expected a trigger folder (beforeCreate, afterCreate, beforeUpdate, afterUpdate, beforeDelete, afterDelete, onDemand)",
+                    trigger_entry.display()
+                );
+            };
+            if object == GENERAL && trigger != Trigger::OnDemand {
+                anyhow::bail!(
+                    "{}: `general` actions can only be onDemand",
+                    trigger_entry.display()
+                );
+            }
+            for path in sorted(&trigger_entry)? {
+                let Some(name) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".js"))
+                else {
+                    anyhow::bail!("{}: actions are `<name>.js` files", path.display());
+                };
+                let code = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                files.push(ActionFile {
+                    object: object.clone(),
+                    trigger,
+                    name: name.to_string(),
+                    code,
+                    path,
+                });
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn sorted(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Inserts the file's action, or gives it the next version if its code changed.
+pub async fn upsert(store: &Store, file: &ActionFile) -> Result<(), sqlx::Error> {
+    let mut sql = store.sql();
+    sql.push("SELECT id, code, version FROM lb_actions WHERE object = ")
+        .bind(SqlValue::Text(file.object.clone()))
+        .push(" AND trigger_name = ")
+        .bind(SqlValue::Text(file.trigger.as_str().into()))
+        .push(" AND name = ")
+        .bind(SqlValue::Text(file.name.clone()));
+    let found = store
+        .fetch(&sql, &[FieldType::Int, FieldType::Text, FieldType::Int])
+        .await?;
+    let mut sql = store.sql();
+    match found.first() {
+        Some(row) if row[1].as_str() == Some(file.code.as_str()) => return Ok(()),
+        Some(row) => {
+            let id = row[0].as_i64().unwrap_or_default();
+            sql.push("UPDATE lb_actions SET code = ")
+                .bind(SqlValue::Text(file.code.clone()))
+                .push(", version = version + 1 WHERE id = ")
+                .bind(SqlValue::Int(id));
+        }
+        None => {
+            sql.push("INSERT INTO lb_actions (object, trigger_name, name, code, version) VALUES (")
+                .bind(SqlValue::Text(file.object.clone()))
+                .push(", ")
+                .bind(SqlValue::Text(file.trigger.as_str().into()))
+                .push(", ")
+                .bind(SqlValue::Text(file.name.clone()))
+                .push(", ")
+                .bind(SqlValue::Text(file.code.clone()))
+                .push(", 1)");
+        }
+    }
+    store.execute(&sql).await?;
+    Ok(())
+}
+
+/// Every action, ordered by object, trigger and name.
+pub async fn list(store: &Store) -> Result<Vec<ActionRecord>, sqlx::Error> {
+    let mut sql = store.sql();
+    sql.push(
+        "SELECT id, name, object, trigger_name, code, version FROM lb_actions \
+         ORDER BY object, trigger_name, name",
+    );
+    let rows = store
+        .fetch(
+            &sql,
+            &[
+                FieldType::Int,
+                FieldType::Text,
+                FieldType::Text,
+                FieldType::Text,
+                FieldType::Text,
+                FieldType::Int,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(ActionRecord {
+                id: r[0].as_i64()?,
+                name: r[1].as_str()?.to_string(),
+                object: r[2].as_str()?.to_string(),
+                trigger: Trigger::parse(r[3].as_str()?)?,
+                code: r[4].as_str()?.to_string(),
+                version: r[5].as_i64()?,
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,133 @@
+//! On-demand actions: `GET|POST /1/objects/action/{object}[/{id}]?name=…&parameters={json}`
+//! and `GET|POST /1/function/general/{name}`. The action's return value is the answer;
+//! what it throws is a 4xx with its message.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::extract::{Caller, Params, parse_id};
+use super::objects::row_json;
+use crate::actions::store::GENERAL;
+use crate::auth::{Access, access};
+use crate::error::ApiError;
+use crate::schema::Operation;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/1/objects/action/{object}",
+            get(call_object_action).post(call_object_action),
+        )
+        .route(
+            "/1/objects/action/{object}/{id}",
+            get(call_row_action).post(call_row_action),
+        )
+        .route(
+            "/1/function/general/{name}",
+            get(call_function).post(call_function),
+        )
+}
+
+async fn call_object_action(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(object): Path<String>,
+    Params(params): Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let schema = state.records.schema().object(&object).cloned();
+    let schema = schema.ok_or_else(|| ApiError::NotFound(format!("no object named `{object}`")))?;
+    if access(&who, &schema, Operation::Read) == Access::Denied {
+        return Err(ApiError::Forbidden(format!(
+            "role `{}` may not read `{object}`, so it may not run its actions",
+            who.role
+        )));
+    }
+    let name = action_name(&params)?;
+    let answer = state
+        .actions
+        .call(
+            &who,
+            &object,
+            name,
+            Value::Null,
+            parameters(&params)?,
+            user_input(&body)?,
+        )
+        .await?;
+    Ok(Json(answer))
+}
+
+async fn call_row_action(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((object, id)): Path<(String, String)>,
+    Params(params): Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    // Reading the row checks the caller may read it (403/404 otherwise).
+    let row = state.records.get(&who, &object, id).await?;
+    let name = action_name(&params)?;
+    let answer = state
+        .actions
+        .call(
+            &who,
+            &object,
+            name,
+            row_json(&row),
+            parameters(&params)?,
+            user_input(&body)?,
+        )
+        .await?;
+    Ok(Json(answer))
+}
+
+async fn call_function(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    Params(params): Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let answer = state
+        .actions
+        .call(
+            &who,
+            GENERAL,
+            &name,
+            Value::Null,
+            parameters(&params)?,
+            user_input(&body)?,
+        )
+        .await?;
+    Ok(Json(answer))
+}
+
+fn action_name(params: &std::collections::HashMap<String, String>) -> Result<&str, ApiError> {
+    params
+        .get("name")
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad("the query parameter `name` names the action to run"))
+}
+
+fn parameters(params: &std::collections::HashMap<String, String>) -> Result<Value, ApiError> {
+    match params.get("parameters") {
+        None => Ok(json!({})),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ApiError::bad(format!("`parameters` is not JSON: {e}"))),
+    }
+}
+
+fn user_input(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("malformed JSON body: {e}")))
+}

@@ -1,0 +1,4 @@
+//! Actions: triggers, on-demand calls, emits, and the sandbox's limits, over the real
+//! server (and real sockets for emits).
+
+mod on_demand;
