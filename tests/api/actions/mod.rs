@@ -1,4 +1,7 @@
 //! Actions: triggers, on-demand calls, emits, and the sandbox's limits, over the real
 //! server (and real sockets for emits).
 
+mod emits;
 mod on_demand;
+mod sandbox;
+mod triggers;
