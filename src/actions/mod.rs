@@ -14,7 +14,9 @@ pub mod pool;
 pub mod sandbox;
 pub mod store;
 
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -44,7 +46,13 @@ struct Inner {
     registry: RwLock<Vec<Arc<ActionRecord>>>,
     /// Bytecode per (action id, version): compiled once, reused by every invocation.
     bytecode: moka::future::Cache<(i64, i64), Arc<Vec<u8>>>,
+    /// The last `LOG_LINES` lines of each action (console output and failures).
+    logs: Mutex<HashMap<i64, VecDeque<Value>>>,
+    invocations: AtomicU64,
 }
+
+/// Lines kept per action.
+pub const LOG_LINES: usize = 500;
 
 impl Actions {
     /// Starts the runtime pool and loads the actions directory into the database.
@@ -70,6 +78,8 @@ impl Actions {
                 app_name,
                 registry: RwLock::new(Vec::new()),
                 bytecode: moka::future::Cache::builder().max_capacity(10_000).build(),
+                logs: Mutex::new(HashMap::new()),
+                invocations: AtomicU64::new(0),
             }),
         };
         store::create_table(&actions.inner.store).await?;
@@ -148,11 +158,32 @@ impl Actions {
     async fn run(&self, action: &ActionRecord, call: Call) -> Result<Outcome, ApiError> {
         let code = self.bytecode(action).await?;
         let outcome = self.inner.pool.invoke(code, call).await;
-        for line in &outcome.logs {
-            tracing::info!(action = %action.name, object = %action.object, level = line.level, "{}", line.text);
+        let invocation = self.inner.invocations.fetch_add(1, Ordering::Relaxed) + 1;
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut lines: Vec<(&str, String)> = outcome
+            .logs
+            .iter()
+            .map(|l| (l.level, l.text.clone()))
+            .collect();
+        for (level, text) in &lines {
+            tracing::info!(action = %action.name, object = %action.object, invocation, level, "{text}");
         }
         if let Err(failure) = &outcome.result {
-            tracing::warn!(action = %action.name, object = %action.object, ?failure, "action failed");
+            tracing::warn!(action = %action.name, object = %action.object, invocation, ?failure, "action failed");
+            lines.push(("failure", describe(failure)));
+        }
+        if !lines.is_empty()
+            && let Ok(mut logs) = self.inner.logs.lock()
+        {
+            let kept = logs.entry(action.id).or_default();
+            for (level, text) in lines {
+                if kept.len() == LOG_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(json!({
+                    "invocation": invocation, "time": time, "level": level, "message": text,
+                }));
+            }
         }
         Ok(outcome)
     }
@@ -185,6 +216,17 @@ impl Actions {
             }
             Err(failure) => Err(refusal(&action, failure)),
         }
+    }
+}
+
+fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Thrown { message, status } => match status {
+            Some(s) => format!("threw ({s}): {message}"),
+            None => format!("threw: {message}"),
+        },
+        Failure::Limit(m) => format!("stopped: {m}"),
+        Failure::Internal(m) => format!("could not run: {m}"),
     }
 }
 
@@ -310,5 +352,111 @@ impl sandbox::CompileError {
             (Some(l), Some(c)) => format!("{} (line {l}, column {c})", self.message),
             _ => self.message.clone(),
         }
+    }
+}
+
+/// An action as `/1/action/config` shows it.
+pub fn action_json(action: &ActionRecord) -> Value {
+    json!({
+        "id": action.id,
+        "name": action.name,
+        "object": action.object,
+        "trigger": action.trigger.as_str(),
+        "code": action.code,
+        "version": action.version,
+        "actionType": if action.object == store::GENERAL { "Function" } else { "Action" },
+    })
+}
+
+/// What `/1/action/config` uploads.
+pub struct Upload {
+    pub name: String,
+    pub object: String,
+    pub trigger: Trigger,
+    pub code: String,
+}
+
+impl Actions {
+    /// Every action, as stored.
+    pub fn all(&self) -> Vec<Arc<ActionRecord>> {
+        self.inner
+            .registry
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn by_id(&self, id: i64) -> Option<Arc<ActionRecord>> {
+        self.all().into_iter().find(|a| a.id == id)
+    }
+
+    fn compile_or_refuse(error: sandbox::CompileError) -> ApiError {
+        ApiError::BadRequest(format!("the action does not compile: {}", error.describe()))
+    }
+
+    /// Compiles, then stores a new action. Requests running meanwhile keep the
+    /// registry snapshot they started with.
+    pub async fn upload(&self, upload: Upload) -> Result<Arc<ActionRecord>, ApiError> {
+        self.compile(&upload.name, &upload.code)
+            .await
+            .map_err(Self::compile_or_refuse)?;
+        let id = store::insert(
+            &self.inner.store,
+            &upload.object,
+            upload.trigger,
+            &upload.name,
+            &upload.code,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "`{}` already has a {} action named `{}`",
+                upload.object,
+                upload.trigger.as_str(),
+                upload.name
+            ))
+        })?;
+        self.reload().await.map_err(ApiError::Internal)?;
+        self.by_id(id)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("uploaded action vanished")))
+    }
+
+    /// Compiles, then stores new code for an action as its next version.
+    pub async fn replace(&self, id: i64, code: &str) -> Result<Arc<ActionRecord>, ApiError> {
+        let current = self
+            .by_id(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no action with id {id}")))?;
+        self.compile(&current.name, code)
+            .await
+            .map_err(Self::compile_or_refuse)?;
+        if !store::replace_code(&self.inner.store, id, code).await? {
+            return Err(ApiError::NotFound(format!("no action with id {id}")));
+        }
+        self.reload().await.map_err(ApiError::Internal)?;
+        self.by_id(id)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("replaced action vanished")))
+    }
+
+    /// The last lines of an action's log, oldest first (at most `LOG_LINES`).
+    pub fn logs(&self, id: i64, last: usize) -> Vec<Value> {
+        let Ok(logs) = self.inner.logs.lock() else {
+            return Vec::new();
+        };
+        logs.get(&id)
+            .map(|l| {
+                l.iter()
+                    .skip(l.len().saturating_sub(last))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub async fn remove(&self, id: i64) -> Result<(), ApiError> {
+        if !store::delete(&self.inner.store, id).await? {
+            return Err(ApiError::NotFound(format!("no action with id {id}")));
+        }
+        self.reload().await.map_err(ApiError::Internal)?;
+        Ok(())
     }
 }

@@ -244,3 +244,49 @@ pub async fn list(store: &Store) -> Result<Vec<ActionRecord>, sqlx::Error> {
         })
         .collect())
 }
+
+/// A new action; `None` if one with the same object, trigger and name exists.
+pub async fn insert(
+    store: &Store,
+    object: &str,
+    trigger: Trigger,
+    name: &str,
+    code: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let mut sql = store.sql();
+    sql.push("INSERT INTO lb_actions (object, trigger_name, name, code, version) VALUES (")
+        .bind(SqlValue::Text(object.into()))
+        .push(", ")
+        .bind(SqlValue::Text(trigger.as_str().into()))
+        .push(", ")
+        .bind(SqlValue::Text(name.into()))
+        .push(", ")
+        .bind(SqlValue::Text(code.into()))
+        .push(", 1) RETURNING id");
+    match store.fetch(&sql, &[FieldType::Int]).await {
+        Ok(rows) => Ok(rows.first().and_then(|r| r[0].as_i64())),
+        Err(e) if is_unique(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_unique(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// New code for an action: the next version. `false` if there is no such action.
+pub async fn replace_code(store: &Store, id: i64, code: &str) -> Result<bool, sqlx::Error> {
+    let mut sql = store.sql();
+    sql.push("UPDATE lb_actions SET code = ")
+        .bind(SqlValue::Text(code.into()))
+        .push(", version = version + 1 WHERE id = ")
+        .bind(SqlValue::Int(id));
+    Ok(store.execute(&sql).await? > 0)
+}
+
+pub async fn delete(store: &Store, id: i64) -> Result<bool, sqlx::Error> {
+    let mut sql = store.sql();
+    sql.push("DELETE FROM lb_actions WHERE id = ")
+        .bind(SqlValue::Int(id));
+    Ok(store.execute(&sql).await? > 0)
+}

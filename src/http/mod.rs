@@ -4,6 +4,7 @@
 //! (`realtime::sails`) calls, so there is one implementation.
 
 pub mod account;
+pub mod action_config;
 pub mod actions;
 pub mod extract;
 pub mod objects;
@@ -45,6 +46,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(objects::router())
         .merge(actions::router())
+        .merge(action_config::router())
         .merge(account::router())
         .merge(system::router())
         .fallback(no_route)

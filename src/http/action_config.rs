@@ -1,0 +1,252 @@
+//! `/1/action/config[/{id}]`: list (with `filter`), upload, replace and delete actions,
+//! and `/1/action/config/{id}/logs`. Admin or master token only.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::extract::{Body, Caller, Params, parse_id};
+use crate::actions::{Trigger, Upload, action_json, store::GENERAL};
+use crate::auth::Identity;
+use crate::error::ApiError;
+use crate::schema::is_valid_identifier;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/1/action/config", get(list_actions).post(upload_action))
+        .route(
+            "/1/action/config/{id}",
+            get(get_action).put(replace_action).delete(delete_action),
+        )
+        .route("/1/action/config/{id}/logs", get(action_logs))
+}
+
+fn admin_only(who: &Identity) -> Result<(), ApiError> {
+    if who.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "managing actions needs the Admin role or the master token".into(),
+        ))
+    }
+}
+
+async fn list_actions(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Params(params): Params,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&who)?;
+    let filters = parse_filter(&params)?;
+    let mut rows: Vec<Value> = state
+        .actions
+        .all()
+        .iter()
+        .map(|a| action_json(a))
+        .filter(|row| filters.iter().all(|f| f.matches(row)))
+        .collect();
+    let total = rows.len();
+    let page_size = number(&params, "pageSize", 20)?.clamp(1, state.config.max_page_size as usize);
+    let page = number(&params, "pageNumber", 1)?.max(1);
+    let data: Vec<Value> = rows
+        .drain(..)
+        .skip((page - 1) * page_size)
+        .take(page_size)
+        .collect();
+    Ok(Json(json!({ "totalRows": total, "data": data })))
+}
+
+async fn get_action(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&who)?;
+    let id = parse_id(&id)?;
+    let action = state
+        .actions
+        .by_id(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no action with id {id}")))?;
+    Ok(Json(action_json(&action)))
+}
+
+async fn upload_action(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&who)?;
+    let Body(Value::Object(fields)) = &body else {
+        return Err(ApiError::bad("an action is {name, object, trigger, code}"));
+    };
+    for key in fields.keys() {
+        if !["name", "object", "trigger", "code", "actionType"].contains(&key.as_str()) {
+            return Err(ApiError::bad(format!(
+                "unknown field `{key}` for an action"
+            )));
+        }
+    }
+    let name = body.text("name")?.to_string();
+    let object = body.text("object")?.to_string();
+    let trigger_text = body.text("trigger")?;
+    let code = body.text("code")?.to_string();
+    if !is_valid_identifier(&name) {
+        return Err(ApiError::bad(format!(
+            "action name `{}` must start with a letter and hold only letters, digits and _",
+            name.escape_default()
+        )));
+    }
+    let trigger = Trigger::parse(trigger_text).ok_or_else(|| {
+        ApiError::bad(format!(
+            "unknown trigger `{}`: use beforeCreate, afterCreate, beforeUpdate, afterUpdate, beforeDelete, afterDelete or onDemand",
+            trigger_text.escape_default()
+        ))
+    })?;
+    if object == GENERAL {
+        if trigger != Trigger::OnDemand {
+            return Err(ApiError::bad("`general` actions can only be onDemand"));
+        }
+    } else if state.records.schema().object(&object).is_none() {
+        return Err(ApiError::bad(format!(
+            "no object named `{}` (use `general` for actions bound to no object)",
+            object.escape_default()
+        )));
+    }
+    let action = state
+        .actions
+        .upload(Upload {
+            name,
+            object,
+            trigger,
+            code,
+        })
+        .await?;
+    Ok(Json(action_json(&action)))
+}
+
+async fn replace_action(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&who)?;
+    let id = parse_id(&id)?;
+    let code = body.text("code")?;
+    let action = state.actions.replace(id, code).await?;
+    Ok(Json(action_json(&action)))
+}
+
+async fn delete_action(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&who)?;
+    let id = parse_id(&id)?;
+    state.actions.remove(id).await?;
+    Ok(Json(json!({})))
+}
+
+async fn action_logs(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    Params(params): Params,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&who)?;
+    let id = parse_id(&id)?;
+    if state.actions.by_id(id).is_none() {
+        return Err(ApiError::NotFound(format!("no action with id {id}")));
+    }
+    let last = number(&params, "last", 100)?;
+    let lines = state.actions.logs(id, last);
+    Ok(Json(json!({ "totalRows": lines.len(), "data": lines })))
+}
+
+fn number(params: &HashMap<String, String>, key: &str, default: usize) -> Result<usize, ApiError> {
+    match params.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad(format!("`{key}` must be a positive integer"))),
+    }
+}
+
+/// One `{fieldName, operator, value}` over the action fields.
+struct Filter {
+    field: String,
+    operator: String,
+    value: Value,
+}
+
+const FIELDS: [&str; 6] = ["id", "name", "object", "trigger", "version", "actionType"];
+const OPERATORS: [&str; 6] = [
+    "equals",
+    "notEquals",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "in",
+];
+
+fn parse_filter(params: &HashMap<String, String>) -> Result<Vec<Filter>, ApiError> {
+    let Some(text) = params.get("filter") else {
+        return Ok(Vec::new());
+    };
+    let items: Vec<Value> = serde_json::from_str(text)
+        .map_err(|e| ApiError::bad(format!("`filter` must be a JSON array: {e}")))?;
+    items
+        .into_iter()
+        .map(|item| {
+            let field = item["fieldName"].as_str().unwrap_or_default().to_string();
+            let operator = item["operator"].as_str().unwrap_or_default().to_string();
+            if !FIELDS.contains(&field.as_str()) {
+                return Err(ApiError::bad(format!(
+                    "cannot filter actions by `{}`: use one of {}",
+                    field.escape_default(),
+                    FIELDS.join(", ")
+                )));
+            }
+            if !OPERATORS.contains(&operator.as_str()) {
+                return Err(ApiError::bad(format!(
+                    "operator `{}` is not supported for actions: use one of {}",
+                    operator.escape_default(),
+                    OPERATORS.join(", ")
+                )));
+            }
+            Ok(Filter {
+                field,
+                operator,
+                value: item["value"].clone(),
+            })
+        })
+        .collect()
+}
+
+impl Filter {
+    fn matches(&self, row: &Value) -> bool {
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let have = text(&row[&self.field]);
+        let want = text(&self.value);
+        match self.operator.as_str() {
+            "equals" => have == want,
+            "notEquals" => have != want,
+            "contains" => have.contains(&want),
+            "startsWith" => have.starts_with(&want),
+            "endsWith" => have.ends_with(&want),
+            _ => self
+                .value
+                .as_array()
+                .is_some_and(|list| list.iter().any(|v| text(v) == have)),
+        }
+    }
+}
