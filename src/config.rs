@@ -120,6 +120,11 @@ pub struct Config {
     #[arg(long, env = "LIVEBASE_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
 
+    /// Pick up changed files in the actions directory while running (`--watch false`
+    /// turns it off, e.g. in production).
+    #[arg(long, env = "LIVEBASE_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch: bool,
+
     /// Wall-time limit of one action invocation, in milliseconds.
     #[arg(long, env = "LIVEBASE_ACTION_TIME_LIMIT_MS", default_value_t = 1000)]
     pub action_time_limit_ms: u64,

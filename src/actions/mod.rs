@@ -91,6 +91,11 @@ impl Actions {
             store::upsert(&actions.inner.store, &file).await?;
         }
         actions.reload().await?;
+        if config.watch {
+            let weak = Arc::downgrade(&actions.inner);
+            let (dir, schema) = (config.actions_dir.clone(), schema.clone());
+            tokio::spawn(async move { watch(weak, dir, schema).await });
+        }
         Ok(actions)
     }
 
@@ -227,6 +232,57 @@ fn describe(failure: &Failure) -> String {
         },
         Failure::Limit(m) => format!("stopped: {m}"),
         Failure::Internal(m) => format!("could not run: {m}"),
+    }
+}
+
+/// How often the actions directory is looked at for changed files.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Polls the actions directory: a new or changed file is compiled and stored as the
+/// next version (a file that does not compile is reported and the running version
+/// kept). Deleting a file does not delete its action (uploaded actions have no file);
+/// use `DELETE /1/action/config/{id}`. Ends when the server does.
+async fn watch(inner: std::sync::Weak<Inner>, dir: std::path::PathBuf, schema: Schema) {
+    let mut seen: HashMap<std::path::PathBuf, String> = HashMap::new();
+    if let Ok(files) = store::read_dir(&dir, &schema) {
+        seen.extend(files.into_iter().map(|f| (f.path, f.code)));
+    }
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let actions = Actions { inner };
+        let files = match store::read_dir(&dir, &schema) {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(error = %e, "actions directory");
+                continue;
+            }
+        };
+        let mut changed = false;
+        for file in files {
+            if seen.get(&file.path) == Some(&file.code) {
+                continue;
+            }
+            seen.insert(file.path.clone(), file.code.clone());
+            if let Err(e) = actions.compile(&file.name, &file.code).await {
+                tracing::error!(file = %file.path.display(), "action not reloaded: {}", e.describe());
+                continue;
+            }
+            match store::upsert(&actions.inner.store, &file).await {
+                Ok(()) => {
+                    tracing::info!(file = %file.path.display(), "action reloaded");
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::error!(file = %file.path.display(), error = %e, "action not stored")
+                }
+            }
+        }
+        if changed && let Err(e) = actions.reload().await {
+            tracing::error!(error = %e, "reloading actions");
+        }
     }
 }
 

@@ -217,3 +217,52 @@ async fn replacing_an_action_while_it_runs_never_shows_a_half_loaded_one() {
     let (_, body) = app.get("/1/function/general/which", &master()).await;
     assert_eq!(body, json!("v6"));
 }
+
+#[tokio::test]
+async fn changed_files_are_picked_up_while_running() {
+    let backend = &backends()[0];
+    let app = Spawn::new(backend)
+        .action("general/onDemand/which.js", &code("'v1'"))
+        .start()
+        .await;
+    let dir = app.data_dir.path().join("actions/general/onDemand");
+    let answer = |name: &'static str| {
+        let app = &app;
+        async move {
+            app.get(&format!("/1/function/general/{name}"), &master())
+                .await
+        }
+    };
+    assert_eq!(answer("which").await.1, json!("v1"));
+
+    std::fs::write(dir.join("which.js"), code("'v2'")).unwrap();
+    wait_for(|| answer("which"), json!("v2")).await;
+    let (_, all) = app.get("/1/action/config", &master()).await;
+    assert_eq!(all["data"][0]["version"], 2, "{all}");
+
+    // A broken edit is reported and the running version kept; a new file after it is
+    // picked up, which shows the watcher looked at the broken one too.
+    std::fs::write(dir.join("which.js"), "function backandCallback( {").unwrap();
+    std::fs::write(dir.join("fresh.js"), code("'fresh'")).unwrap();
+    wait_for(|| answer("fresh"), json!("fresh")).await;
+    assert_eq!(answer("which").await.1, json!("v2"));
+}
+
+async fn wait_for<F, Fut>(call: F, want: Value)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, got) = call().await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {got}, waiting for {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
