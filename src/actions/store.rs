@@ -210,7 +210,8 @@ pub async fn upsert(store: &Store, file: &ActionFile) -> Result<(), sqlx::Error>
     Ok(())
 }
 
-/// Every action, ordered by object, trigger and name.
+/// Every action, ordered by object, trigger and name (byte order, whatever the
+/// database's collation: triggers run in this order).
 pub async fn list(store: &Store) -> Result<Vec<ActionRecord>, sqlx::Error> {
     let mut sql = store.sql();
     sql.push(
@@ -230,7 +231,7 @@ pub async fn list(store: &Store) -> Result<Vec<ActionRecord>, sqlx::Error> {
             ],
         )
         .await?;
-    Ok(rows
+    let mut all: Vec<ActionRecord> = rows
         .into_iter()
         .filter_map(|r| {
             Some(ActionRecord {
@@ -242,7 +243,11 @@ pub async fn list(store: &Store) -> Result<Vec<ActionRecord>, sqlx::Error> {
                 version: r[5].as_i64()?,
             })
         })
-        .collect())
+        .collect();
+    all.sort_by(|a, b| {
+        (&a.object, a.trigger.as_str(), &a.name).cmp(&(&b.object, b.trigger.as_str(), &b.name))
+    });
+    Ok(all)
 }
 
 /// A new action; `None` if one with the same object, trigger and name exists.
