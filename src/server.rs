@@ -56,6 +56,7 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         vec![Arc::new(auth.clone()), Arc::new(actions.clone())];
     hooks.extend(extra_hooks);
     let records = Records::new(store.clone(), schema, hooks, config.max_page_size);
+    actions.attach(&records);
     tokio::spawn(relay::run(records.subscribe(), realtime.clone()));
     let state = AppState {
         records,

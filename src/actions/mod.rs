@@ -10,6 +10,7 @@
 //! itself: triggers are a `WriteHook` of the write path, and emits go through
 //! `Realtime`, held until the write commits (or the on-demand action returns).
 
+pub mod db;
 pub mod pool;
 pub mod sandbox;
 pub mod store;
@@ -49,6 +50,10 @@ struct Inner {
     /// The last `LOG_LINES` lines of each action (console output and failures).
     logs: Mutex<HashMap<i64, VecDeque<Value>>>,
     invocations: AtomicU64,
+    /// The write path, for the `db` binding; set by `attach` once it exists (it holds
+    /// this service as a hook, so it is built after).
+    records: Arc<std::sync::OnceLock<crate::records::WeakRecords>>,
+    runtime: tokio::runtime::Handle,
 }
 
 /// Lines kept per action.
@@ -80,6 +85,8 @@ impl Actions {
                 bytecode: moka::future::Cache::builder().max_capacity(10_000).build(),
                 logs: Mutex::new(HashMap::new()),
                 invocations: AtomicU64::new(0),
+                records: Arc::default(),
+                runtime: tokio::runtime::Handle::current(),
             }),
         };
         store::create_table(&actions.inner.store).await?;
@@ -97,6 +104,19 @@ impl Actions {
             tokio::spawn(async move { watch(weak, dir, schema).await });
         }
         Ok(actions)
+    }
+
+    /// Gives actions' `db` binding the write path.
+    pub fn attach(&self, records: &crate::records::Records) {
+        let _ = self.inner.records.set(records.downgrade());
+    }
+
+    fn db(&self, who: &Identity) -> Option<db::Db> {
+        Some(db::Db::new(
+            self.inner.records.clone(),
+            self.inner.runtime.clone(),
+            who.clone(),
+        ))
     }
 
     /// Re-reads the registry from the database.
@@ -162,7 +182,10 @@ impl Actions {
 
     async fn run(&self, action: &ActionRecord, call: Call) -> Result<Outcome, ApiError> {
         let code = self.bytecode(action).await?;
-        let outcome = self.inner.pool.invoke(code, call).await;
+        let outcome = match self.inner.pool.inline(&code, &call) {
+            Some(nested) => nested,
+            None => self.inner.pool.invoke(code, call).await,
+        };
         let invocation = self.inner.invocations.fetch_add(1, Ordering::Relaxed) + 1;
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut lines: Vec<(&str, String)> = outcome
@@ -212,6 +235,7 @@ impl Actions {
             db_row,
             parameters,
             user_profile: self.profile(who),
+            db: self.db(who),
         };
         let outcome = self.run(&action, call).await?;
         match outcome.result {
@@ -342,6 +366,7 @@ impl WriteHook for Actions {
                     db_row: row_value(write.previous),
                     parameters: json!({}),
                     user_profile: self.profile(write.who),
+                    db: self.db(write.who),
                 };
                 let outcome = self.run(&action, call).await?;
                 match outcome.result {
@@ -388,6 +413,7 @@ impl WriteHook for Actions {
                     db_row,
                     parameters: json!({}),
                     user_profile: self.profile(&event.actor),
+                    db: self.db(&event.actor),
                 };
                 match self.run(&action, call).await {
                     Ok(outcome) if outcome.result.is_ok() => {

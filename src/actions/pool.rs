@@ -1,11 +1,13 @@
 //! The threads QuickJS runs on: never the async threads. One `Vm` per thread, taken
 //! from a shared queue; a `Vm` that hit a limit is replaced before the next job.
 
+use std::cell::{Cell, RefCell};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use super::db::MAX_DEPTH;
 use super::sandbox::{Call, CompileError, Failure, Limits, Outcome, Vm};
 
 /// Native stack of a pool thread: well above the JS stack limit, so QuickJS reports a
@@ -29,6 +31,16 @@ enum Job {
 #[derive(Clone)]
 pub struct Pool {
     jobs: mpsc::Sender<Job>,
+    limits: Limits,
+}
+
+thread_local! {
+    /// How many actions are running on this thread, one inside another's `db` write
+    /// (0 off the pool). Nested ones run here, inline: queueing them could deadlock a
+    /// pool whose every thread waits on a nested action.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// A runtime per nesting level, so an inner action never re-enters the outer one's.
+    static NESTED: RefCell<Vec<Option<Vm>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Pool {
@@ -42,10 +54,53 @@ impl Pool {
                 .stack_size(THREAD_STACK)
                 .spawn(move || work(queue, limits))?;
         }
-        Ok(Pool { jobs })
+        Ok(Pool { jobs, limits })
+    }
+
+    /// Runs an action nested in one running on this thread, or `None` off the pool.
+    pub fn inline(&self, bytecode: &[u8], call: &Call) -> Option<Outcome> {
+        let depth = DEPTH.get();
+        if depth == 0 {
+            return None;
+        }
+        if depth >= MAX_DEPTH {
+            return Some(Outcome {
+                result: Err(Failure::Limit(format!(
+                    "actions may nest at most {MAX_DEPTH} deep through db writes"
+                ))),
+                user_input: call.user_input.clone(),
+                logs: Vec::new(),
+                emits: Vec::new(),
+            });
+        }
+        let kept = NESTED.with(|n| n.borrow_mut().get_mut(depth - 1).and_then(Option::take));
+        let mut vm = match kept.filter(|v| !v.spent) {
+            Some(vm) => vm,
+            None => Vm::new(self.limits).ok()?,
+        };
+        DEPTH.set(depth + 1);
+        let outcome = vm.invoke(bytecode, call);
+        DEPTH.set(depth);
+        NESTED.with(|n| {
+            let mut n = n.borrow_mut();
+            while n.len() < depth {
+                n.push(None);
+            }
+            n[depth - 1] = Some(vm);
+        });
+        Some(outcome)
     }
 
     pub async fn compile(&self, name: &str, code: &str) -> Result<Vec<u8>, CompileError> {
+        if DEPTH.get() > 0 {
+            // On a pool thread, inside an action: compile here rather than queue.
+            let mut vm = Vm::new(self.limits).map_err(|message| CompileError {
+                message,
+                line: None,
+                column: None,
+            })?;
+            return vm.compile(name, code);
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job::Compile {
             name: name.to_string(),
@@ -117,7 +172,10 @@ fn work(queue: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
                 call,
                 reply,
             } => {
-                let _ = reply.send(current.invoke(&bytecode, &call));
+                DEPTH.set(1);
+                let outcome = current.invoke(&bytecode, &call);
+                DEPTH.set(0);
+                let _ = reply.send(outcome);
             }
         }
         vm = Some(current);

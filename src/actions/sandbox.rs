@@ -82,13 +82,14 @@ pub enum Failure {
     Internal(String),
 }
 
-/// The arguments of `backandCallback`, as JSON.
+/// The arguments of `backandCallback`, as JSON, and the caller's `db`.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub user_input: Json,
     pub db_row: Json,
     pub parameters: Json,
     pub user_profile: Json,
+    pub db: Option<super::db::Db>,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +184,9 @@ impl Vm {
         let result = context.with(|ctx| {
             let run = || -> rquickjs::Result<(Json, Json)> {
                 install_bindings(&ctx, &recorded)?;
+                if let Some(db) = &call.db {
+                    install_db(&ctx, db)?;
+                }
                 // Safety: the bytes come from `Vm::compile` of this same QuickJS build.
                 let module: Module<'_, Declared> = unsafe { Module::load(ctx.clone(), bytecode)? };
                 let (module, done) = module.eval()?;
@@ -485,4 +489,98 @@ fn truncate(text: &mut String, max: usize) {
         text.truncate(end);
         text.push('…');
     }
+}
+
+/// `db.get/list/create/update/remove`: synchronous for the action; a refusal throws an
+/// Error carrying the REST status (`e.status`) and message.
+fn install_db<'js>(ctx: &Ctx<'js>, db: &super::db::Db) -> rquickjs::Result<()> {
+    use super::db::DbCall;
+    let object = Object::new(ctx.clone())?;
+    fn answer<'js>(
+        ctx: &Ctx<'js>,
+        db: &super::db::Db,
+        call: DbCall,
+    ) -> rquickjs::Result<Value<'js>> {
+        match db.run(call) {
+            Ok(json) => ctx.json_parse(json.to_string()),
+            Err((status, message)) => {
+                let error = rquickjs::Exception::from_message(ctx.clone(), &message)?;
+                error.as_object().set("status", status)?;
+                Err(error.throw())
+            }
+        }
+    }
+    fn id_of(ctx: &Ctx<'_>, value: &Value<'_>) -> rquickjs::Result<i64> {
+        let number = value
+            .as_number()
+            .or_else(|| value.as_string()?.to_string().ok()?.parse::<f64>().ok());
+        match number {
+            Some(n) if n.fract() == 0.0 && (1.0..9.0e15).contains(&n) => Ok(n as i64),
+            _ => Err(rquickjs::Exception::throw_type(
+                ctx,
+                "a row id is a positive integer",
+            )),
+        }
+    }
+    let d = db.clone();
+    object.set(
+        "get",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, name: String, id: Value<'js>| {
+                let id = id_of(&ctx, &id)?;
+                answer(&ctx, &d, DbCall::Get(name, id))
+            },
+        )?,
+    )?;
+    let d = db.clone();
+    object.set(
+        "list",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, name: String, query: rquickjs::function::Opt<Value<'js>>| {
+                let query = match query.0 {
+                    Some(q) => to_json(&ctx, q)?,
+                    None => Json::Null,
+                };
+                answer(&ctx, &d, DbCall::List(name, query))
+            },
+        )?,
+    )?;
+    let d = db.clone();
+    object.set(
+        "create",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, name: String, data: Value<'js>| {
+                let data = to_json(&ctx, data)?;
+                answer(&ctx, &d, DbCall::Create(name, data))
+            },
+        )?,
+    )?;
+    let d = db.clone();
+    object.set(
+        "update",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, name: String, id: Value<'js>, data: Value<'js>| {
+                let id = id_of(&ctx, &id)?;
+                let data = to_json(&ctx, data)?;
+                answer(&ctx, &d, DbCall::Update(name, id, data))
+            },
+        )?,
+    )?;
+    let d = db.clone();
+    object.set(
+        "remove",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, name: String, id: Value<'js>| {
+                let id = id_of(&ctx, &id)?;
+                answer(&ctx, &d, DbCall::Remove(name, id))
+            },
+        )?,
+    )?;
+    ctx.globals().set("db", object)?;
+    Ok(())
 }

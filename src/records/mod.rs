@@ -100,6 +100,16 @@ pub struct Records {
     inner: Arc<Inner>,
 }
 
+/// See `Records::downgrade`.
+#[derive(Clone)]
+pub struct WeakRecords(std::sync::Weak<Inner>);
+
+impl WeakRecords {
+    pub fn upgrade(&self) -> Option<Records> {
+        self.0.upgrade().map(|inner| Records { inner })
+    }
+}
+
 struct Inner {
     store: Store,
     schema: Arc<Schema>,
@@ -129,6 +139,12 @@ impl Records {
 
     pub fn schema(&self) -> &Arc<Schema> {
         &self.inner.schema
+    }
+
+    /// A handle that does not keep the write path alive, for hooks that call back into
+    /// it (actions' `db` binding): a strong one would be a cycle through the hook list.
+    pub fn downgrade(&self) -> WeakRecords {
+        WeakRecords(Arc::downgrade(&self.inner))
     }
 
     /// Every committed change from now on.

@@ -2,6 +2,7 @@
 //! server (and real sockets for emits).
 
 mod config;
+mod db;
 mod emits;
 mod on_demand;
 mod sandbox;
