@@ -163,7 +163,9 @@ fn work(queue: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
             },
         };
         let mut current = current;
-        match job {
+        // A panic (a bug in livebase or its engine binding) must cost one answer, not
+        // the thread: the Vm it happened in is dropped and the thread goes on.
+        let survived = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
             Job::Compile { name, code, reply } => {
                 let _ = reply.send(current.compile(&name, &code));
             }
@@ -177,7 +179,11 @@ fn work(queue: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
                 DEPTH.set(0);
                 let _ = reply.send(outcome);
             }
+        }));
+        DEPTH.set(0);
+        match survived {
+            Ok(()) => vm = Some(current),
+            Err(_) => tracing::error!("a JavaScript runtime panicked; it was replaced"),
         }
-        vm = Some(current);
     }
 }

@@ -111,6 +111,8 @@ pub struct Vm {
     epoch: Instant,
     /// Set when a limit was hit: the pool replaces this Vm.
     pub spent: bool,
+    /// The last invocation threw `null`: the action's own doing, or out of memory.
+    threw_null: bool,
 }
 
 impl Vm {
@@ -137,6 +139,7 @@ impl Vm {
             interrupted,
             epoch,
             spent: false,
+            threw_null: false,
         })
     }
 
@@ -146,6 +149,11 @@ impl Vm {
         let context = Context::full(&self.runtime).map_err(|e| internal_compile(e.to_string()))?;
         self.arm();
         let result = context.with(|ctx| {
+            // The user's code alone first, so a syntax error (an unclosed brace) is
+            // reported where the user wrote it, not in the export livebase appends.
+            if let Err(e) = Module::declare(ctx.clone(), name, code.to_string()) {
+                return Err(compile_error(&ctx, e));
+            }
             let source = module_source(code);
             let declared = Module::declare(ctx.clone(), name, source);
             let module = match declared {
@@ -213,6 +221,34 @@ impl Vm {
                 Err(e) => Err(self.failure(&ctx, e)),
             }
         });
+        // Jobs the action left queued (a `.then` after returning) run now, on its
+        // deadline: QuickJS queues them per runtime, and the next invocation must not
+        // run them or pay for them.
+        let mut result = result;
+        while self.runtime.is_job_pending() && !self.interrupted.load(Ordering::Relaxed) {
+            if let Ok(false) = self.runtime.execute_pending_job() {
+                break;
+            }
+        }
+        if self.interrupted.load(Ordering::Relaxed) {
+            self.spent = true;
+            result = Err(Failure::Limit(format!(
+                "time limit of {} ms exceeded",
+                self.limits.time.as_millis()
+            )));
+        }
+        if self.runtime.is_job_pending() {
+            self.spent = true;
+        }
+        if std::mem::take(&mut self.threw_null) {
+            // By the time we see it, what filled the memory is freed, so the usage no
+            // longer tells; replace the runtime either way and say both possibilities.
+            self.spent = true;
+            result = Err(Failure::Limit(format!(
+                "memory limit of {} MiB exceeded (QuickJS threw null: out of memory, unless the action threw null itself)",
+                self.limits.memory / (1024 * 1024)
+            )));
+        }
         self.disarm();
         drop(context);
         self.runtime.run_gc();
@@ -252,10 +288,52 @@ impl Vm {
                 self.limits.time.as_millis()
             ));
         }
+        if matches!(error, rquickjs::Error::WouldBlock) {
+            self.spent = true;
+            return Failure::Limit("the action returned a promise that never settles".into());
+        }
         let caught = CaughtError::from_error(ctx, error);
+        // Limits are recognised by what the engine throws (its own error, with its own
+        // message and no `status`), never by words a user's message happens to contain.
+        let engine_error = |e: &rquickjs::Exception<'_>, name: &str, text: &str| {
+            status_of(e.as_object()).is_none()
+                && e.message().as_deref() == Some(text)
+                && e.as_object()
+                    .get::<_, Option<String>>("name")
+                    .ok()
+                    .flatten()
+                    .as_deref()
+                    == Some(name)
+        };
+        let memory_limit = || {
+            Failure::Limit(format!(
+                "memory limit of {} MiB exceeded",
+                self.limits.memory / (1024 * 1024)
+            ))
+        };
         let (message, status) = match &caught {
             CaughtError::Exception(e) => {
+                if engine_error(e, "InternalError", "out of memory") {
+                    self.spent = true;
+                    return memory_limit();
+                }
+                if engine_error(e, "RangeError", "Maximum call stack size exceeded")
+                    || engine_error(e, "InternalError", "stack overflow")
+                {
+                    self.spent = true;
+                    return Failure::Limit("stack limit exceeded (recursion too deep)".into());
+                }
                 (e.message().unwrap_or_default(), status_of(e.as_object()))
+            }
+            // Out of memory, QuickJS may throw `null` (it cannot allocate an error);
+            // the runtime's usage, checked once the context is let go, tells which.
+            CaughtError::Value(v) if v.is_null() => {
+                self.threw_null = true;
+                (String::from("null"), None)
+            }
+            CaughtError::Error(rquickjs::Error::Allocation) => {
+                self.spent = true;
+                return memory_limit();
             }
             CaughtError::Value(v) => match v.as_object() {
                 Some(o) => (
@@ -280,25 +358,8 @@ impl Vm {
                     None,
                 ),
             },
-            CaughtError::Error(e) => (e.to_string(), None),
+            CaughtError::Error(e) => return Failure::Internal(e.to_string()),
         };
-        let lower = message.to_ascii_lowercase();
-        if lower.contains("out of memory")
-            || matches!(caught, CaughtError::Error(rquickjs::Error::Allocation))
-        {
-            self.spent = true;
-            return Failure::Limit(format!(
-                "memory limit of {} MiB exceeded",
-                self.limits.memory / (1024 * 1024)
-            ));
-        }
-        if lower.contains("stack overflow") || lower.contains("maximum call stack") {
-            self.spent = true;
-            return Failure::Limit("stack limit exceeded (recursion too deep)".into());
-        }
-        if matches!(caught, CaughtError::Error(_)) {
-            return Failure::Internal(message);
-        }
         Failure::Thrown { message, status }
     }
 }
@@ -373,7 +434,10 @@ fn to_json<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Json> {
     let text = ctx.json_stringify(value)?;
     match text {
         None => Ok(Json::Null),
-        Some(s) => Ok(serde_json::from_str(&s.to_string()?).unwrap_or(Json::Null)),
+        // Never silently `null`: nesting past 128 levels or a lone surrogate is an error.
+        Some(s) => serde_json::from_str(&s.to_string()?).map_err(|e| {
+            rquickjs::Exception::throw_type(ctx, &format!("the value cannot be sent as JSON: {e}"))
+        }),
     }
 }
 

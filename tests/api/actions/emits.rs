@@ -523,16 +523,30 @@ async fn emits_of_before_actions_leave_only_if_the_write_commits() {
         let first = json!({ "name": "first" });
         let all = [ADMIN, ALICE, ALICE2, BOB, RO, GUEST];
         let got = received(&app, &mut c.socks).await;
-        check(&got, &c.socks, &all, "before_all", &[first.clone()], ctx);
+        check(
+            &got,
+            &c.socks,
+            &all,
+            "before_all",
+            std::slice::from_ref(&first),
+            ctx,
+        );
         check(
             &got,
             &c.socks,
             &[ALICE, ALICE2],
             "before_user",
-            &[first.clone()],
+            std::slice::from_ref(&first),
             ctx,
         );
-        check(&got, &c.socks, &[RO], "before_role", &[first.clone()], ctx);
+        check(
+            &got,
+            &c.socks,
+            &[RO],
+            "before_role",
+            std::slice::from_ref(&first),
+            ctx,
+        );
         check(&got, &c.socks, &[BOB], "before_room", &[first], ctx);
 
         // Refused after the emitting action ran: by the next action, by validation of
@@ -558,16 +572,30 @@ async fn emits_of_before_actions_leave_only_if_the_write_commits() {
         assert_eq!(status, 200, "{ctx}: {body}");
         let second = json!({ "name": "second" });
         let got = received(&app, &mut c.socks).await;
-        check(&got, &c.socks, &all, "before_all", &[second.clone()], ctx);
+        check(
+            &got,
+            &c.socks,
+            &all,
+            "before_all",
+            std::slice::from_ref(&second),
+            ctx,
+        );
         check(
             &got,
             &c.socks,
             &[ALICE, ALICE2],
             "before_user",
-            &[second.clone()],
+            std::slice::from_ref(&second),
             ctx,
         );
-        check(&got, &c.socks, &[RO], "before_role", &[second.clone()], ctx);
+        check(
+            &got,
+            &c.socks,
+            &[RO],
+            "before_role",
+            std::slice::from_ref(&second),
+            ctx,
+        );
         check(&got, &c.socks, &[BOB], "before_room", &[second], ctx);
         let id: i64 = body["__metadata"]["id"].as_str().unwrap().parse().unwrap();
 
