@@ -22,6 +22,31 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default when no subcommand is given).
     Serve,
+    /// Manage the actions of a running server.
+    Actions {
+        #[command(subcommand)]
+        command: ActionsCommand,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ActionsCommand {
+    /// Upload a folder of `<object>/<trigger>/<name>.js` files to a running server:
+    /// new actions are created, changed ones get their next version.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// The actions folder.
+    #[arg(default_value = "actions")]
+    pub dir: PathBuf,
+    /// The server (http only: run this on the server's host or through a tunnel).
+    #[arg(long, env = "LIVEBASE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The server's master token.
+    #[arg(long = "master-token", env = "LIVEBASE_MASTER_TOKEN")]
+    pub master_token: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

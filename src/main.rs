@@ -1,5 +1,5 @@
 use clap::Parser;
-use livebase::config::{Cli, LogFormat};
+use livebase::config::{ActionsCommand, Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -14,6 +14,12 @@ async fn main() {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Actions {
+        command: ActionsCommand::Push(args),
+    }) = &cli.command
+    {
+        return livebase::actions::push::push(args).await;
+    }
     let config = cli.config;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match config.log_format {

@@ -12,6 +12,7 @@
 
 pub mod db;
 pub mod pool;
+pub mod push;
 pub mod sandbox;
 pub mod store;
 
@@ -90,7 +91,7 @@ impl Actions {
             }),
         };
         store::create_table(&actions.inner.store).await?;
-        for file in store::read_dir(&config.actions_dir, schema)? {
+        for file in store::read_dir(&config.actions_dir, Some(schema))? {
             actions
                 .compile(&file.name, &file.code)
                 .await
@@ -268,7 +269,7 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// use `DELETE /1/action/config/{id}`. Ends when the server does.
 async fn watch(inner: std::sync::Weak<Inner>, dir: std::path::PathBuf, schema: Schema) {
     let mut seen: HashMap<std::path::PathBuf, String> = HashMap::new();
-    if let Ok(files) = store::read_dir(&dir, &schema) {
+    if let Ok(files) = store::read_dir(&dir, Some(&schema)) {
         seen.extend(files.into_iter().map(|f| (f.path, f.code)));
     }
     loop {
@@ -277,7 +278,7 @@ async fn watch(inner: std::sync::Weak<Inner>, dir: std::path::PathBuf, schema: S
             return;
         };
         let actions = Actions { inner };
-        let files = match store::read_dir(&dir, &schema) {
+        let files = match store::read_dir(&dir, Some(&schema)) {
             Ok(files) => files,
             Err(e) => {
                 tracing::warn!(error = %e, "actions directory");

@@ -102,7 +102,8 @@ pub async fn create_table(store: &Store) -> Result<(), sqlx::Error> {
 
 /// `actions/<object>/<trigger>/<name>.js`; anything else there is an error naming the
 /// path (a README at the top is allowed). A missing directory means no actions.
-pub fn read_dir(dir: &Path, schema: &Schema) -> anyhow::Result<Vec<ActionFile>> {
+/// Without a schema (the `push` command), object names are left for the server to check.
+pub fn read_dir(dir: &Path, schema: Option<&Schema>) -> anyhow::Result<Vec<ActionFile>> {
     let mut files = Vec::new();
     if !dir.is_dir() {
         return Ok(files);
@@ -112,7 +113,7 @@ pub fn read_dir(dir: &Path, schema: &Schema) -> anyhow::Result<Vec<ActionFile>> 
             continue;
         }
         let object = file_name(&object_entry);
-        if object != GENERAL && schema.object(&object).is_none() {
+        if object != GENERAL && schema.is_some_and(|s| s.object(&object).is_none()) {
             anyhow::bail!(
                 "{}: no object named `{object}` in the schema (use `general` for actions bound to no object)",
                 object_entry.display()

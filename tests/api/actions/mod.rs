@@ -5,5 +5,6 @@ mod config;
 mod db;
 mod emits;
 mod on_demand;
+mod push;
 mod sandbox;
 mod triggers;
