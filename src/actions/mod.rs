@@ -405,10 +405,7 @@ impl WriteHook for Actions {
                     Verb::Created => row_value(event.record.as_ref()),
                     _ => row_value(event.previous.as_ref()),
                 };
-                let user_input = match event.verb {
-                    Verb::Deleted => json!({}),
-                    _ => row_value(event.record.as_ref()),
-                };
+                let user_input = event.input.clone();
                 let call = Call {
                     user_input,
                     db_row,

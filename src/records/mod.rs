@@ -40,6 +40,9 @@ pub struct RecordEvent {
     pub record: Option<Record>,
     /// The row before the change (`None` for a create).
     pub previous: Option<Record>,
+    /// What the client asked to write, after before hooks changed it (`{}` for a
+    /// delete): after actions see it as `userInput`.
+    pub input: Value,
     pub actor: Identity,
 }
 
@@ -292,6 +295,7 @@ impl Records {
             id: record.id,
             record: Some(record.clone()),
             previous: None,
+            input: Value::Object(input),
             actor: who.clone(),
         })
         .await;
@@ -346,6 +350,7 @@ impl Records {
             id,
             record: Some(record.clone()),
             previous: Some(previous),
+            input: Value::Object(input),
             actor: who.clone(),
         })
         .await;
@@ -385,6 +390,7 @@ impl Records {
             id,
             record: None,
             previous: Some(previous.clone()),
+            input: Value::Object(input),
             actor: who.clone(),
         })
         .await;
