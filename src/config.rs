@@ -47,6 +47,10 @@ pub struct PushArgs {
     /// The server's master token.
     #[arg(long = "master-token", env = "LIVEBASE_MASTER_TOKEN")]
     pub master_token: String,
+    /// The user token of an Admin (the first Admin's is printed on first start, or set
+    /// with `--admin-user-token`): the master token acts as a user.
+    #[arg(long = "user-token", env = "LIVEBASE_ADMIN_USER_TOKEN")]
+    pub user_token: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,4 +1,4 @@
-//! `livebase actions push [DIR] --url … --master-token …`: uploads a folder of action
+//! `livebase actions push [DIR] --url … --master-token … --user-token …`: uploads a folder of action
 //! files to a running server through `/1/action/config`. New files are created,
 //! changed ones replaced (their next version), the rest left alone. The server compiles
 //! each first; one that does not compile is reported and the others still go up.
@@ -23,7 +23,8 @@ pub async fn push(args: &PushArgs) -> anyhow::Result<()> {
     let base = args.url.trim_end_matches('/').to_string();
     let auth = format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:", args.master_token))
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", args.master_token, args.user_token))
     );
     let client = reqwest::Client::new();
     let existing = list(&client, &base, &auth).await?;

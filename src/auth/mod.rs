@@ -189,11 +189,6 @@ impl Auth {
         if !constant_time_eq(master, &self.inner.secrets.master_token) {
             return Err(refused());
         }
-        // The master token alone (`master:`) acts as livebase itself, for tools such as
-        // `livebase actions push` that belong to no user.
-        if user_token.is_empty() {
-            return Ok(Identity::system());
-        }
         let (user, _) = credentials::find(&self.inner.store, Lookup::UserToken(user_token))
             .await?
             .ok_or_else(refused)?;

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::{MASTER, Spawn, backends, master};
+use crate::common::{ADMIN_USER_TOKEN, MASTER, Spawn, backends, master};
 use livebase::config::PushArgs;
 
 fn write(dir: &std::path::Path, path: &str, code: &str) {
@@ -33,6 +33,7 @@ async fn push_creates_updates_and_reports_refusals() {
         dir: dir.path().to_path_buf(),
         url: app.base.clone(),
         master_token: MASTER.into(),
+        user_token: ADMIN_USER_TOKEN.into(),
     };
     livebase::actions::push::push(&args)
         .await
