@@ -188,17 +188,26 @@ impl Vm {
             }
         };
         self.arm();
-        let recorded = Recorded::default();
+        let clock = self.clock();
+        let recorded = Recorded {
+            budget: std::rc::Rc::new(std::cell::Cell::new(self.limits.memory)),
+            clock: Some(clock.clone()),
+            ..Recorded::default()
+        };
         let result = context.with(|ctx| {
             let run = || -> rquickjs::Result<(Json, Json)> {
                 install_bindings(&ctx, &recorded)?;
+                // Weak references and finalizers would let code run after the action
+                // returned, in the next caller's invocation.
+                ctx.globals().remove("FinalizationRegistry")?;
+                ctx.globals().remove("WeakRef")?;
                 if let Some(db) = &call.db {
-                    install_db(&ctx, db)?;
+                    install_db(&ctx, db, &clock)?;
                 }
                 // Safety: the bytes come from `Vm::compile` of this same QuickJS build.
                 let module: Module<'_, Declared> = unsafe { Module::load(ctx.clone(), bytecode)? };
                 let (module, done) = module.eval()?;
-                done.finish::<()>()?;
+                settle(&ctx, &done, &clock)?;
                 let callback: Function = module.get("backandCallback")?;
                 let args = [
                     &call.user_input,
@@ -211,7 +220,7 @@ impl Vm {
                 let user_input = a?;
                 let returned: Value = callback.call((user_input.clone(), b?, c?, d?))?;
                 let returned = match returned.as_promise() {
-                    Some(promise) => promise.finish::<Value>()?,
+                    Some(promise) => settle(&ctx, promise, &clock)?,
                     None => returned,
                 };
                 Ok((to_json(&ctx, returned)?, to_json(&ctx, user_input)?))
@@ -226,8 +235,15 @@ impl Vm {
         // run them or pay for them.
         let mut result = result;
         while self.runtime.is_job_pending() && !self.interrupted.load(Ordering::Relaxed) {
-            if let Ok(false) = self.runtime.execute_pending_job() {
+            if clock.expired() {
+                self.interrupted.store(true, Ordering::Relaxed);
                 break;
+            }
+            match self.runtime.execute_pending_job() {
+                Ok(true) => {}
+                Ok(false) => break,
+                // A leftover job that failed may have hit a limit: start afresh.
+                Err(_) => self.spent = true,
             }
         }
         if self.interrupted.load(Ordering::Relaxed) {
@@ -252,7 +268,12 @@ impl Vm {
         self.disarm();
         drop(context);
         self.runtime.run_gc();
-        let Recorded { logs, emits } = recorded;
+        // Anything the collection queued (a finalizer) belongs to this invocation's
+        // context and caller; it must not run in the next one.
+        if self.runtime.is_job_pending() {
+            self.spent = true;
+        }
+        let Recorded { logs, emits, .. } = recorded;
         outcome.logs = logs.take();
         outcome.emits = emits.take();
         match result {
@@ -266,6 +287,14 @@ impl Vm {
             }
         }
         outcome
+    }
+
+    fn clock(&self) -> Clock {
+        Clock {
+            deadline: self.deadline.clone(),
+            interrupted: self.interrupted.clone(),
+            epoch: self.epoch,
+        }
     }
 
     fn arm(&self) {
@@ -360,7 +389,60 @@ impl Vm {
             },
             CaughtError::Error(e) => return Failure::Internal(e.to_string()),
         };
+        let mut message = message;
+        truncate(&mut message, MAX_LOG_LINE);
         Failure::Thrown { message, status }
+    }
+}
+
+/// The running invocation's deadline, for code outside QuickJS's interrupt checks
+/// (promise settling, host bindings).
+#[derive(Clone)]
+struct Clock {
+    deadline: Arc<AtomicU64>,
+    interrupted: Arc<AtomicBool>,
+    epoch: Instant,
+}
+
+impl Clock {
+    fn expired(&self) -> bool {
+        self.epoch.elapsed().as_millis() as u64 >= self.deadline.load(Ordering::Relaxed)
+    }
+
+    /// Throws (and records the interruption) once the deadline has passed: a loop of
+    /// host calls runs few JS steps and might never reach the interrupt check.
+    fn check(&self, ctx: &Ctx<'_>) -> rquickjs::Result<()> {
+        if self.expired() {
+            self.interrupted.store(true, Ordering::Relaxed);
+            return Err(rquickjs::Exception::throw_internal(ctx, "interrupted"));
+        }
+        Ok(())
+    }
+}
+
+/// Runs queued jobs until `promise` settles, the deadline passes, or nothing is left
+/// to run (it never settles). Not `Promise::finish`: that loop swallows the interrupt
+/// of each job, so jobs that keep queueing more would run forever.
+fn settle<'js>(
+    ctx: &Ctx<'js>,
+    promise: &rquickjs::Promise<'js>,
+    clock: &Clock,
+) -> rquickjs::Result<Value<'js>> {
+    use rquickjs::promise::PromiseState;
+    loop {
+        match promise.state() {
+            PromiseState::Resolved | PromiseState::Rejected => {
+                return promise
+                    .result::<Value>()
+                    .unwrap_or(Err(rquickjs::Error::WouldBlock));
+            }
+            PromiseState::Pending => {
+                clock.check(ctx)?;
+                if !ctx.execute_pending_job() {
+                    return Err(rquickjs::Error::WouldBlock);
+                }
+            }
+        }
     }
 }
 
@@ -427,6 +509,26 @@ fn status_of(object: &Object<'_>) -> Option<u16> {
         .map(|s| s as u16)
 }
 
+/// `to_json`, first taking the JSON text's size from the invocation's budget.
+fn to_json_spent<'js>(
+    ctx: &Ctx<'js>,
+    value: Value<'js>,
+    recorded: &Recorded,
+    what: &str,
+) -> rquickjs::Result<Json> {
+    if value.is_undefined() || value.is_function() {
+        return Ok(Json::Null);
+    }
+    let Some(text) = ctx.json_stringify(value)? else {
+        return Ok(Json::Null);
+    };
+    let text = text.to_string()?;
+    recorded.spend(ctx, text.len(), what)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rquickjs::Exception::throw_type(ctx, &format!("the value cannot be sent as JSON: {e}"))
+    })
+}
+
 fn to_json<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Json> {
     if value.is_undefined() || value.is_function() {
         return Ok(Json::Null);
@@ -445,6 +547,34 @@ fn to_json<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Json> {
 struct Recorded {
     logs: std::rc::Rc<std::cell::RefCell<Vec<LogLine>>>,
     emits: std::rc::Rc<std::cell::RefCell<Vec<Emit>>>,
+    /// Bytes the invocation may still hold outside QuickJS's own memory limit (emitted
+    /// data waiting for delivery, log lines).
+    budget: std::rc::Rc<std::cell::Cell<usize>>,
+    clock: Option<Clock>,
+}
+
+impl Recorded {
+    fn check(&self, ctx: &Ctx<'_>) -> rquickjs::Result<()> {
+        match &self.clock {
+            Some(clock) => clock.check(ctx),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes `bytes` from the budget, or throws.
+    fn spend(&self, ctx: &Ctx<'_>, bytes: usize, what: &str) -> rquickjs::Result<()> {
+        let left = self.budget.get();
+        if bytes > left {
+            return Err(rquickjs::Exception::throw_range(
+                ctx,
+                &format!(
+                    "{what}: this invocation has used up the memory it may hold outside the engine"
+                ),
+            ));
+        }
+        self.budget.set(left - bytes);
+        Ok(())
+    }
 }
 
 trait Take<T> {
@@ -461,9 +591,17 @@ impl<T> Take<T> for std::rc::Rc<std::cell::RefCell<Vec<T>>> {
 fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Result<()> {
     let globals = ctx.globals();
     let console = Object::new(ctx.clone())?;
+    let recorder = std::rc::Rc::new(Recorded {
+        logs: recorded.logs.clone(),
+        emits: recorded.emits.clone(),
+        budget: recorded.budget.clone(),
+        clock: recorded.clock.clone(),
+    });
     for level in ["log", "warn", "error"] {
         let logs = recorded.logs.clone();
+        let r = recorder.clone();
         let log = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
+            r.check(&ctx)?;
             let mut text = args
                 .0
                 .into_iter()
@@ -478,6 +616,7 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
             if logs.len() < MAX_LOG_LINES {
                 logs.push(LogLine { level, text });
             }
+            rquickjs::Result::Ok(())
         })?;
         console.set(level, log)?;
     }
@@ -485,16 +624,19 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
 
     let socket = Object::new(ctx.clone())?;
     let emits = recorded.emits.clone();
-    let push = move |ctx: &Ctx<'js>, emit: Emit| -> rquickjs::Result<()> {
-        let mut emits = emits.borrow_mut();
-        if emits.len() >= MAX_EMITS {
+    let r = recorder.clone();
+    // Checks the clock, takes the data's size from the budget, records the emit.
+    let push = move |ctx: &Ctx<'js>, data: Value<'js>, emit: &dyn Fn(Json) -> Emit| {
+        r.check(ctx)?;
+        if emits.borrow().len() >= MAX_EMITS {
             return Err(rquickjs::Exception::throw_range(
                 ctx,
                 &format!("an action may emit at most {MAX_EMITS} events"),
             ));
         }
-        emits.push(emit);
-        Ok(())
+        let data = to_json_spent(ctx, data, &r, "socket emit")?;
+        emits.borrow_mut().push(emit(data));
+        rquickjs::Result::Ok(())
     };
     let p = push.clone();
     socket.set(
@@ -502,8 +644,11 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, event: String, data: Value<'js>, users: Vec<String>| {
-                let data = to_json(&ctx, data)?;
-                p(&ctx, Emit::Users { event, data, users })
+                p(&ctx, data, &|data| Emit::Users {
+                    event: event.clone(),
+                    data,
+                    users: users.clone(),
+                })
             },
         )?,
     )?;
@@ -513,8 +658,11 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, event: String, data: Value<'js>, role: String| {
-                let data = to_json(&ctx, data)?;
-                p(&ctx, Emit::Role { event, data, role })
+                p(&ctx, data, &|data| Emit::Role {
+                    event: event.clone(),
+                    data,
+                    role: role.clone(),
+                })
             },
         )?,
     )?;
@@ -524,8 +672,10 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, event: String, data: Value<'js>| {
-                let data = to_json(&ctx, data)?;
-                p(&ctx, Emit::All { event, data })
+                p(&ctx, data, &|data| Emit::All {
+                    event: event.clone(),
+                    data,
+                })
             },
         )?,
     )?;
@@ -535,8 +685,11 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, room: String, event: String, data: Value<'js>| {
-                let data = to_json(&ctx, data)?;
-                p(&ctx, Emit::Room { room, event, data })
+                p(&ctx, data, &|data| Emit::Room {
+                    room: room.clone(),
+                    event: event.clone(),
+                    data,
+                })
             },
         )?,
     )?;
@@ -556,16 +709,21 @@ fn truncate(text: &mut String, max: usize) {
 }
 
 /// `db.get/list/create/update/remove`: synchronous for the action; a refusal throws an
-/// Error carrying the REST status (`e.status`) and message.
-fn install_db<'js>(ctx: &Ctx<'js>, db: &super::db::Db) -> rquickjs::Result<()> {
+/// Error carrying the REST status (`e.status`) and message. The deadline is checked
+/// around each call: a loop of calls runs too few JS steps to be interrupted.
+fn install_db<'js>(ctx: &Ctx<'js>, db: &super::db::Db, clock: &Clock) -> rquickjs::Result<()> {
     use super::db::DbCall;
     let object = Object::new(ctx.clone())?;
     fn answer<'js>(
         ctx: &Ctx<'js>,
         db: &super::db::Db,
+        clock: &Clock,
         call: DbCall,
     ) -> rquickjs::Result<Value<'js>> {
-        match db.run(call) {
+        clock.check(ctx)?;
+        let answer = db.run(call);
+        clock.check(ctx)?;
+        match answer {
             Ok(json) => ctx.json_parse(json.to_string()),
             Err((status, message)) => {
                 let error = rquickjs::Exception::from_message(ctx.clone(), &message)?;
@@ -586,18 +744,18 @@ fn install_db<'js>(ctx: &Ctx<'js>, db: &super::db::Db) -> rquickjs::Result<()> {
             )),
         }
     }
-    let d = db.clone();
+    let (d, c) = (db.clone(), clock.clone());
     object.set(
         "get",
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, name: String, id: Value<'js>| {
                 let id = id_of(&ctx, &id)?;
-                answer(&ctx, &d, DbCall::Get(name, id))
+                answer(&ctx, &d, &c, DbCall::Get(name, id))
             },
         )?,
     )?;
-    let d = db.clone();
+    let (d, c) = (db.clone(), clock.clone());
     object.set(
         "list",
         Function::new(
@@ -607,22 +765,22 @@ fn install_db<'js>(ctx: &Ctx<'js>, db: &super::db::Db) -> rquickjs::Result<()> {
                     Some(q) => to_json(&ctx, q)?,
                     None => Json::Null,
                 };
-                answer(&ctx, &d, DbCall::List(name, query))
+                answer(&ctx, &d, &c, DbCall::List(name, query))
             },
         )?,
     )?;
-    let d = db.clone();
+    let (d, c) = (db.clone(), clock.clone());
     object.set(
         "create",
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, name: String, data: Value<'js>| {
                 let data = to_json(&ctx, data)?;
-                answer(&ctx, &d, DbCall::Create(name, data))
+                answer(&ctx, &d, &c, DbCall::Create(name, data))
             },
         )?,
     )?;
-    let d = db.clone();
+    let (d, c) = (db.clone(), clock.clone());
     object.set(
         "update",
         Function::new(
@@ -630,18 +788,18 @@ fn install_db<'js>(ctx: &Ctx<'js>, db: &super::db::Db) -> rquickjs::Result<()> {
             move |ctx: Ctx<'js>, name: String, id: Value<'js>, data: Value<'js>| {
                 let id = id_of(&ctx, &id)?;
                 let data = to_json(&ctx, data)?;
-                answer(&ctx, &d, DbCall::Update(name, id, data))
+                answer(&ctx, &d, &c, DbCall::Update(name, id, data))
             },
         )?,
     )?;
-    let d = db.clone();
+    let (d, c) = (db.clone(), clock.clone());
     object.set(
         "remove",
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, name: String, id: Value<'js>| {
                 let id = id_of(&ctx, &id)?;
-                answer(&ctx, &d, DbCall::Remove(name, id))
+                answer(&ctx, &d, &c, DbCall::Remove(name, id))
             },
         )?,
     )?;

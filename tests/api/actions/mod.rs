@@ -4,6 +4,7 @@
 mod config;
 mod db;
 mod emits;
+mod escapes;
 mod on_demand;
 mod push;
 mod sandbox;

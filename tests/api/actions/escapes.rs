@@ -1,0 +1,111 @@
+//! Ways around the sandbox's limits found in review: jobs that keep forking, finalizers
+//! that would run in the next caller's invocation, loops of host calls the interrupt
+//! check never sees, and memory held outside the engine.
+
+use serde_json::json;
+
+use crate::common::{Spawn, TestApp, backends, master};
+
+const FORK: &str = r#"
+function spin() { queueMicrotask(spin); queueMicrotask(spin); }
+async function backandCallback() { spin(); await new Promise(() => {}); }"#;
+
+const FINALIZER: &str = r#"
+function backandCallback() {
+  return { registry: typeof FinalizationRegistry, weakRef: typeof WeakRef };
+}"#;
+
+const DB_LOOP: &str = r#"
+function backandCallback() {
+  for (let i = 0; i < 1e9; i++) { try { db.list('items'); } catch (e) { if (e.message !== 'interrupted') throw e; } }
+}"#;
+
+const EMIT_FLOOD: &str = r#"
+function backandCallback() {
+  const s = 'x'.repeat(1 << 20);
+  for (let i = 0; i < 40; i++) socket.emitAll('e', s);
+}"#;
+
+const HUGE_THROW: &str = r#"
+function backandCallback() { throw 'y'.repeat(5 << 20); }"#;
+
+const OK: &str = "function backandCallback() { return 'ok'; }";
+
+async fn call(app: &TestApp, name: &str) -> (u16, serde_json::Value) {
+    app.get(&format!("/1/function/general/{name}"), &master())
+        .await
+}
+
+#[tokio::test]
+async fn limits_hold_against_forks_finalizers_host_loops_and_outside_memory() {
+    let backend = &backends()[0];
+    let app = Spawn::new(backend)
+        .schema(
+            "items.json",
+            json!({ "name": "items", "fields": { "name": { "type": "string" } },
+                    "permissions": { "read": ["User"] } }),
+        )
+        .config(|c| {
+            c.action_time_limit_ms = 1000;
+            c.action_memory_limit_mib = 16;
+        })
+        .action("general/onDemand/fork.js", FORK)
+        .action("general/onDemand/finalizer.js", FINALIZER)
+        .action("general/onDemand/dbloop.js", DB_LOOP)
+        .action("general/onDemand/emitflood.js", EMIT_FLOOD)
+        .action("general/onDemand/hugethrow.js", HUGE_THROW)
+        .action("general/onDemand/ok.js", OK)
+        .start()
+        .await;
+    // More forks than pool threads: none may keep a thread.
+    let mut forks = Vec::new();
+    for _ in 0..4 {
+        let base = app.base.clone();
+        forks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let resp = crate::common::with_cred(
+                client.get(format!("{base}/1/function/general/fork")),
+                &master(),
+            )
+            .send()
+            .await
+            .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }));
+    }
+    for fork in forks {
+        let (status, body) = fork.await.unwrap();
+        assert_eq!(status, 422, "{body}");
+        assert!(body.contains("time limit"), "{body}");
+    }
+    assert_eq!(call(&app, "ok").await, (200, json!("ok")));
+
+    let (status, body) = call(&app, "finalizer").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({ "registry": "undefined", "weakRef": "undefined" })
+    );
+
+    let (status, body) = call(&app, "dbloop").await;
+    assert_eq!(
+        status, 422,
+        "a loop of db calls stops at the time limit: {body}"
+    );
+    assert_eq!(call(&app, "ok").await, (200, json!("ok")));
+
+    let (status, body) = call(&app, "emitflood").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["Message"].as_str().unwrap().contains("memory"),
+        "{body}"
+    );
+
+    let (status, body) = call(&app, "hugethrow").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["Message"].as_str().unwrap().len() < 8192,
+        "thrown messages are truncated"
+    );
+    assert_eq!(call(&app, "ok").await, (200, json!("ok")));
+}
