@@ -55,6 +55,7 @@ struct Inner {
     /// this service as a hook, so it is built after).
     records: Arc<std::sync::OnceLock<crate::records::WeakRecords>>,
     runtime: tokio::runtime::Handle,
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Lines kept per action.
@@ -88,6 +89,7 @@ impl Actions {
                 invocations: AtomicU64::new(0),
                 records: Arc::default(),
                 runtime: tokio::runtime::Handle::current(),
+                reloading: tokio::sync::Mutex::new(()),
             }),
         };
         store::create_table(&actions.inner.store).await?;
@@ -120,8 +122,10 @@ impl Actions {
         ))
     }
 
-    /// Re-reads the registry from the database.
+    /// Re-reads the registry from the database. Serialised, so two changes at once
+    /// cannot leave the older list in place.
     pub async fn reload(&self) -> anyhow::Result<()> {
+        let _one_at_a_time = self.inner.reloading.lock().await;
         let all = store::list(&self.inner.store).await?;
         if let Ok(mut registry) = self.inner.registry.write() {
             *registry = all.into_iter().map(Arc::new).collect();
@@ -535,6 +539,9 @@ impl Actions {
     pub async fn remove(&self, id: i64) -> Result<(), ApiError> {
         if !store::delete(&self.inner.store, id).await? {
             return Err(ApiError::NotFound(format!("no action with id {id}")));
+        }
+        if let Ok(mut logs) = self.inner.logs.lock() {
+            logs.remove(&id);
         }
         self.reload().await.map_err(ApiError::Internal)?;
         Ok(())

@@ -98,6 +98,7 @@ async fn list(
             );
         }
         let rows = body["data"].as_array().cloned().unwrap_or_default();
+        let total = body["totalRows"].as_u64().unwrap_or_default() as usize;
         for row in &rows {
             let text = |k: &str| row[k].as_str().unwrap_or_default().to_string();
             all.insert(
@@ -105,7 +106,8 @@ async fn list(
                 (row["id"].as_i64().unwrap_or_default(), text("code")),
             );
         }
-        if rows.len() < 1000 {
+        // The server may page by less than asked (`--max-page-size`).
+        if rows.is_empty() || all.len() >= total {
             break;
         }
     }

@@ -158,9 +158,15 @@ pub fn read_dir(dir: &Path, schema: Option<&Schema>) -> anyhow::Result<Vec<Actio
 }
 
 fn sorted(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    // Dotfiles and editor backups (`.DS_Store`, `.x.js.swp`, `.#x.js`, `x.js~`) are not
+    // actions and must not stop a start or a reload.
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            !name.starts_with('.') && !name.ends_with('~')
+        })
         .collect();
     entries.sort();
     Ok(entries)

@@ -55,7 +55,7 @@ async fn list_actions(
     let page = number(&params, "pageNumber", 1)?.max(1);
     let data: Vec<Value> = rows
         .drain(..)
-        .skip((page - 1) * page_size)
+        .skip((page - 1).saturating_mul(page_size))
         .take(page_size)
         .collect();
     Ok(Json(json!({ "totalRows": total, "data": data })))

@@ -235,6 +235,9 @@ async fn changed_files_are_picked_up_while_running() {
     };
     assert_eq!(answer("which").await.1, json!("v1"));
 
+    // Editor droppings beside the file must not stop the reload.
+    std::fs::write(dir.join(".which.js.swp"), "binary").unwrap();
+    std::fs::write(dir.join("which.js~"), "backup").unwrap();
     std::fs::write(dir.join("which.js"), code("'v2'")).unwrap();
     wait_for(|| answer("which"), json!("v2")).await;
     let (_, all) = app.get("/1/action/config", &master()).await;
