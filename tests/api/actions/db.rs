@@ -105,3 +105,47 @@ async fn actions_read_and_write_through_the_write_path_as_their_caller() {
         assert_eq!(body["status"], 404, "{body}");
     }
 }
+
+const SIGNUP_PEEK: &str = r#"
+function backandCallback(userInput, dbRow, parameters, userProfile) {
+  let seen;
+  try { seen = db.list('notes').totalRows; } catch (e) { seen = 'refused ' + e.status; }
+  socket.emitAll('signup_saw', { seen });
+  return {};
+}"#;
+
+#[tokio::test]
+async fn actions_triggered_by_a_public_signup_do_not_get_master_rights() {
+    let backend = &backends()[0];
+    let app = schema(Spawn::new(backend))
+        .action("users/afterCreate/peek.js", SIGNUP_PEEK)
+        .start()
+        .await;
+    let alice = app.user("alice@x.test", "User").await;
+    let mut s = app.socket(&alice.token).await;
+    let (status, _) = app
+        .post(
+            "/1/objects/notes",
+            &alice.cred(),
+            json!({ "title": "private" }),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "alice has a note a master-level reader would see"
+    );
+    let resp = app
+        .client
+        .post(app.url("/1/user/signup"))
+        .header("SignUpToken", crate::common::SIGNUP)
+        .json(&json!({ "email": "new@x.test", "password": "new-pass", "firstName": "N" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let saw = s.expect("signup_saw").await;
+    assert_eq!(
+        saw["seen"], "refused 403",
+        "a signup's action reads as an anonymous caller: {saw}"
+    );
+}
