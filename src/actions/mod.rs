@@ -447,6 +447,10 @@ impl sandbox::CompileError {
     }
 }
 
+fn not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("no action with id {id}"))
+}
+
 /// An action as `/1/action/config` shows it.
 pub fn action_json(action: &ActionRecord) -> Value {
     json!({
@@ -482,6 +486,11 @@ impl Actions {
         self.all().into_iter().find(|a| a.id == id)
     }
 
+    /// `by_id`, or the 404 every action route answers.
+    pub fn get(&self, id: i64) -> Result<Arc<ActionRecord>, ApiError> {
+        self.by_id(id).ok_or_else(|| not_found(id))
+    }
+
     fn compile_or_refuse(error: sandbox::CompileError) -> ApiError {
         ApiError::BadRequest(format!("the action does not compile: {}", error.describe()))
     }
@@ -515,14 +524,12 @@ impl Actions {
 
     /// Compiles, then stores new code for an action as its next version.
     pub async fn replace(&self, id: i64, code: &str) -> Result<Arc<ActionRecord>, ApiError> {
-        let current = self
-            .by_id(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no action with id {id}")))?;
+        let current = self.get(id)?;
         self.compile(&current.name, code)
             .await
             .map_err(Self::compile_or_refuse)?;
         if !store::replace_code(&self.inner.store, id, code).await? {
-            return Err(ApiError::NotFound(format!("no action with id {id}")));
+            return Err(not_found(id));
         }
         self.reload().await.map_err(ApiError::Internal)?;
         self.by_id(id)
@@ -546,7 +553,7 @@ impl Actions {
 
     pub async fn remove(&self, id: i64) -> Result<(), ApiError> {
         if !store::delete(&self.inner.store, id).await? {
-            return Err(ApiError::NotFound(format!("no action with id {id}")));
+            return Err(not_found(id));
         }
         if let Ok(mut logs) = self.inner.logs.lock() {
             logs.remove(&id);

@@ -64,14 +64,12 @@ impl Pool {
             return None;
         }
         if depth >= MAX_DEPTH {
-            return Some(Outcome {
-                result: Err(Failure::Limit(format!(
+            return Some(Outcome::unrun(
+                call.user_input.clone(),
+                Failure::Limit(format!(
                     "actions may nest at most {MAX_DEPTH} deep through db writes"
-                ))),
-                user_input: call.user_input.clone(),
-                logs: Vec::new(),
-                emits: Vec::new(),
-            });
+                )),
+            ));
         }
         let kept = NESTED.with(|n| n.borrow_mut().get_mut(depth - 1).and_then(Option::take));
         let mut vm = match kept.filter(|v| !v.spent) {
@@ -119,12 +117,8 @@ impl Pool {
     pub async fn invoke(&self, bytecode: Arc<Vec<u8>>, call: Call) -> Outcome {
         let (reply, answer) = oneshot::channel();
         let user_input = call.user_input.clone();
-        let failed = |message: &str| Outcome {
-            result: Err(Failure::Internal(message.into())),
-            user_input: user_input.clone(),
-            logs: Vec::new(),
-            emits: Vec::new(),
-        };
+        let failed =
+            |message: &str| Outcome::unrun(user_input.clone(), Failure::Internal(message.into()));
         if self
             .jobs
             .send(Job::Invoke {

@@ -101,6 +101,18 @@ pub struct Outcome {
     pub emits: Vec<Emit>,
 }
 
+impl Outcome {
+    /// An invocation that did not run (or not to the end): `userInput` untouched.
+    pub fn unrun(user_input: Json, failure: Failure) -> Outcome {
+        Outcome {
+            result: Err(failure),
+            user_input,
+            logs: Vec::new(),
+            emits: Vec::new(),
+        }
+    }
+}
+
 /// A QuickJS runtime with limits. Lives on one pool thread.
 pub struct Vm {
     runtime: Runtime,
@@ -170,12 +182,8 @@ impl Vm {
 
     /// Runs one invocation of compiled `bytecode` in a fresh context.
     pub fn invoke(&mut self, bytecode: &[u8], call: &Call) -> Outcome {
-        let mut outcome = Outcome {
-            result: Err(Failure::Internal("not run".into())),
-            user_input: call.user_input.clone(),
-            logs: Vec::new(),
-            emits: Vec::new(),
-        };
+        let mut outcome =
+            Outcome::unrun(call.user_input.clone(), Failure::Internal("not run".into()));
         let context = match Context::full(&self.runtime) {
             Ok(c) => c,
             Err(e) => {
@@ -248,10 +256,7 @@ impl Vm {
         }
         if self.interrupted.load(Ordering::Relaxed) {
             self.spent = true;
-            result = Err(Failure::Limit(format!(
-                "time limit of {} ms exceeded",
-                self.limits.time.as_millis()
-            )));
+            result = Err(self.time_limit());
         }
         if self.runtime.is_job_pending() {
             self.spent = true;
@@ -260,10 +265,9 @@ impl Vm {
             // By the time we see it, what filled the memory is freed, so the usage no
             // longer tells; replace the runtime either way and say both possibilities.
             self.spent = true;
-            result = Err(Failure::Limit(format!(
-                "memory limit of {} MiB exceeded (QuickJS threw null: out of memory, unless the action threw null itself)",
-                self.limits.memory / (1024 * 1024)
-            )));
+            result = Err(self.memory_limit(
+                " (QuickJS threw null: out of memory, unless the action threw null itself)",
+            ));
         }
         self.disarm();
         drop(context);
@@ -304,6 +308,20 @@ impl Vm {
             .store(until.as_millis() as u64, Ordering::Relaxed);
     }
 
+    fn time_limit(&self) -> Failure {
+        Failure::Limit(format!(
+            "time limit of {} ms exceeded",
+            self.limits.time.as_millis()
+        ))
+    }
+
+    fn memory_limit(&self, detail: &str) -> Failure {
+        Failure::Limit(format!(
+            "memory limit of {} MiB exceeded{detail}",
+            self.limits.memory / (1024 * 1024)
+        ))
+    }
+
     fn disarm(&self) {
         self.deadline.store(u64::MAX, Ordering::Relaxed);
     }
@@ -312,10 +330,7 @@ impl Vm {
     fn failure(&mut self, ctx: &Ctx<'_>, error: rquickjs::Error) -> Failure {
         if self.interrupted.load(Ordering::Relaxed) {
             self.spent = true;
-            return Failure::Limit(format!(
-                "time limit of {} ms exceeded",
-                self.limits.time.as_millis()
-            ));
+            return self.time_limit();
         }
         if matches!(error, rquickjs::Error::WouldBlock) {
             self.spent = true;
@@ -334,17 +349,11 @@ impl Vm {
                     .as_deref()
                     == Some(name)
         };
-        let memory_limit = || {
-            Failure::Limit(format!(
-                "memory limit of {} MiB exceeded",
-                self.limits.memory / (1024 * 1024)
-            ))
-        };
         let (message, status) = match &caught {
             CaughtError::Exception(e) => {
                 if engine_error(e, "InternalError", "out of memory") {
                     self.spent = true;
-                    return memory_limit();
+                    return self.memory_limit("");
                 }
                 if engine_error(e, "RangeError", "Maximum call stack size exceeded")
                     || engine_error(e, "InternalError", "stack overflow")
@@ -362,31 +371,30 @@ impl Vm {
             }
             CaughtError::Error(rquickjs::Error::Allocation) => {
                 self.spent = true;
-                return memory_limit();
+                return self.memory_limit("");
             }
-            CaughtError::Value(v) => match v.as_object() {
-                Some(o) => (
-                    o.get::<_, Option<String>>("message")
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| {
-                            to_json(ctx, v.clone())
-                                .map(|j| j.to_string())
-                                .unwrap_or_default()
-                        }),
-                    status_of(o),
-                ),
-                None => (
-                    v.as_string()
-                        .and_then(|s| s.to_string().ok())
-                        .unwrap_or_else(|| {
-                            to_json(ctx, v.clone())
-                                .map(|j| j.to_string())
-                                .unwrap_or_default()
-                        }),
-                    None,
-                ),
-            },
+            CaughtError::Value(v) => {
+                let as_json = || {
+                    to_json(ctx, v.clone())
+                        .map(|j| j.to_string())
+                        .unwrap_or_default()
+                };
+                match v.as_object() {
+                    Some(o) => (
+                        o.get::<_, Option<String>>("message")
+                            .ok()
+                            .flatten()
+                            .unwrap_or_else(as_json),
+                        status_of(o),
+                    ),
+                    None => (
+                        v.as_string()
+                            .and_then(|s| s.to_string().ok())
+                            .unwrap_or_else(as_json),
+                        None,
+                    ),
+                }
+            }
             CaughtError::Error(e) => return Failure::Internal(e.to_string()),
         };
         let mut message = message;
@@ -516,6 +524,21 @@ fn to_json_spent<'js>(
     recorded: &Recorded,
     what: &str,
 ) -> rquickjs::Result<Json> {
+    json_of(ctx, value, Some((recorded, what)))
+}
+
+fn to_json<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Json> {
+    json_of(ctx, value, None)
+}
+
+/// A JS value as JSON (`undefined` and functions as null), its text size optionally
+/// charged to a budget. Never silently `null`: nesting past 128 levels or a lone
+/// surrogate is an error.
+fn json_of<'js>(
+    ctx: &Ctx<'js>,
+    value: Value<'js>,
+    budget: Option<(&Recorded, &str)>,
+) -> rquickjs::Result<Json> {
     if value.is_undefined() || value.is_function() {
         return Ok(Json::Null);
     }
@@ -523,24 +546,12 @@ fn to_json_spent<'js>(
         return Ok(Json::Null);
     };
     let text = text.to_string()?;
-    recorded.spend(ctx, text.len(), what)?;
+    if let Some((recorded, what)) = budget {
+        recorded.spend(ctx, text.len(), what)?;
+    }
     serde_json::from_str(&text).map_err(|e| {
         rquickjs::Exception::throw_type(ctx, &format!("the value cannot be sent as JSON: {e}"))
     })
-}
-
-fn to_json<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Json> {
-    if value.is_undefined() || value.is_function() {
-        return Ok(Json::Null);
-    }
-    let text = ctx.json_stringify(value)?;
-    match text {
-        None => Ok(Json::Null),
-        // Never silently `null`: nesting past 128 levels or a lone surrogate is an error.
-        Some(s) => serde_json::from_str(&s.to_string()?).map_err(|e| {
-            rquickjs::Exception::throw_type(ctx, &format!("the value cannot be sent as JSON: {e}"))
-        }),
-    }
 }
 
 #[derive(Default)]

@@ -66,6 +66,33 @@ impl Trigger {
 /// Actions bound to no object.
 pub const GENERAL: &str = "general";
 
+impl Trigger {
+    /// Every trigger name, for messages that list them.
+    pub fn names() -> String {
+        TRIGGERS.map(|(name, _)| name).join(", ")
+    }
+}
+
+/// An action's object must be in the schema, or `general` (without a schema, as for
+/// `push`, the server is left to check).
+pub fn check_object(object: &str, schema: Option<&Schema>) -> Result<(), String> {
+    if object != GENERAL && schema.is_some_and(|s| s.object(object).is_none()) {
+        return Err(format!(
+            "no object named `{}` in the schema (use `general` for actions bound to no object)",
+            object.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+/// `general` actions are functions: on demand only.
+pub fn check_trigger(object: &str, trigger: Trigger) -> Result<(), String> {
+    if object == GENERAL && trigger != Trigger::OnDemand {
+        return Err("`general` actions can only be onDemand".into());
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionRecord {
     pub id: i64,
@@ -113,27 +140,20 @@ pub fn read_dir(dir: &Path, schema: Option<&Schema>) -> anyhow::Result<Vec<Actio
             continue;
         }
         let object = file_name(&object_entry);
-        if object != GENERAL && schema.is_some_and(|s| s.object(&object).is_none()) {
-            anyhow::bail!(
-                "{}: no object named `{object}` in the schema (use `general` for actions bound to no object)",
-                object_entry.display()
-            );
-        }
+        check_object(&object, schema)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", object_entry.display()))?;
         for trigger_entry in sorted(&object_entry)? {
             let trigger_name = file_name(&trigger_entry);
             let trigger = Trigger::parse(&trigger_name).filter(|_| trigger_entry.is_dir());
             let Some(trigger) = trigger else {
                 anyhow::bail!(
-                    "{}: expected a trigger folder (beforeCreate, afterCreate, beforeUpdate, afterUpdate, beforeDelete, afterDelete, onDemand)",
-                    trigger_entry.display()
+                    "{}: expected a trigger folder ({})",
+                    trigger_entry.display(),
+                    Trigger::names()
                 );
             };
-            if object == GENERAL && trigger != Trigger::OnDemand {
-                anyhow::bail!(
-                    "{}: `general` actions can only be onDemand",
-                    trigger_entry.display()
-                );
-            }
+            check_trigger(&object, trigger)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", trigger_entry.display()))?;
             for path in sorted(&trigger_entry)? {
                 let Some(name) = path
                     .file_name()

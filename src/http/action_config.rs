@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::extract::{Body, Caller, Params, parse_id};
-use crate::actions::{Trigger, Upload, action_json, store::GENERAL};
+use crate::actions::{Trigger, Upload, action_json, store};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::schema::is_valid_identifier;
@@ -68,10 +68,7 @@ async fn get_action(
 ) -> Result<Json<Value>, ApiError> {
     admin_only(&who)?;
     let id = parse_id(&id)?;
-    let action = state
-        .actions
-        .by_id(id)
-        .ok_or_else(|| ApiError::NotFound(format!("no action with id {id}")))?;
+    let action = state.actions.get(id)?;
     Ok(Json(action_json(&action)))
 }
 
@@ -103,20 +100,14 @@ async fn upload_action(
     }
     let trigger = Trigger::parse(trigger_text).ok_or_else(|| {
         ApiError::bad(format!(
-            "unknown trigger `{}`: use beforeCreate, afterCreate, beforeUpdate, afterUpdate, beforeDelete, afterDelete or onDemand",
-            trigger_text.escape_default()
+            "unknown trigger `{}`: use one of {}",
+            trigger_text.escape_default(),
+            Trigger::names()
         ))
     })?;
-    if object == GENERAL {
-        if trigger != Trigger::OnDemand {
-            return Err(ApiError::bad("`general` actions can only be onDemand"));
-        }
-    } else if state.records.schema().object(&object).is_none() {
-        return Err(ApiError::bad(format!(
-            "no object named `{}` (use `general` for actions bound to no object)",
-            object.escape_default()
-        )));
-    }
+    store::check_object(&object, Some(state.records.schema()))
+        .and_then(|()| store::check_trigger(&object, trigger))
+        .map_err(ApiError::BadRequest)?;
     let action = state
         .actions
         .upload(Upload {
@@ -161,9 +152,7 @@ async fn action_logs(
 ) -> Result<Json<Value>, ApiError> {
     admin_only(&who)?;
     let id = parse_id(&id)?;
-    if state.actions.by_id(id).is_none() {
-        return Err(ApiError::NotFound(format!("no action with id {id}")));
-    }
+    state.actions.get(id)?;
     let last = number(&params, "last", 100)?;
     let lines = state.actions.logs(id, last);
     Ok(Json(json!({ "totalRows": lines.len(), "data": lines })))

@@ -2,6 +2,8 @@
 //! and `GET|POST /1/function/general/{name}`. The action's return value is the answer;
 //! what it throws is a 4xx with its message.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -13,7 +15,7 @@ use super::AppState;
 use super::extract::{Caller, Params, parse_id};
 use super::objects::row_json;
 use crate::actions::store::GENERAL;
-use crate::auth::{Access, access};
+use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::schema::Operation;
 
@@ -40,27 +42,9 @@ async fn call_object_action(
     Params(params): Params,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let schema = state.records.schema().object(&object).cloned();
-    let schema = schema.ok_or_else(|| ApiError::NotFound(format!("no object named `{object}`")))?;
-    if access(&who, &schema, Operation::Read) == Access::Denied {
-        return Err(ApiError::Forbidden(format!(
-            "role `{}` may not read `{object}`, so it may not run its actions",
-            who.role
-        )));
-    }
-    let name = action_name(&params)?;
-    let answer = state
-        .actions
-        .call(
-            &who,
-            &object,
-            name,
-            Value::Null,
-            parameters(&params)?,
-            user_input(&body)?,
-        )
-        .await?;
-    Ok(Json(answer))
+    // Running an object's actions needs read permission on it, as REST reads do.
+    state.records.check(&who, &object, Operation::Read)?;
+    run(&state, &who, &object, Value::Null, &params, &body).await
 }
 
 async fn call_row_action(
@@ -73,43 +57,45 @@ async fn call_row_action(
     let id = parse_id(&id)?;
     // Reading the row checks the caller may read it (403/404 otherwise).
     let row = state.records.get(&who, &object, id).await?;
-    let name = action_name(&params)?;
-    let answer = state
-        .actions
-        .call(
-            &who,
-            &object,
-            name,
-            row_json(&row),
-            parameters(&params)?,
-            user_input(&body)?,
-        )
-        .await?;
-    Ok(Json(answer))
+    run(&state, &who, &object, row_json(&row), &params, &body).await
 }
 
 async fn call_function(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(name): Path<String>,
-    Params(params): Params,
+    Params(mut params): Params,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    params.insert("name".into(), name);
+    run(&state, &who, GENERAL, Value::Null, &params, &body).await
+}
+
+/// The action named by `?name=`, with `?parameters=` and the body as `userInput`.
+async fn run(
+    state: &AppState,
+    who: &Identity,
+    object: &str,
+    db_row: Value,
+    params: &HashMap<String, String>,
+    body: &Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let name = action_name(params)?;
     let answer = state
         .actions
         .call(
-            &who,
-            GENERAL,
-            &name,
-            Value::Null,
-            parameters(&params)?,
-            user_input(&body)?,
+            who,
+            object,
+            name,
+            db_row,
+            parameters(params)?,
+            user_input(body)?,
         )
         .await?;
     Ok(Json(answer))
 }
 
-fn action_name(params: &std::collections::HashMap<String, String>) -> Result<&str, ApiError> {
+fn action_name(params: &HashMap<String, String>) -> Result<&str, ApiError> {
     params
         .get("name")
         .map(String::as_str)
@@ -117,7 +103,7 @@ fn action_name(params: &std::collections::HashMap<String, String>) -> Result<&st
         .ok_or_else(|| ApiError::bad("the query parameter `name` names the action to run"))
 }
 
-fn parameters(params: &std::collections::HashMap<String, String>) -> Result<Value, ApiError> {
+fn parameters(params: &HashMap<String, String>) -> Result<Value, ApiError> {
     match params.get("parameters") {
         None => Ok(json!({})),
         Some(text) => serde_json::from_str(text)

@@ -162,6 +162,12 @@ impl Records {
             .ok_or_else(|| ApiError::NotFound(format!("no object named `{name}`")))
     }
 
+    /// What `who` may do with `op` on `object` (404 for no such object, 403 if denied):
+    /// for callers outside the write path that must refuse as it does.
+    pub fn check(&self, who: &Identity, object: &str, op: Operation) -> Result<Access, ApiError> {
+        Self::allowed(who, self.object(object)?, op)
+    }
+
     fn allowed(who: &Identity, object: &ObjectSchema, op: Operation) -> Result<Access, ApiError> {
         match access(who, object, op) {
             Access::Denied => Err(ApiError::Forbidden(format!(
