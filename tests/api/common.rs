@@ -467,3 +467,23 @@ impl TestApp {
         resp.text().await.unwrap()
     }
 }
+
+/// The id in a create answer's `__metadata`.
+pub fn id_of(created: &Value) -> i64 {
+    created["__metadata"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no __metadata.id in {created}"))
+        .parse()
+        .unwrap()
+}
+
+impl TestApp {
+    /// The row as REST returns it to the master token (it must exist).
+    pub async fn row(&self, object: &str, id: i64) -> Value {
+        let (status, body) = self
+            .get(&format!("/1/objects/{object}/{id}"), &master())
+            .await;
+        assert_eq!(status, 200, "GET {object}/{id}: {body}");
+        body
+    }
+}

@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Spawn, TestApp, User, backends, master};
+use crate::common::{Spawn, TestApp, User, backends, id_of};
 use crate::sio::Sio;
 
 /// The app name of a test server (the harness signs in with it).
@@ -66,14 +66,6 @@ function backandCallback(userInput, dbRow, parameters, userProfile) {{
     )
 }
 
-fn id_of(created: &Value) -> i64 {
-    created["__metadata"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no __metadata.id in {created}"))
-        .parse()
-        .unwrap()
-}
-
 /// Every number as f64, so `7` (from JavaScript) equals `7.0` (from a float column).
 fn norm(value: &Value) -> Value {
     match value {
@@ -100,9 +92,7 @@ fn profile(user: &User, role: &str) -> Value {
 }
 
 async fn row(app: &TestApp, id: i64) -> Value {
-    let (status, body) = app.get(&format!("/1/objects/items/{id}"), &master()).await;
-    assert_eq!(status, 200, "GET items/{id}: {body}");
-    body
+    app.row("items", id).await
 }
 
 /// Every `db_*` event `s` got up to a fresh barrier, as `(event, row id)`.

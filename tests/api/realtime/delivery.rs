@@ -119,15 +119,6 @@ async fn events_until_barrier(app: &TestApp, actor: &mut Actor) -> Vec<(String, 
     actor.s.until_barrier(&marker).await
 }
 
-/// The row as REST returns it to the master token.
-async fn row(app: &TestApp, object: &str, id: i64) -> Value {
-    let (status, body) = app
-        .get(&format!("/1/objects/{object}/{id}"), &master())
-        .await;
-    assert_eq!(status, 200, "GET {object}/{id}: {body}");
-    body
-}
-
 /// The usual cast of one server: Admin, two Users, a ReadOnly user and the Guest.
 struct Cast {
     alice: crate::common::User,
@@ -214,7 +205,7 @@ async fn db_channel_delivery_matrix() {
                 .await;
             assert_eq!(status, 200, "{ctx}: create: {created}");
             let id = id_of(&created);
-            let stored = row(&app, object, id).await;
+            let stored = app.row(object, id).await;
             assert_eq!(stored["title"], "first", "{ctx}: {stored}");
             delivered(
                 &app,
@@ -239,7 +230,7 @@ async fn db_channel_delivery_matrix() {
                 )
                 .await;
             assert_eq!(status, 200, "{ctx}: update: {body}");
-            let stored = row(&app, object, id).await;
+            let stored = app.row(object, id).await;
             assert_eq!(stored["title"], "second", "{ctx}: {stored}");
             delivered(
                 &app,
@@ -265,7 +256,7 @@ async fn db_channel_delivery_matrix() {
                 )
                 .await;
             assert_eq!(status, 200, "{ctx}: admin update: {body}");
-            let stored = row(&app, object, id).await;
+            let stored = app.row(object, id).await;
             assert_eq!(stored["title"], "third", "{ctx}: {stored}");
             delivered(
                 &app,
@@ -334,7 +325,7 @@ async fn loopback_names_reach_readers_without_joining() {
                 .await;
             assert_eq!(status, 200, "{ctx}: {created}");
             let id = id_of(&created);
-            let stored = row(&app, object, id).await;
+            let stored = app.row(object, id).await;
             delivered(
                 &app,
                 &mut actors,
@@ -353,7 +344,7 @@ async fn loopback_names_reach_readers_without_joining() {
                 )
                 .await;
             assert_eq!(status, 200, "{ctx}: {body}");
-            let stored = row(&app, object, id).await;
+            let stored = app.row(object, id).await;
             delivered(
                 &app,
                 &mut actors,
@@ -481,7 +472,7 @@ async fn socket_writes_reach_db_channels_like_rest_writes() {
             .await;
         assert_eq!(ack["statusCode"], 200, "{ctx}: {ack}");
         let id = id_of(&ack["body"]);
-        let stored = row(&app, "posts", id).await;
+        let stored = app.row("posts", id).await;
         assert_eq!(stored["title"], "via socket");
         let members = [true, true, true, false, true];
         delivered(
@@ -505,7 +496,7 @@ async fn socket_writes_reach_db_channels_like_rest_writes() {
             )
             .await;
         assert_eq!(ack["statusCode"], 200, "{ctx}: {ack}");
-        let stored = row(&app, "posts", id).await;
+        let stored = app.row("posts", id).await;
         delivered(
             &app,
             &mut actors,
@@ -546,7 +537,7 @@ async fn socket_writes_reach_db_channels_like_rest_writes() {
             .await;
         assert_eq!(ack["statusCode"], 200, "{ctx}: {ack}");
         let id = id_of(&ack["body"]);
-        let stored = row(&app, "notes", id).await;
+        let stored = app.row("notes", id).await;
         delivered(
             &app,
             &mut actors,

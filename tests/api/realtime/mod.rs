@@ -10,8 +10,9 @@ mod limits;
 mod sails;
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+pub use crate::common::id_of;
 use crate::common::{Backend, Spawn};
 
 /// Objects covering each row-security mode: `posts` (none, LoopBack names on),
@@ -40,12 +41,4 @@ pub fn objects(spawn: Spawn<'_>) -> Spawn<'_> {
 
 pub async fn start(backend: &Backend) -> crate::common::TestApp {
     objects(Spawn::new(backend)).start().await
-}
-
-pub fn id_of(created: &Value) -> i64 {
-    created["__metadata"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
