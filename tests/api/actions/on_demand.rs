@@ -40,3 +40,139 @@ async fn a_function_returns_what_the_action_returns() {
     let (status, body) = app.get("/1/function/general/echo", &master()).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn on_demand_routes_refuse_bad_input_clearly() {
+    let backend = &backends()[0];
+    let app = Spawn::new(backend)
+        .schema(
+            "items.json",
+            json!({ "name": "items", "fields": { "name": { "type": "string" } },
+                    "permissions": { "read": ["User"], "create": ["User"] } }),
+        )
+        .schema(
+            "secrets.json",
+            json!({ "name": "secrets", "fields": { "name": { "type": "string" } },
+                    "permissions": { "read": ["Admin"] } }),
+        )
+        .action("items/onDemand/echo.js", ECHO)
+        .action("secrets/onDemand/echo.js", ECHO)
+        .action("general/onDemand/echo.js", ECHO)
+        .start()
+        .await;
+    let user = app.user("u@x.test", "User").await;
+    let cred = user.cred();
+    let cases: Vec<(reqwest::Method, String, Option<&str>, u16, &str)> = vec![
+        (
+            reqwest::Method::GET,
+            "/1/objects/action/items".into(),
+            None,
+            400,
+            "`name`",
+        ),
+        (
+            reqwest::Method::GET,
+            "/1/objects/action/items?name=".into(),
+            None,
+            400,
+            "`name`",
+        ),
+        (
+            reqwest::Method::GET,
+            "/1/objects/action/items?name=echo&parameters=%7Bnope".into(),
+            None,
+            400,
+            "`parameters` is not JSON",
+        ),
+        (
+            reqwest::Method::POST,
+            "/1/objects/action/items?name=echo".into(),
+            Some("{\"x\":"),
+            400,
+            "malformed JSON body",
+        ),
+        (
+            reqwest::Method::GET,
+            "/1/objects/action/items?name=missing".into(),
+            None,
+            404,
+            "no on-demand action",
+        ),
+        (
+            reqwest::Method::GET,
+            "/1/objects/action/nothing?name=echo".into(),
+            None,
+            404,
+            "no object named",
+        ),
+        (
+            reqwest::Method::GET,
+            "/1/objects/action/secrets?name=echo".into(),
+            None,
+            403,
+            "may not read",
+        ),
+        (
+            reqwest::Method::GET,
+            "/1/objects/action/items/abc?name=echo".into(),
+            None,
+            400,
+            "",
+        ),
+        (
+            reqwest::Method::GET,
+            "/1/objects/action/items/999?name=echo".into(),
+            None,
+            404,
+            "",
+        ),
+        (
+            reqwest::Method::GET,
+            "/1/function/general/missing".into(),
+            None,
+            404,
+            "no on-demand action",
+        ),
+        (
+            reqwest::Method::POST,
+            "/1/function/general/echo".into(),
+            Some("not json"),
+            400,
+            "malformed JSON body",
+        ),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let mut rb =
+            crate::common::with_cred(app.client.request(method.clone(), app.url(&path)), &cred);
+        if let Some(body) = body {
+            rb = rb
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = rb.send().await.unwrap();
+        let got = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        assert_eq!(got, status, "{method} {path}: {text}");
+        assert!(
+            text.contains("Message") && text.contains(needle),
+            "{method} {path}: {text}"
+        );
+    }
+    // Nothing was written by any of them; a good call still works.
+    assert!(app.all_rows("items").await.is_empty());
+    let (status, body) = app.get("/1/objects/action/items?name=echo", &cred).await;
+    assert_eq!(status, 200, "{body}");
+    // The management routes refuse bad paging and ids too.
+    for path in [
+        "/1/action/config?pageSize=abc",
+        "/1/action/config?pageNumber=-1",
+        "/1/action/config?filter=nope",
+        "/1/action/config/abc",
+        "/1/action/config/1/logs?last=x",
+    ] {
+        let (status, body) = app.get(path, &master()).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+    let (status, _) = app.get("/1/action/config/999", &master()).await;
+    assert_eq!(status, 404);
+}
