@@ -39,15 +39,18 @@ test('handshake token: db channel events reach readers, owner rows only their ow
     assert.deepEqual(await s.emitWithAck('join', 'db-notes'), { ok: true, channel: 'db-notes' });
   }
   const bobSawNotes = record(sb, 'db_created');
+  // Listen before writing: the event may arrive before the write's answer does.
+  const aliceWaits = once(sa, 'db_created');
   const created = sa.emitWithAck('post', { method: 'post', url: '/notes', data: { title: 'private' } });
-  const aliceGot = await once(sa, 'db_created');
+  const aliceGot = await aliceWaits;
   assert.equal(aliceGot.channel, 'db-notes');
   assert.equal(aliceGot.data.title, 'private');
   assert.equal((await created).statusCode, 200);
   // items are readable by every User: both get it; the note before it only alice.
+  const bobWaits = once(sb, 'db_created');
   const item = await server.request('POST', '/1/objects/items', `Bearer ${alice.token}`, { name: 'shared' });
   assert.equal(item.status, 200);
-  const bobItem = await once(sb, 'db_created');
+  const bobItem = await bobWaits;
   assert.equal(bobItem.channel, 'db-items');
   assert.equal(bobItem.data.name, 'shared');
   assert.equal(bobSawNotes.filter((e) => e.channel === 'db-notes').length, 0,
