@@ -1,0 +1,296 @@
+//! What every scenario needs from a running target: users with tokens, many
+//! connected sockets with listeners, HTTP load (closed loop and open loop), and a
+//! measurement window over the server's CPU and memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::http::{self, Conn};
+use crate::sio;
+use crate::stats::Latencies;
+use crate::target::{self, Kind, SIGNUP_TOKEN, Target};
+
+/// Signs up `n` users and returns their access tokens. The floor checks no token.
+pub async fn tokens(target: &Target, n: usize) -> Result<Vec<String>> {
+    if target.kind == Kind::Floor {
+        return Ok((0..n).map(|i| format!("floor-{i}")).collect());
+    }
+    let mut conn = Conn::open(target.addr, target::localhost()).await?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = json!({
+            "email": format!("bench{i}@example.com"),
+            "password": "bench-password-1",
+            "confirmPassword": "bench-password-1",
+            "firstName": "Bench",
+            "lastName": format!("User{i}"),
+        })
+        .to_string();
+        let req = http::request_with(
+            "POST",
+            "/1/user/signup",
+            &[("SignUpToken", SIGNUP_TOKEN)],
+            Some(&body),
+            "application/json",
+        );
+        let resp = conn.send(&req).await?;
+        if resp.status != 200 {
+            bail!(
+                "signup on {} answered {}: {}",
+                target.kind.name(),
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            );
+        }
+        let answer: Value = serde_json::from_slice(&resp.body)?;
+        let token = answer["access_token"]
+            .as_str()
+            .context("signup answer without access_token")?;
+        out.push(token.to_string());
+    }
+    Ok(out)
+}
+
+/// Connects `n` sockets (socket `i` with `tokens[i % len]`), joining `channel` if
+/// given, 256 handshakes at a time.
+pub async fn connect_many(
+    addr: SocketAddr,
+    tokens: &[String],
+    n: usize,
+    channel: Option<&str>,
+) -> Result<Vec<sio::Ws>> {
+    let results: Vec<Result<sio::Ws>> = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let token = tokens[i % tokens.len()].clone();
+            let channel = channel.map(str::to_string);
+            async move {
+                let mut ws = sio::connect(addr, target::source(i), &token).await?;
+                if let Some(channel) = channel {
+                    sio::join(&mut ws, &channel).await?;
+                }
+                Ok(ws)
+            }
+        })
+        .buffered(256)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Listener tasks, aborted (sockets dropped) when this is dropped.
+pub struct Listeners(pub Vec<JoinHandle<()>>);
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Spawns a listener per socket; `on_event(index, frame)` sees every event frame.
+pub fn listen_all(
+    sockets: Vec<sio::Ws>,
+    on_event: Arc<dyn Fn(usize, &str) + Send + Sync>,
+) -> Listeners {
+    Listeners(
+        sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, ws)| {
+                let on_event = on_event.clone();
+                tokio::spawn(sio::listen(ws, move |frame| on_event(i, frame)))
+            })
+            .collect(),
+    )
+}
+
+/// Server CPU and wall time over a stretch of a run, and the load generator's own CPU.
+pub struct Window {
+    started: Instant,
+    server_cpu: Duration,
+    own_cpu: Duration,
+}
+
+pub struct Usage {
+    pub wall: Duration,
+    /// Cores' worth of CPU the server used (1.0 = one core busy).
+    pub server: f64,
+    pub loader: f64,
+}
+
+impl Window {
+    pub fn open(target: &Target) -> Window {
+        Window {
+            started: Instant::now(),
+            server_cpu: target.cpu(),
+            own_cpu: own_cpu(),
+        }
+    }
+
+    pub fn close(&self, target: &Target) -> Usage {
+        let wall = self.started.elapsed();
+        let secs = wall.as_secs_f64().max(1e-9);
+        Usage {
+            wall,
+            server: (target.cpu() - self.server_cpu).as_secs_f64() / secs,
+            loader: (own_cpu() - self.own_cpu).as_secs_f64() / secs,
+        }
+    }
+}
+
+fn own_cpu() -> Duration {
+    target::cpu_of(std::process::id()).unwrap_or_default()
+}
+
+pub fn pct(x: f64) -> String {
+    format!("{:.0} %", x * 100.0)
+}
+
+/// Result of a closed-loop HTTP run.
+pub struct Closed {
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub latencies: hdrhistogram::Histogram<u64>,
+    pub elapsed: Duration,
+}
+
+/// `connections` loops, each sending the request `make(conn, n)` and waiting for its
+/// answer, for `duration`. Status 200 counts as success.
+pub async fn closed_loop(
+    addr: SocketAddr,
+    connections: usize,
+    duration: Duration,
+    make: Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>,
+) -> Result<Closed> {
+    let latencies = Arc::new(Latencies::default());
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (latencies, ok, errors, first_error, make) = (
+            latencies.clone(),
+            ok.clone(),
+            errors.clone(),
+            first_error.clone(),
+            make.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr, target::source(c)).await?;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let req = make(c, n);
+                n += 1;
+                let t0 = Instant::now();
+                let resp = conn.send(&req).await?;
+                latencies.record(c, t0.elapsed());
+                if resp.status == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    let mut first = first_error.lock().unwrap();
+                    if first.is_none() {
+                        *first = Some(format!(
+                            "{} {}",
+                            resp.status,
+                            String::from_utf8_lossy(&resp.body)
+                        ));
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let first_error = first_error.lock().unwrap().take();
+    Ok(Closed {
+        ok: ok.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        first_error,
+        latencies: latencies.merged(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Open loop: request number `seq` (1, 2, …) is due at `start + seq / rate`, whatever
+/// happened to earlier ones; `on_due(seq, due)` is told before it is sent. At most
+/// `connections` are in flight; the rest wait their turn, and their wait counts.
+pub async fn open_loop(
+    addr: SocketAddr,
+    rate: u64,
+    duration: Duration,
+    connections: usize,
+    make: Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
+    on_due: Arc<dyn Fn(u64, Instant) + Send + Sync>,
+) -> Result<(u64, u64)> {
+    let mut pool = Vec::with_capacity(connections);
+    for c in 0..connections {
+        pool.push(Conn::open(addr, target::source(c)).await?);
+    }
+    let pool = Arc::new(std::sync::Mutex::new(pool));
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let total = rate * duration.as_secs_f64() as u64;
+    let mut tasks = Vec::with_capacity(total as usize);
+    for seq in 1..=total {
+        let due = start + Duration::from_secs_f64(seq as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        on_due(seq, due);
+        let (pool, slots, ok, errors, make) = (
+            pool.clone(),
+            slots.clone(),
+            ok.clone(),
+            errors.clone(),
+            make.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let slot = slots.acquire().await.unwrap();
+            let mut conn = pool.lock().unwrap().pop().expect("a connection per slot");
+            match conn.send(&make(seq)).await {
+                Ok(resp) if resp.status == 200 => {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    pool.lock().unwrap().push(conn);
+                }
+                Ok(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    pool.lock().unwrap().push(conn);
+                }
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    // A broken connection is replaced so the pool keeps its size.
+                    match Conn::open(addr, target::localhost()).await {
+                        Ok(fresh) => pool.lock().unwrap().push(fresh),
+                        Err(_) => slot.forget(),
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.ok();
+    }
+    Ok((ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed)))
+}
+
+/// Waits until `done()` or `limit` passes; returns when the last check happened.
+pub async fn drain(limit: Duration, done: impl Fn() -> bool) {
+    let until = Instant::now() + limit;
+    while !done() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

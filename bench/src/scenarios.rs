@@ -1,0 +1,640 @@
+//! The five scenarios of the harness. Each starts every target fresh for each step,
+//! drives it with the same client code, and adds rows to its table. Sizes come from
+//! `Plan`: the full run, or a smoke run small enough for CI.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use serde_json::json;
+
+use crate::clients::{self, Window, pct};
+use crate::http;
+use crate::sio;
+use crate::stats::{Latencies, SendTimes, Table, mib, ms};
+use crate::target::{Kind, Paths, Target};
+
+/// Sizes of every scenario.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub smoke: bool,
+    pub emit_clients: Vec<usize>,
+    pub emit_rates: Vec<u64>,
+    pub fanout_sockets: usize,
+    pub fanout_rates: Vec<u64>,
+    pub http_connections: usize,
+    pub idle_sockets: Vec<usize>,
+    pub write_subscribers: Vec<usize>,
+    pub write_users: usize,
+    pub step: Duration,
+    pub settle: Duration,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            smoke: false,
+            emit_clients: vec![100, 1_000, 10_000],
+            emit_rates: vec![100, 1_000, 5_000],
+            fanout_sockets: 10_000,
+            fanout_rates: vec![1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000],
+            http_connections: 32,
+            idle_sockets: vec![10_000, 50_000],
+            write_subscribers: vec![0, 1_000],
+            write_users: 100,
+            step: Duration::from_secs(5),
+            settle: Duration::from_secs(5),
+        }
+    }
+
+    pub fn smoke() -> Plan {
+        Plan {
+            smoke: true,
+            emit_clients: vec![20],
+            emit_rates: vec![50],
+            fanout_sockets: 50,
+            fanout_rates: vec![5, 20],
+            http_connections: 4,
+            idle_sockets: vec![100],
+            write_subscribers: vec![0, 20],
+            write_users: 4,
+            step: Duration::from_millis(1000),
+            settle: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Attempted deliveries per second beyond which a step is not run: one load
+/// generator core cannot read more, so the number would measure the harness.
+const LOADER_CAP: u64 = 2_000_000;
+
+/// A headline figure per target, for the ratio summary.
+#[derive(Default)]
+pub struct Headlines(pub Vec<(String, Kind, f64)>);
+
+impl Headlines {
+    fn add(&mut self, metric: &str, kind: Kind, value: f64) {
+        self.0.push((metric.to_string(), kind, value));
+    }
+}
+
+/// Scenario 1: REST create → `afterCreate` action `emitAll` → every client receives it.
+pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Table> {
+    let mut table = Table::new(
+        "Write → action → emit → receive",
+        &[
+            "target",
+            "clients",
+            "writes/s offered",
+            "writes ok",
+            "delivered",
+            "deliveries/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "server CPU",
+            "peak RSS MiB",
+            "loader CPU",
+        ],
+    );
+    for &clients in &plan.emit_clients {
+        for &kind in kinds {
+            for &rate in &plan.emit_rates {
+                let mut row = vec![kind.name().into(), clients.to_string(), rate.to_string()];
+                if rate * clients as u64 > LOADER_CAP {
+                    row.push(format!(
+                        "not run: {} deliveries/s is past the load generator",
+                        rate * clients as u64
+                    ));
+                    table.push(row);
+                    continue;
+                }
+                let target = Target::start(kind, paths).await?;
+                let tokens = clients::tokens(&target, clients.min(10)).await?;
+                let sockets = clients::connect_many(target.addr, &tokens, clients, None).await?;
+                let total = rate * plan.step.as_secs_f64() as u64;
+                let sent = Arc::new(SendTimes::new(total as usize + 2));
+                let lat = Arc::new(Latencies::default());
+                let received = Arc::new(AtomicU64::new(0));
+                let (s, l, r) = (sent.clone(), lat.clone(), received.clone());
+                let _listeners = clients::listen_all(
+                    sockets,
+                    Arc::new(move |i, frame: &str| {
+                        if frame.starts_with("42[\"created\"")
+                            && let Some(seq) = sio::seq_of(frame)
+                            && let Some(latency) = s.since(seq, Instant::now())
+                        {
+                            l.record(i, latency);
+                            r.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }),
+                );
+                let token = tokens[0].clone();
+                let window = Window::open(&target);
+                let s = sent.clone();
+                let (ok, _errors) = clients::open_loop(
+                    target.addr,
+                    rate,
+                    plan.step,
+                    64,
+                    Arc::new(move |seq| {
+                        let body = json!({ "seq": seq, "body": "bench" }).to_string();
+                        http::request("POST", "/1/objects/events", Some(&token), Some(&body))
+                    }),
+                    Arc::new(move |seq, due| s.set(seq, due)),
+                )
+                .await?;
+                let expected = ok * clients as u64;
+                let r = received.clone();
+                clients::drain(Duration::from_secs(5), || {
+                    r.load(Ordering::Relaxed) >= expected
+                })
+                .await;
+                let usage = window.close(&target);
+                let got = received.load(Ordering::Relaxed);
+                let h = lat.merged();
+                row.extend([
+                    format!("{ok}/{total}"),
+                    format!("{:.2} %", 100.0 * got as f64 / expected.max(1) as f64),
+                    format!("{:.0}", got as f64 / usage.wall.as_secs_f64()),
+                    ms(&h, 0.5),
+                    ms(&h, 0.99),
+                    ms(&h, 0.999),
+                    pct(usage.server),
+                    mib(target.rss().1),
+                    pct(usage.loader),
+                ]);
+                table.push(row);
+                target.stop().await?;
+                let sustained =
+                    ok == total && got >= expected && h.value_at_quantile(0.99) < 1_000_000;
+                if !sustained {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(table)
+}
+
+struct FanStep {
+    first: AtomicU64,
+    received: AtomicU64,
+    lat: Latencies,
+}
+
+/// Scenario 2: 100-byte `chan_in` messages to one channel of many sockets, the rate
+/// raised step by step until p99 passes 100 ms or a delivery is missing.
+pub async fn fanout(
+    paths: &Paths,
+    plan: &Plan,
+    kinds: &[Kind],
+    heads: &mut Headlines,
+) -> Result<Table> {
+    let n = plan.fanout_sockets;
+    let mut table = Table::new(
+        &format!("Fan-out to one channel of {n} sockets (100-byte messages)"),
+        &[
+            "target",
+            "messages/s",
+            "delivered",
+            "deliveries/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "server CPU",
+            "peak RSS MiB",
+            "loader CPU",
+            "verdict",
+        ],
+    );
+    for &kind in kinds {
+        let target = Target::start(kind, paths).await?;
+        let tokens = clients::tokens(&target, 10).await?;
+        let sockets = clients::connect_many(target.addr, &tokens, n, Some("fan")).await?;
+        let steps: Arc<Vec<FanStep>> = Arc::new(
+            plan.fanout_rates
+                .iter()
+                .map(|_| FanStep {
+                    first: AtomicU64::new(u64::MAX),
+                    received: AtomicU64::new(0),
+                    lat: Latencies::default(),
+                })
+                .collect(),
+        );
+        let capacity: u64 = plan
+            .fanout_rates
+            .iter()
+            .map(|r| r * plan.step.as_secs_f64().ceil() as u64 + 1)
+            .sum();
+        let sent = Arc::new(SendTimes::new(capacity as usize + 2));
+        let (st, s) = (steps.clone(), sent.clone());
+        let _listeners = clients::listen_all(
+            sockets,
+            Arc::new(move |i, frame: &str| {
+                if !frame.starts_with("42[\"chan_out\"") {
+                    return;
+                }
+                let Some(seq) = sio::seq_of(frame) else {
+                    return;
+                };
+                let Some(step) = st
+                    .iter()
+                    .rev()
+                    .find(|k| k.first.load(Ordering::Relaxed) <= seq)
+                else {
+                    return;
+                };
+                if let Some(latency) = s.since(seq, Instant::now()) {
+                    step.lat.record(i, latency);
+                    step.received.fetch_add(1, Ordering::Relaxed);
+                }
+            }),
+        );
+        let mut publisher =
+            sio::connect(target.addr, crate::target::localhost(), &tokens[0]).await?;
+        let mut seq = 0u64;
+        let mut best = 0.0f64;
+        for (k, &rate) in plan.fanout_rates.iter().enumerate() {
+            if rate * n as u64 > LOADER_CAP {
+                table.push(vec![
+                    kind.name().into(),
+                    rate.to_string(),
+                    format!(
+                        "not run: past the load generator ({} deliveries/s)",
+                        rate * n as u64
+                    ),
+                ]);
+                break;
+            }
+            let step = &steps[k];
+            step.first.store(seq + 1, Ordering::Relaxed);
+            let window = Window::open(&target);
+            let start = Instant::now();
+            let count = rate * plan.step.as_secs_f64() as u64;
+            for i in 1..=count {
+                let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+                seq += 1;
+                sent.set(seq, due);
+                let mut data = format!("seq:{seq} ");
+                while data.len() < 100 {
+                    data.push('x');
+                }
+                sio::emit(
+                    &mut publisher,
+                    "chan_in",
+                    &json!({ "channel": "fan", "data": data }),
+                )
+                .await?;
+            }
+            let expected = count * n as u64;
+            clients::drain(Duration::from_secs(3), || {
+                step.received.load(Ordering::Relaxed) >= expected
+            })
+            .await;
+            let usage = window.close(&target);
+            let got = step.received.load(Ordering::Relaxed);
+            let h = step.lat.merged();
+            let rate_delivered = got as f64 / usage.wall.as_secs_f64();
+            let passed = got >= expected && h.value_at_quantile(0.99) <= 100_000;
+            if passed {
+                best = best.max(rate as f64 * n as f64);
+            }
+            table.push(vec![
+                kind.name().into(),
+                rate.to_string(),
+                format!("{:.2} %", 100.0 * got as f64 / expected.max(1) as f64),
+                format!("{rate_delivered:.0}"),
+                ms(&h, 0.5),
+                ms(&h, 0.99),
+                ms(&h, 0.999),
+                pct(usage.server),
+                mib(target.rss().1),
+                pct(usage.loader),
+                if passed {
+                    "ok".into()
+                } else {
+                    "past the limit".into()
+                },
+            ]);
+            if !passed {
+                break;
+            }
+        }
+        heads.add(
+            "fan-out deliveries/s (highest rate with p99 ≤ 100 ms, none missing)",
+            kind,
+            best,
+        );
+        target.stop().await?;
+    }
+    Ok(table)
+}
+
+/// Scenario 3: on-demand actions over HTTP against a plain route, and a CPU-bound action.
+pub async fn actions(
+    paths: &Paths,
+    plan: &Plan,
+    kinds: &[Kind],
+    heads: &mut Headlines,
+) -> Result<Table> {
+    let mut table = Table::new(
+        "Actions over HTTP (closed loop)",
+        &[
+            "target",
+            "route",
+            "connections",
+            "requests/s",
+            "errors",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "server CPU",
+            "peak RSS MiB",
+            "loader CPU",
+        ],
+    );
+    let fib_n = if plan.smoke { 15 } else { 25 };
+    for &kind in kinds {
+        let target = Target::start(kind, paths).await?;
+        let token = clients::tokens(&target, 1).await?.remove(0);
+        let fib_path = format!("/1/function/general/fib?parameters=%7B%22n%22%3A{fib_n}%7D");
+        let mut cases: Vec<(&str, String, &str, usize)> = vec![
+            (
+                "plain route GET /healthz",
+                "/healthz".into(),
+                "ok",
+                plan.http_connections,
+            ),
+            (
+                "on-demand no-op action",
+                "/1/function/general/noop".into(),
+                "null",
+                plan.http_connections,
+            ),
+        ];
+        if kind != Kind::Floor {
+            cases.push(("fib(25) action", fib_path, "\"fib\"", 4));
+        } else {
+            cases[1].0 = "bare axum route (same path)";
+        }
+        if plan.smoke {
+            cases.iter_mut().for_each(|c| {
+                if c.0.starts_with("fib") {
+                    c.0 = "fib(15) action"
+                }
+            });
+        }
+        for (label, path, must_contain, connections) in cases {
+            let req = http::request("GET", &path, Some(&token), None);
+            // One checked answer first: a broken route must not post a fast number.
+            let mut probe = http::Conn::open(target.addr, crate::target::localhost()).await?;
+            let answer = probe.send(&req).await?;
+            let text = String::from_utf8_lossy(&answer.body).to_string();
+            ensure!(
+                answer.status == 200 && text.contains(must_contain),
+                "{} {label}: {} {text}",
+                kind.name(),
+                answer.status
+            );
+            let warm = if plan.smoke {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(1)
+            };
+            let r = req.clone();
+            clients::closed_loop(
+                target.addr,
+                connections,
+                warm,
+                Arc::new(move |_, _| r.clone()),
+            )
+            .await?;
+            let window = Window::open(&target);
+            let r = req.clone();
+            let run = clients::closed_loop(
+                target.addr,
+                connections,
+                plan.step,
+                Arc::new(move |_, _| r.clone()),
+            )
+            .await?;
+            let usage = window.close(&target);
+            let rps = run.ok as f64 / run.elapsed.as_secs_f64();
+            if label.contains("no-op") || label.contains("bare axum") {
+                heads.add(
+                    "on-demand no-op requests/s (floor: bare axum route)",
+                    kind,
+                    rps,
+                );
+            }
+            table.push(vec![
+                kind.name().into(),
+                label.into(),
+                connections.to_string(),
+                format!("{rps:.0}"),
+                match &run.first_error {
+                    Some(e) => format!(
+                        "{} (first: {})",
+                        run.errors,
+                        e.chars().take(80).collect::<String>()
+                    ),
+                    None => run.errors.to_string(),
+                },
+                ms(&run.latencies, 0.5),
+                ms(&run.latencies, 0.99),
+                ms(&run.latencies, 0.999),
+                pct(usage.server),
+                mib(target.rss().1),
+                pct(usage.loader),
+            ]);
+        }
+        target.stop().await?;
+    }
+    Ok(table)
+}
+
+/// Scenario 4: resident memory per idle authenticated socket.
+pub async fn idle(
+    paths: &Paths,
+    plan: &Plan,
+    kinds: &[Kind],
+    heads: &mut Headlines,
+) -> Result<Table> {
+    let mut table = Table::new(
+        "Idle authenticated sockets",
+        &[
+            "target",
+            "sockets",
+            "connected in s",
+            "RSS before MiB",
+            "RSS after MiB",
+            "KiB per socket",
+        ],
+    );
+    for &n in &plan.idle_sockets {
+        for &kind in kinds {
+            let target = Target::start(kind, paths).await?;
+            let tokens = clients::tokens(&target, 10).await?;
+            // One socket first so lazily built machinery is in the baseline.
+            let warm = clients::connect_many(target.addr, &tokens, 1, None).await?;
+            drop(warm);
+            tokio::time::sleep(plan.settle).await;
+            let before = target.rss().0;
+            let started = Instant::now();
+            let sockets = clients::connect_many(target.addr, &tokens, n, None).await?;
+            let took = started.elapsed();
+            let _listeners = clients::listen_all(sockets, Arc::new(|_, _| {}));
+            tokio::time::sleep(plan.settle).await;
+            let after = target.rss().0;
+            let per = after.saturating_sub(before) as f64 / n as f64 / 1024.0;
+            heads.add(
+                &format!("KiB per idle socket at {n} (lower is better)"),
+                kind,
+                per,
+            );
+            table.push(vec![
+                kind.name().into(),
+                n.to_string(),
+                format!("{:.1}", took.as_secs_f64()),
+                mib(before),
+                mib(after),
+                format!("{per:.1}"),
+            ]);
+            target.stop().await?;
+        }
+    }
+    Ok(table)
+}
+
+/// Scenario 5: sustained creates on an owner-secured object, with and without sockets
+/// subscribed to its `db-` channel; every delivered row is checked against its owner.
+pub async fn writes(
+    paths: &Paths,
+    plan: &Plan,
+    kinds: &[Kind],
+    heads: &mut Headlines,
+) -> Result<Table> {
+    let users = plan.write_users;
+    let mut table = Table::new(
+        &format!("Writes with realtime on (owner row security, {users} users)"),
+        &[
+            "target",
+            "subscribers",
+            "writes/s",
+            "write p50 ms",
+            "write p99 ms",
+            "errors",
+            "delivered",
+            "leaked",
+            "delivery p99 ms",
+            "server CPU",
+            "peak RSS MiB",
+        ],
+    );
+    for &subs in &plan.write_subscribers {
+        for &kind in kinds.iter().filter(|k| **k != Kind::Floor) {
+            let target = Target::start(kind, paths).await?;
+            let tokens = clients::tokens(&target, users).await?;
+            // Socket i belongs to user i % users, exactly as connect_many assigns tokens.
+            let sockets =
+                clients::connect_many(target.addr, &tokens, subs, Some("db-owned")).await?;
+            let mut per_user = vec![0u64; users];
+            (0..subs).for_each(|i| per_user[i % users] += 1);
+            let capacity = 2_000_000;
+            let sent = Arc::new(SendTimes::new(capacity));
+            let lat = Arc::new(Latencies::default());
+            let received = Arc::new(AtomicU64::new(0));
+            let leaked = Arc::new(AtomicU64::new(0));
+            let marks: Arc<Vec<String>> =
+                Arc::new((0..users).map(|u| format!("\"body\":\"u{u}\"")).collect());
+            let (s, l, r, lk, m) = (
+                sent.clone(),
+                lat.clone(),
+                received.clone(),
+                leaked.clone(),
+                marks.clone(),
+            );
+            let _listeners = clients::listen_all(
+                sockets,
+                Arc::new(move |i, frame: &str| {
+                    if !frame.starts_with("42[\"db_created\"") {
+                        return;
+                    }
+                    if !frame.contains(&m[i % m.len()]) {
+                        lk.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(seq) = sio::seq_of(frame)
+                        && let Some(latency) = s.since(seq, Instant::now())
+                    {
+                        l.record(i, latency);
+                        r.fetch_add(1, Ordering::Relaxed);
+                    }
+                }),
+            );
+            let next = Arc::new(AtomicU64::new(0));
+            let by_user: Arc<Vec<AtomicU64>> =
+                Arc::new((0..users).map(|_| AtomicU64::new(0)).collect());
+            let (s, tk, bu, nx) = (
+                sent.clone(),
+                Arc::new(tokens.clone()),
+                by_user.clone(),
+                next.clone(),
+            );
+            let window = Window::open(&target);
+            let run = clients::closed_loop(
+                target.addr,
+                16,
+                plan.step,
+                Arc::new(move |_, _| {
+                    let seq = nx.fetch_add(1, Ordering::Relaxed) + 1;
+                    let user = (seq as usize) % tk.len();
+                    s.set(seq, Instant::now());
+                    bu[user].fetch_add(1, Ordering::Relaxed);
+                    let body = json!({ "seq": seq, "body": format!("u{user}") }).to_string();
+                    http::request("POST", "/1/objects/owned", Some(&tk[user]), Some(&body))
+                }),
+            )
+            .await?;
+            // Deliveries owed: each user's writes times that user's subscribed sockets.
+            // A write that failed is owed nothing but still counted here; failures show
+            // in the errors column, and such a row cannot read as complete.
+            let attempted: HashMap<usize, u64> = (0..users)
+                .map(|u| (u, by_user[u].load(Ordering::Relaxed)))
+                .collect();
+            let expected: u64 = (0..users).map(|u| attempted[&u] * per_user[u]).sum();
+            let r = received.clone();
+            clients::drain(Duration::from_secs(5), || {
+                r.load(Ordering::Relaxed) >= expected
+            })
+            .await;
+            let usage = window.close(&target);
+            let wps = run.ok as f64 / run.elapsed.as_secs_f64();
+            heads.add(&format!("creates/s with {subs} subscribers"), kind, wps);
+            let h = lat.merged();
+            let got = received.load(Ordering::Relaxed);
+            table.push(vec![
+                kind.name().into(),
+                subs.to_string(),
+                format!("{wps:.0}"),
+                ms(&run.latencies, 0.5),
+                ms(&run.latencies, 0.99),
+                run.errors.to_string(),
+                if subs == 0 {
+                    "–".into()
+                } else {
+                    format!("{got}/{expected}")
+                },
+                leaked.load(Ordering::Relaxed).to_string(),
+                ms(&h, 0.99),
+                pct(usage.server),
+                mib(target.rss().1),
+            ]);
+            target.stop().await?;
+        }
+    }
+    Ok(table)
+}
