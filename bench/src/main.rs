@@ -62,6 +62,9 @@ struct Args {
     /// CPU the load generator pins itself to.
     #[arg(long, default_value_t = 1)]
     loader_core: usize,
+    /// Connections for the closed-loop HTTP scenarios (default: 32, smoke 4).
+    #[arg(long)]
+    http_connections: Option<usize>,
     /// Append the tables (markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -96,11 +99,14 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args, paths: Paths) -> Result<()> {
-    let plan = if args.smoke {
+    let mut plan = if args.smoke {
         Plan::smoke()
     } else {
         Plan::full()
     };
+    if let Some(n) = args.http_connections {
+        plan.http_connections = n;
+    }
     let mut list = args.scenarios.clone();
     if list.contains(&Scenario::All) {
         list = vec![

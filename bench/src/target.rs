@@ -79,7 +79,10 @@ impl Target {
                     .env("RUST_LOG", "warn");
             }
             Kind::Peer => {
+                // The flag isolated-vm needs on Node 20; given here, the peer runs as
+                // one process whose pid is the one measured.
                 cmd.arg("node")
+                    .arg("--no-node-snapshot")
                     .arg(paths.repo.join("bench/peer-node/server.js"))
                     .args(["--port", &port.to_string()])
                     .arg("--db")
