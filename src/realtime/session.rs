@@ -69,11 +69,6 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// A handshake identity, checked by `admit` and entered by `on_connect`, with the
-/// revocation epoch it was checked in.
-#[derive(Clone)]
-struct Pending(Arc<Identity>, u64);
-
 /// Connect middleware: the connection limit first (cheap, and a refused socket costs no
 /// token check), then handshake credentials (a bad one refuses with the reason).
 pub(crate) async fn admit(
@@ -93,17 +88,31 @@ pub(crate) async fn admit(
     metrics::gauge!("livebase_socket_connections").increment(1.0);
     s.extensions.insert(Arc::new(Slot(shared.clone())));
     let epoch = shared.epoch();
+    let mut who = None;
     if let Ok(auth) = auth {
         match handshake_identity(&shared, &auth).await {
-            Ok(Some(who)) => {
-                s.extensions.insert(Pending(Arc::new(who), epoch));
-            }
-            Ok(None) => {}
+            Ok(found) => who = found.map(Arc::new),
             Err(e) => {
                 refused("auth");
                 return Err(Refusal(e.to_string()));
             }
         }
+    }
+    // Handlers and rooms are in place before the CONNECT answer leaves. socketioxide
+    // sends it and only then runs the (async, so spawned) connect handler: a client
+    // that emits on `connect` could be read first, and its event was dropped without
+    // a reply (5 of 10,000 `join`s under load in the benchmark harness). If this
+    // socket fails to connect after all, socketioxide removes it from its rooms.
+    register(&s);
+    match who {
+        Some(who) => {
+            join_identity_rooms(&s, &shared, &who);
+            if shared.epoch() != epoch {
+                refused("revoked");
+                return Err(Refusal(REVOKED.to_string()));
+            }
+        }
+        None => watch_auth_timeout(&s, &shared),
     }
     Ok(())
 }
@@ -131,46 +140,47 @@ async fn handshake_identity(shared: &Shared, auth: &Value) -> Result<Option<Iden
     Ok(None)
 }
 
-pub(crate) async fn on_connect(s: SocketRef, State(shared): State<Arc<Shared>>) {
+/// Counts the connection. Everything a socket needs was set up by `admit`, before the
+/// CONNECT answer; this handler runs after it, as a spawned task.
+pub(crate) async fn on_connect() {
     metrics::counter!("livebase_socket_connects_total").increment(1);
+}
+
+/// Every event handler of a socket.
+fn register(s: &SocketRef) {
     s.on_disconnect(on_disconnect);
     s.on("login", login);
     s.on("authentication", authentication);
-    channels::register(&s);
-    sails::register(&s);
+    channels::register(s);
+    sails::register(s);
     s.on_fallback(channels::unknown_event);
-    match s.extensions.remove::<Pending>() {
-        Some(Pending(who, epoch)) => {
-            if !enter(&s, &shared, &who, epoch) {
-                s.emit("error", &json!({ "message": REVOKED })).ok();
-                s.disconnect().ok();
-            }
+}
+
+/// A socket that connected without credentials has `--socket-auth-timeout-ms` to
+/// authenticate with an event, or is told why and disconnected.
+fn watch_auth_timeout(s: &SocketRef, shared: &Shared) {
+    let timeout = shared.limits.auth_timeout;
+    // The id, not the socket: holding it would keep a closed socket (and its
+    // connection slot) alive until the timeout.
+    let (io, sid) = (shared.io(), s.id);
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let Some(s) = io.get_socket(sid) else {
+            return;
+        };
+        if identity(&s).is_none() {
+            refused("auth_timeout");
+            s.emit(
+                "error",
+                &json!({ "message": format!(
+                    "not authenticated within {} ms; disconnecting",
+                    timeout.as_millis()
+                )}),
+            )
+            .ok();
+            s.disconnect().ok();
         }
-        None => {
-            let timeout = shared.limits.auth_timeout;
-            // The id, not the socket: holding it would keep a closed socket (and its
-            // connection slot) alive until the timeout.
-            let (io, sid) = (shared.io(), s.id);
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                let Some(s) = io.get_socket(sid) else {
-                    return;
-                };
-                if identity(&s).is_none() {
-                    refused("auth_timeout");
-                    s.emit(
-                        "error",
-                        &json!({ "message": format!(
-                            "not authenticated within {} ms; disconnecting",
-                            timeout.as_millis()
-                        )}),
-                    )
-                    .ok();
-                    s.disconnect().ok();
-                }
-            });
-        }
-    }
+    });
 }
 
 async fn on_disconnect(reason: DisconnectReason) {
@@ -194,6 +204,17 @@ const REVOKED: &str =
 /// change happened since `epoch`, when the credentials were checked: the rooms might be
 /// those of an identity that no longer holds.
 fn enter(s: &SocketRef, shared: &Shared, who: &Arc<Identity>, epoch: u64) -> bool {
+    join_identity_rooms(s, shared, who);
+    if !s.connected() || shared.epoch() != epoch {
+        s.extensions.remove::<Session>();
+        s.leave_all();
+        return false;
+    }
+    true
+}
+
+/// `who` becomes the socket's identity, in exactly its rooms.
+fn join_identity_rooms(s: &SocketRef, shared: &Shared, who: &Arc<Identity>) {
     // The new identity first, then the rooms: see `join_as`.
     s.extensions.insert(Session(who.clone()));
     s.leave_all();
@@ -211,12 +232,6 @@ fn enter(s: &SocketRef, shared: &Shared, who: &Arc<Identity>, epoch: u64) -> boo
         }
     }
     s.join(joined);
-    if !s.connected() || shared.epoch() != epoch {
-        s.extensions.remove::<Session>();
-        s.leave_all();
-        return false;
-    }
-    true
 }
 
 fn welcome(who: &Identity) -> Value {

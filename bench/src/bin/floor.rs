@@ -117,20 +117,23 @@ async fn create(HttpState(app): HttpState<Arc<App>>, Json(body): Json<Value>) ->
     Json(json!({ "__metadata": { "id": id.to_string() } }))
 }
 
-/// Connect middleware: refuse a handshake without a non-empty string `auth.token`.
-async fn admit(TryData(auth): TryData<Value>) -> Result<(), &'static str> {
+/// Connect middleware: refuse a handshake without a non-empty string `auth.token`,
+/// and set the socket up. That happens here, before the CONNECT answer, because
+/// socketioxide runs the (async) connect handler as a task spawned after it: a client
+/// emitting on `connect` could otherwise be read before its handlers existed.
+async fn admit(s: SocketRef, TryData(auth): TryData<Value>) -> Result<(), &'static str> {
     match auth.ok().as_ref().and_then(|a| a.get("token")?.as_str()) {
-        Some(token) if !token.is_empty() => Ok(()),
-        _ => Err("missing credentials: auth must be {token}"),
+        Some(token) if !token.is_empty() => {}
+        _ => return Err("missing credentials: auth must be {token}"),
     }
-}
-
-async fn on_connect(s: SocketRef) {
     s.join("all");
     s.on("join", join);
     s.on("chan_in", chan_in);
     s.on("echo", echo);
+    Ok(())
 }
+
+async fn on_connect() {}
 
 /// The ack when the client asked for one, else an event on the socket.
 struct Reply {

@@ -272,3 +272,53 @@ async fn channels_refuse_publishing_into_db_channels() {
         assert!(e.contains("nothing"), "{e}");
     }
 }
+
+/// A client that emits the moment it is connected (socket.io clients flush their
+/// buffered emits on `connect`) must be answered. livebase's connect handler used to be
+/// async, which socketioxide runs as a task spawned after the CONNECT answer: a `join`
+/// read before that task ran found no handler and was dropped silently (the benchmark
+/// harness saw 5 of 10,000 under load). Many sockets at once, each sending `join` in
+/// the same task that read the CONNECT answer, on a multi-threaded runtime, keep the
+/// server busy enough to show it — sometimes: the race is timing-bound, so this test
+/// can miss the old bug on a given run (it did not fail in 3 runs before the fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_sent_the_instant_the_socket_connects_is_answered() {
+    let backend = crate::common::Backend::Sqlite;
+    let app = start(&backend).await;
+    let alice = app.user("alice@x.test", "User").await;
+    let base = app.base.clone();
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let (base, token) = (base.clone(), alice.token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ws = crate::sio::raw_v5(&base, json!({ "token": token }))
+                .await
+                .expect("connects");
+            crate::sio::send(&mut ws, &format!(r#"42["join","fast-{i}"]"#)).await;
+            let mut seen = Vec::new();
+            // One deadline for the answer: heartbeats must not extend it.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match crate::sio::next_frame(&mut ws, left).await {
+                    Some(f) if f.starts_with(r#"42["joined""#) => return None,
+                    Some(f) if f == "2" => crate::sio::send(&mut ws, "3").await,
+                    Some(f) => seen.push(f),
+                    None => return Some(seen),
+                }
+            }
+        }));
+    }
+    let mut unanswered = Vec::new();
+    for task in tasks {
+        if let Some(seen) = task.await.unwrap() {
+            unanswered.push(seen);
+        }
+    }
+    assert!(
+        unanswered.is_empty(),
+        "{} joins sent right after connecting got no `joined`; frames they got instead: {:?}",
+        unanswered.len(),
+        unanswered.iter().take(3).collect::<Vec<_>>()
+    );
+}
