@@ -4,7 +4,13 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked && strip target/release/livebase
+# The manifest names these targets and the bench/ workspace member; cargo refuses to
+# load it without them, although only livebase is built.
+COPY tests ./tests
+COPY benches ./benches
+COPY bench/Cargo.toml ./bench/Cargo.toml
+COPY bench/src ./bench/src
+RUN cargo build --release --locked -p livebase && strip target/release/livebase
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \

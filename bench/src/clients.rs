@@ -17,6 +17,9 @@ use crate::sio;
 use crate::stats::Latencies;
 use crate::target::{self, Kind, SIGNUP_TOKEN, Target};
 
+/// What a listener does with each event frame of socket `i`.
+pub type OnEvent = Arc<dyn Fn(usize, &str) + Send + Sync>;
+
 /// Signs up `n` users and returns their access tokens. The floor checks no token.
 pub async fn tokens(target: &Target, n: usize) -> Result<Vec<String>> {
     if target.kind == Kind::Floor {
@@ -59,29 +62,48 @@ pub async fn tokens(target: &Target, n: usize) -> Result<Vec<String>> {
 }
 
 /// Connects `n` sockets (socket `i` with `tokens[i % len]`), joining `channel` if
-/// given, 256 handshakes at a time.
+/// given, 256 handshakes at a time. Each socket gets its listener as soon as it is in,
+/// so it answers heartbeats while the others connect; `on_event(i, frame)` sees every
+/// event frame of socket `i`.
 pub async fn connect_many(
     addr: SocketAddr,
     tokens: &[String],
     n: usize,
     channel: Option<&str>,
-) -> Result<Vec<sio::Ws>> {
-    let results: Vec<Result<sio::Ws>> = futures_util::stream::iter(0..n)
+    on_event: OnEvent,
+) -> Result<Listeners> {
+    let results: Vec<Result<JoinHandle<()>>> = futures_util::stream::iter(0..n)
         .map(|i| {
             let token = tokens[i % tokens.len()].clone();
             let channel = channel.map(str::to_string);
+            let on_event = on_event.clone();
             async move {
                 let mut ws = sio::connect(addr, target::source(i), &token).await?;
                 if let Some(channel) = channel {
                     sio::join(&mut ws, &channel).await?;
                 }
-                Ok(ws)
+                Ok(tokio::spawn(sio::listen(ws, move |frame| {
+                    on_event(i, frame)
+                })))
             }
         })
-        .buffered(256)
+        .buffer_unordered(256)
         .collect()
         .await;
-    results.into_iter().collect()
+    // Collect every task first, so the ones already running are aborted on error.
+    let mut tasks = Vec::with_capacity(n);
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(task) => tasks.push(task),
+            Err(e) => first_error = first_error.or(Some(e)),
+        }
+    }
+    let listeners = Listeners(tasks);
+    match first_error {
+        Some(e) => Err(e.context(format!("{} of {n} sockets connected", listeners.0.len()))),
+        None => Ok(listeners),
+    }
 }
 
 /// Listener tasks, aborted (sockets dropped) when this is dropped.
@@ -93,23 +115,6 @@ impl Drop for Listeners {
             task.abort();
         }
     }
-}
-
-/// Spawns a listener per socket; `on_event(index, frame)` sees every event frame.
-pub fn listen_all(
-    sockets: Vec<sio::Ws>,
-    on_event: Arc<dyn Fn(usize, &str) + Send + Sync>,
-) -> Listeners {
-    Listeners(
-        sockets
-            .into_iter()
-            .enumerate()
-            .map(|(i, ws)| {
-                let on_event = on_event.clone();
-                tokio::spawn(sio::listen(ws, move |frame| on_event(i, frame)))
-            })
-            .collect(),
-    )
 }
 
 /// Server CPU and wall time over a stretch of a run, and the load generator's own CPU.

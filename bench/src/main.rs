@@ -65,6 +65,9 @@ struct Args {
     /// Connections for the closed-loop HTTP scenarios (default: 32, smoke 4).
     #[arg(long)]
     http_connections: Option<usize>,
+    /// Sockets in the fan-out channel (default: 10000, smoke 50).
+    #[arg(long)]
+    fanout_sockets: Option<usize>,
     /// Append the tables (markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -107,6 +110,9 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
     if let Some(n) = args.http_connections {
         plan.http_connections = n;
     }
+    if let Some(n) = args.fanout_sockets {
+        plan.fanout_sockets = n;
+    }
     let mut list = args.scenarios.clone();
     if list.contains(&Scenario::All) {
         list = vec![
@@ -119,6 +125,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
     }
     let kinds = &args.targets;
     let mut heads = Headlines::default();
+    let mut failed: Vec<String> = Vec::new();
     let mut rendered = format!(
         "## lbbench {} ({}), {}\n\nTargets: {}. Server on CPU {}, load generator on CPU {}.\n\n",
         list.iter()
@@ -137,13 +144,24 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
     );
     for scenario in list {
         println!("== {scenario:?}");
-        let table = match scenario {
-            Scenario::WriteEmit => scenarios::write_emit(&paths, &plan, kinds).await?,
-            Scenario::Fanout => scenarios::fanout(&paths, &plan, kinds, &mut heads).await?,
-            Scenario::Actions => scenarios::actions(&paths, &plan, kinds, &mut heads).await?,
-            Scenario::Idle => scenarios::idle(&paths, &plan, kinds, &mut heads).await?,
-            Scenario::Writes => scenarios::writes(&paths, &plan, kinds, &mut heads).await?,
+        let result = match scenario {
+            Scenario::WriteEmit => scenarios::write_emit(&paths, &plan, kinds).await,
+            Scenario::Fanout => scenarios::fanout(&paths, &plan, kinds, &mut heads).await,
+            Scenario::Actions => scenarios::actions(&paths, &plan, kinds, &mut heads).await,
+            Scenario::Idle => scenarios::idle(&paths, &plan, kinds, &mut heads).await,
+            Scenario::Writes => scenarios::writes(&paths, &plan, kinds, &mut heads).await,
             Scenario::All => unreachable!(),
+        };
+        // A scenario that fails is reported and the run goes on; the exit status says so.
+        let table = match result {
+            Ok(table) => table,
+            Err(e) => {
+                eprintln!("lbbench: {scenario:?} failed: {e:#}");
+                failed.push(format!("{scenario:?}"));
+                let mut table = stats::Table::new(&format!("{scenario:?}"), &["failed"]);
+                table.push(vec![format!("{e:#}")]);
+                table
+            }
         };
         rendered.push_str(&table.render());
         rendered.push('\n');
@@ -157,6 +175,9 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
             .append(true)
             .open(out)?;
         file.write_all(rendered.as_bytes())?;
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("scenarios failed: {}", failed.join(", "));
     }
     Ok(())
 }

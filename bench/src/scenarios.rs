@@ -37,11 +37,15 @@ impl Plan {
         Plan {
             smoke: false,
             emit_clients: vec![100, 1_000, 10_000],
-            emit_rates: vec![100, 1_000, 5_000],
+            emit_rates: vec![10, 100, 1_000, 5_000],
             fanout_sockets: 10_000,
-            fanout_rates: vec![1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000],
+            fanout_rates: vec![
+                1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500,
+            ],
             http_connections: 32,
-            idle_sockets: vec![10_000, 50_000],
+            // 50k is the second size, but this machine's hard descriptor limit is
+            // 20,000 per process (no CAP_SYS_RESOURCE to raise it), for the servers too.
+            idle_sockets: vec![10_000, 18_000],
             write_subscribers: vec![0, 1_000],
             write_users: 100,
             step: Duration::from_secs(5),
@@ -113,14 +117,16 @@ pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Ta
                 }
                 let target = Target::start(kind, paths).await?;
                 let tokens = clients::tokens(&target, clients.min(10)).await?;
-                let sockets = clients::connect_many(target.addr, &tokens, clients, None).await?;
                 let total = rate * plan.step.as_secs_f64() as u64;
                 let sent = Arc::new(SendTimes::new(total as usize + 2));
                 let lat = Arc::new(Latencies::default());
                 let received = Arc::new(AtomicU64::new(0));
                 let (s, l, r) = (sent.clone(), lat.clone(), received.clone());
-                let _listeners = clients::listen_all(
-                    sockets,
+                let _listeners = clients::connect_many(
+                    target.addr,
+                    &tokens,
+                    clients,
+                    None,
                     Arc::new(move |i, frame: &str| {
                         if frame.starts_with("42[\"created\"")
                             && let Some(seq) = sio::seq_of(frame)
@@ -130,7 +136,8 @@ pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Ta
                             r.fetch_add(1, Ordering::Relaxed);
                         }
                     }),
-                );
+                )
+                .await?;
                 let token = tokens[0].clone();
                 let window = Window::open(&target);
                 let s = sent.clone();
@@ -213,7 +220,6 @@ pub async fn fanout(
     for &kind in kinds {
         let target = Target::start(kind, paths).await?;
         let tokens = clients::tokens(&target, 10).await?;
-        let sockets = clients::connect_many(target.addr, &tokens, n, Some("fan")).await?;
         let steps: Arc<Vec<FanStep>> = Arc::new(
             plan.fanout_rates
                 .iter()
@@ -231,8 +237,11 @@ pub async fn fanout(
             .sum();
         let sent = Arc::new(SendTimes::new(capacity as usize + 2));
         let (st, s) = (steps.clone(), sent.clone());
-        let _listeners = clients::listen_all(
-            sockets,
+        let _listeners = clients::connect_many(
+            target.addr,
+            &tokens,
+            n,
+            Some("fan"),
             Arc::new(move |i, frame: &str| {
                 if !frame.starts_with("42[\"chan_out\"") {
                     return;
@@ -252,11 +261,17 @@ pub async fn fanout(
                     step.received.fetch_add(1, Ordering::Relaxed);
                 }
             }),
-        );
+        )
+        .await?;
         let mut publisher =
             sio::connect(target.addr, crate::target::localhost(), &tokens[0]).await?;
         let mut seq = 0u64;
+        // Two verdicts per step: the (p99 ≤ 100 ms, nothing missing) and a
+        // looser "sustained" (nothing missing, p99 under 1 s: no queue building up).
+        // On this machine one broadcast to 10k sockets takes ~100 ms to reach the last
+        // one for every server, the floor included, so the first can fail at any rate.
         let mut best = 0.0f64;
+        let mut best_sustained = 0.0f64;
         for (k, &rate) in plan.fanout_rates.iter().enumerate() {
             if rate * n as u64 > LOADER_CAP {
                 table.push(vec![
@@ -276,7 +291,7 @@ pub async fn fanout(
             let count = rate * plan.step.as_secs_f64() as u64;
             for i in 1..=count {
                 let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-                tokio::time::sleep_until(due.into()).await;
+                sio::wait_until(&mut publisher, due).await?;
                 seq += 1;
                 sent.set(seq, due);
                 let mut data = format!("seq:{seq} ");
@@ -299,9 +314,15 @@ pub async fn fanout(
             let got = step.received.load(Ordering::Relaxed);
             let h = step.lat.merged();
             let rate_delivered = got as f64 / usage.wall.as_secs_f64();
-            let passed = got >= expected && h.value_at_quantile(0.99) <= 100_000;
+            let complete = got >= expected;
+            let p99 = h.value_at_quantile(0.99);
+            let passed = complete && p99 <= 100_000;
+            let sustained = complete && p99 < 1_000_000;
             if passed {
                 best = best.max(rate as f64 * n as f64);
+            }
+            if sustained {
+                best_sustained = best_sustained.max(rate as f64 * n as f64);
             }
             table.push(vec![
                 kind.name().into(),
@@ -316,11 +337,13 @@ pub async fn fanout(
                 pct(usage.loader),
                 if passed {
                     "ok".into()
+                } else if sustained {
+                    "sustained, p99 > 100 ms".into()
                 } else {
                     "past the limit".into()
                 },
             ]);
-            if !passed {
+            if !sustained {
                 break;
             }
         }
@@ -328,6 +351,11 @@ pub async fn fanout(
             "fan-out deliveries/s (highest rate with p99 ≤ 100 ms, none missing)",
             kind,
             best,
+        );
+        heads.add(
+            "fan-out deliveries/s (highest rate with none missing, p99 < 1 s)",
+            kind,
+            best_sustained,
         );
         target.stop().await?;
     }
@@ -480,14 +508,15 @@ pub async fn idle(
             let target = Target::start(kind, paths).await?;
             let tokens = clients::tokens(&target, 10).await?;
             // One socket first so lazily built machinery is in the baseline.
-            let warm = clients::connect_many(target.addr, &tokens, 1, None).await?;
+            let warm =
+                clients::connect_many(target.addr, &tokens, 1, None, Arc::new(|_, _| {})).await?;
             drop(warm);
             tokio::time::sleep(plan.settle).await;
             let before = target.rss().0;
             let started = Instant::now();
-            let sockets = clients::connect_many(target.addr, &tokens, n, None).await?;
+            let _listeners =
+                clients::connect_many(target.addr, &tokens, n, None, Arc::new(|_, _| {})).await?;
             let took = started.elapsed();
-            let _listeners = clients::listen_all(sockets, Arc::new(|_, _| {}));
             tokio::time::sleep(plan.settle).await;
             let after = target.rss().0;
             let per = after.saturating_sub(before) as f64 / n as f64 / 1024.0;
@@ -540,8 +569,6 @@ pub async fn writes(
             let target = Target::start(kind, paths).await?;
             let tokens = clients::tokens(&target, users).await?;
             // Socket i belongs to user i % users, exactly as connect_many assigns tokens.
-            let sockets =
-                clients::connect_many(target.addr, &tokens, subs, Some("db-owned")).await?;
             let mut per_user = vec![0u64; users];
             (0..subs).for_each(|i| per_user[i % users] += 1);
             let capacity = 2_000_000;
@@ -558,8 +585,11 @@ pub async fn writes(
                 leaked.clone(),
                 marks.clone(),
             );
-            let _listeners = clients::listen_all(
-                sockets,
+            let _listeners = clients::connect_many(
+                target.addr,
+                &tokens,
+                subs,
+                Some("db-owned"),
                 Arc::new(move |i, frame: &str| {
                     if !frame.starts_with("42[\"db_created\"") {
                         return;
@@ -574,7 +604,8 @@ pub async fn writes(
                         r.fetch_add(1, Ordering::Relaxed);
                     }
                 }),
-            );
+            )
+            .await?;
             let next = Arc::new(AtomicU64::new(0));
             let by_user: Arc<Vec<AtomicU64>> =
                 Arc::new((0..users).map(|_| AtomicU64::new(0)).collect());

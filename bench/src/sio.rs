@@ -35,8 +35,8 @@ pub async fn connect(addr: SocketAddr, src: IpAddr, token: &str) -> Result<Ws> {
             if frame.starts_with("40") {
                 return Ok(ws);
             }
-            if frame.starts_with("44") {
-                bail!("connect_error: {}", &frame[2..]);
+            if let Some(reason) = frame.strip_prefix("44") {
+                bail!("connect_error: {reason}");
             }
             if frame == "2" {
                 send(&mut ws, "3".into()).await?;
@@ -50,9 +50,11 @@ pub async fn connect(addr: SocketAddr, src: IpAddr, token: &str) -> Result<Ws> {
 /// `join(channel)` and wait for `joined`.
 pub async fn join(ws: &mut Ws, channel: &str) -> Result<()> {
     emit(ws, "join", &json!(channel)).await?;
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+    let mut seen = Vec::new();
+    let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         loop {
             let frame = next_text(ws).await?;
+            seen.push(frame.chars().take(80).collect::<String>());
             if frame.starts_with("42[\"joined\"") {
                 return Ok(());
             }
@@ -64,8 +66,8 @@ pub async fn join(ws: &mut Ws, channel: &str) -> Result<()> {
             }
         }
     })
-    .await
-    .with_context(|| format!("no `joined` for {channel}"))?
+    .await;
+    result.with_context(|| format!("no `joined` for {channel} (frames seen: {seen:?})"))?
 }
 
 pub async fn emit(ws: &mut Ws, event: &str, data: &Value) -> Result<()> {
@@ -90,10 +92,34 @@ pub async fn listen(mut ws: Ws, mut on_event: impl FnMut(&str)) {
         let text = text.as_str();
         if text.starts_with("42") {
             on_event(text);
-        } else if text == "2" && send(&mut ws, "3".into()).await.is_err() {
+            continue;
+        }
+        let closed = if text == "2" {
+            send(&mut ws, "3".into()).await.is_err()
+        } else {
+            // engine.io close, or Socket.IO disconnect from the namespace.
+            text.starts_with('1') || text.starts_with("41")
+        };
+        if closed {
             return;
-        } else if text.starts_with('1') || text.starts_with("41") {
-            return;
+        }
+    }
+}
+
+/// Waits until `due`, answering the server's heartbeats meanwhile (a sender that
+/// never reads would be disconnected after ping interval + timeout).
+pub async fn wait_until(ws: &mut Ws, due: std::time::Instant) -> Result<()> {
+    loop {
+        let message = tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => return Ok(()),
+            message = ws.next() => message,
+        };
+        match message {
+            Some(Ok(Message::Text(t))) if t.as_str() == "2" => send(ws, "3".into()).await?,
+            Some(Ok(Message::Close(frame))) => bail!("closed by the server: {frame:?}"),
+            None => bail!("closed by the server"),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(_)) => {}
         }
     }
 }
