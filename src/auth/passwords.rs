@@ -21,8 +21,21 @@ pub fn check_strength(password: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// At most this many hashes at once (one per core). Each argon2 run takes 19 MiB and a
+/// core for tens of milliseconds: unbounded, a burst of sign-ins or sign-ups grew the
+/// process by 19 MiB per concurrent request (up to 512 blocking threads) and starved
+/// everything else. Callers past the limit wait their turn.
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 /// A PHC string (`$argon2id$…`) for `password`.
 pub async fn hash(password: String) -> anyhow::Result<String> {
+    let _slot = hashing_slots().acquire().await?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
@@ -34,6 +47,9 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 
 /// Whether `password` matches `phc`. A malformed stored hash never matches.
 pub async fn verify(password: String, phc: String) -> bool {
+    let Ok(_slot) = hashing_slots().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .verify_password(password.as_bytes(), phc.as_str())
