@@ -141,6 +141,15 @@ pub struct Config {
     #[arg(long, env = "LIVEBASE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Sign-in, sign-up and password-reset requests allowed per client IP address per
+    /// minute, once its burst is spent; 0 turns the limit off.
+    #[arg(long, env = "LIVEBASE_AUTH_RATE_PER_MINUTE", default_value_t = 30)]
+    pub auth_rate_per_minute: u32,
+
+    /// How many of those requests one address may make at once before the rate applies.
+    #[arg(long, env = "LIVEBASE_AUTH_RATE_BURST", default_value_t = 10)]
+    pub auth_rate_burst: u32,
+
     /// Largest `pageSize` a list request may ask for.
     #[arg(long, env = "LIVEBASE_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: u32,

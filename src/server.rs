@@ -92,7 +92,9 @@ pub async fn serve(
         shutdown.await;
         closing.close().await;
     };
-    axum::serve(listener, router)
+    // The peer address feeds the per-address rate limits (`http::limits`).
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
     realtime.set_router(None);

@@ -12,17 +12,22 @@ use super::AppState;
 use super::extract::{Body, Caller};
 use crate::auth::Identity;
 use crate::auth::secrets::constant_time_eq;
+use crate::config::Config;
 use crate::error::ApiError;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router(config: &Config) -> Router<AppState> {
+    // Where credentials are tried or accounts made: rate-limited per client address.
+    let credentials = Router::new()
         .route("/token", post(issue_token))
-        .route("/api/account/profile", get(get_profile))
         .route("/1/user/signup", post(sign_up))
+        .route("/1/user/requestResetPassword", post(request_reset_password))
+        .route("/1/user/resetPassword", post(reset_password));
+    let credentials = super::limits::limit_credentials(credentials, config);
+    Router::new()
+        .merge(credentials)
+        .route("/api/account/profile", get(get_profile))
         .route("/1/user/changePassword", post(change_password))
         .route("/1/user/signout", get(sign_out).post(sign_out))
-        .route("/1/user/requestResetPassword", post(request_reset_password))
-        .route("/1/user/resetPassword", post(reset_password))
 }
 
 /// OAuth-style failures also carry `error`/`error_description`, which token clients read.

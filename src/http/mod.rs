@@ -7,6 +7,7 @@ pub mod account;
 pub mod action_config;
 pub mod actions;
 pub mod extract;
+pub mod limits;
 pub mod objects;
 pub mod system;
 
@@ -47,7 +48,7 @@ pub fn app(state: AppState) -> Router {
         .merge(objects::router())
         .merge(actions::router())
         .merge(action_config::router())
-        .merge(account::router())
+        .merge(account::router(&state.config))
         .merge(system::router())
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use serde_json::{Map, Value, json};
 use socketioxide::extract::{Event, SocketRef, State, TryData};
@@ -99,7 +100,14 @@ async fn request(
                 Ok(request) => {
                     let method = request.method.clone();
                     let path = request.path.clone();
-                    let answer = shared.call(request.into_http(&who)).await;
+                    // The socket's peer address, as its handshake request had it, so a
+                    // virtual request meets the same per-address limits as HTTP.
+                    let peer = s
+                        .req_parts()
+                        .extensions
+                        .get::<ConnectInfo<std::net::SocketAddr>>()
+                        .copied();
+                    let answer = shared.call(request.into_http(&who, peer)).await;
                     if answer.0 == StatusCode::OK {
                         subscribe(&s, &shared.schema, &who, &budget, &method, &path, &answer.1);
                     }
@@ -210,7 +218,11 @@ impl VirtualRequest {
         })
     }
 
-    fn into_http(self, who: &Identity) -> Result<Request<Body>, String> {
+    fn into_http(
+        self,
+        who: &Identity,
+        peer: Option<ConnectInfo<std::net::SocketAddr>>,
+    ) -> Result<Request<Body>, String> {
         let uri = match &self.query {
             Some(q) if !q.is_empty() => format!("{}?{q}", self.path),
             _ => self.path.clone(),
@@ -220,6 +232,9 @@ impl VirtualRequest {
             .method(self.method)
             .uri(uri)
             .extension(SocketCaller(who.clone()));
+        if let Some(peer) = peer {
+            request = request.extension(peer);
+        }
         if let Some(headers) = request.headers_mut() {
             headers.extend(self.headers);
             if self.body.is_some() {

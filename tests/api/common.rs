@@ -204,6 +204,9 @@ pub fn test_config(data_dir: &std::path::Path, schema_dir: &std::path::Path, url
     config.admin_password = Some(ADMIN_PASSWORD.into());
     config.admin_user_token = Some(ADMIN_USER_TOKEN.into());
     config.db_pool_size = 4;
+    // Tests sign in from one address many times a second; `auth::rate_limits` turns
+    // the per-address limit back on where it is the subject.
+    config.auth_rate_per_minute = 0;
     // Never the repository's example actions: each test writes its own.
     config.actions_dir = data_dir.join("actions");
     config

@@ -4,6 +4,7 @@
 //! `tokens` (grants and credentials) and `accounts` (sign-up and account flows).
 
 mod accounts;
+mod rate_limits;
 mod tokens;
 
 use std::sync::{Arc, Mutex};
