@@ -75,6 +75,9 @@ impl Target {
                     .args(["--signup-token", SIGNUP_TOKEN])
                     .args(["--watch", "false"])
                     .args(["--max-connections", "200000"])
+                    // The harness signs up 100 users from one address in a second; the
+                    // peer has no such limit either.
+                    .args(["--auth-rate-per-minute", "0"])
                     // The peer logs nothing per request; neither should livebase here.
                     .env("RUST_LOG", "warn");
             }
