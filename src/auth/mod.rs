@@ -355,7 +355,8 @@ impl Auth {
         Ok(())
     }
 
-    pub async fn reset_password(&self, token: &str, new: &str) -> Result<(), ApiError> {
+    /// Sets the password a reset token was issued for; returns whose it was.
+    pub async fn reset_password(&self, token: &str, new: &str) -> Result<i64, ApiError> {
         let refused = || ApiError::bad("invalid or expired reset token");
         passwords::check_strength(new).map_err(ApiError::BadRequest)?;
         let (id, secret) = token.trim().split_once('.').ok_or_else(refused)?;
@@ -369,7 +370,7 @@ impl Auth {
         let new_hash = passwords::hash(new.to_string()).await?;
         credentials::set_password(&self.inner.store, id, new_hash).await?;
         self.inner.users.invalidate(&id).await;
-        Ok(())
+        Ok(id)
     }
 }
 

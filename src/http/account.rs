@@ -21,12 +21,13 @@ pub fn router(config: &Config) -> Router<AppState> {
         .route("/token", post(issue_token))
         .route("/1/user/signup", post(sign_up))
         .route("/1/user/requestResetPassword", post(request_reset_password))
-        .route("/1/user/resetPassword", post(reset_password));
+        .route("/1/user/resetPassword", post(reset_password))
+        // It checks the current password: a stolen token must not make it an oracle.
+        .route("/1/user/changePassword", post(change_password));
     let credentials = super::limits::limit_credentials(credentials, config);
     Router::new()
         .merge(credentials)
         .route("/api/account/profile", get(get_profile))
-        .route("/1/user/changePassword", post(change_password))
         .route("/1/user/signout", get(sign_out).post(sign_out))
 }
 
@@ -158,6 +159,9 @@ async fn change_password(
     let old = body.text("oldPassword")?;
     let new = body.text("newPassword")?;
     state.auth.change_password(&who, old, new).await?;
+    // Earlier tokens stop working (the token version moved): so do the sockets they
+    // opened, or a stolen token's socket would outlive the change.
+    state.realtime.disconnect_user(&who.username).await;
     Ok(Json(json!({})))
 }
 
@@ -186,6 +190,10 @@ async fn reset_password(
 ) -> Result<Json<Value>, ApiError> {
     let token = body.text("resetToken")?;
     let new = body.text("newPassword")?;
-    state.auth.reset_password(token, new).await?;
+    let user_id = state.auth.reset_password(token, new).await?;
+    // As for a password change: the user's sockets go with its earlier tokens.
+    if let Some(user) = state.auth.user(user_id).await? {
+        state.realtime.disconnect_user(&user.email).await;
+    }
     Ok(Json(json!({})))
 }

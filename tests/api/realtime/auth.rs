@@ -920,6 +920,44 @@ async fn sign_out_disconnects_that_users_sockets_only() {
 }
 
 #[tokio::test]
+async fn a_password_change_disconnects_that_users_sockets_only() {
+    for backend in backends() {
+        let be = backend.name();
+        let app = start(&backend).await;
+        let alice = app.user("alice@x.test", "User").await;
+        let bob = app.user("bob@x.test", "User").await;
+        let mut alices = app.socket(&alice.token).await;
+        let mut bobs = app.socket(&bob.token).await;
+
+        let (status, body) = app
+            .post(
+                "/1/user/changePassword",
+                &alice.cred(),
+                json!({ "oldPassword": alice.password, "newPassword": "alice-new-pw" }),
+            )
+            .await;
+        assert_eq!(status, 200, "{be}: changePassword: {body}");
+        // Her earlier tokens stopped working; a socket opened with one must not stay.
+        assert!(
+            alices.closed_within(PATIENCE).await,
+            "{be}: a socket of a user whose password changed stays open"
+        );
+        assert_identity(
+            &app,
+            &mut bobs,
+            &bob.email,
+            "User",
+            &alice.email,
+            "ReadOnly",
+            be,
+        )
+        .await;
+        let message = refusal(&app, json!({ "token": alice.token })).await;
+        assert_eq!(message, INVALID_TOKEN, "{be}");
+    }
+}
+
+#[tokio::test]
 async fn a_role_change_disconnects_that_users_sockets_and_nothing_else_does() {
     for backend in backends() {
         let be = backend.name();
