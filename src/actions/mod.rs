@@ -118,15 +118,10 @@ impl Actions {
     /// the first Admin) pass every check, but an action they trigger must not inherit
     /// that: its `db` acts as an anonymous caller.
     fn db(&self, who: &Identity) -> Option<db::Db> {
-        let acting = if *who == Identity::system() {
-            Identity::guest()
-        } else {
-            who.clone()
-        };
         Some(db::Db::new(
             self.inner.records.clone(),
             self.inner.runtime.clone(),
-            acting,
+            acting_as(who),
         ))
     }
 
@@ -184,7 +179,11 @@ impl Actions {
         Ok(code)
     }
 
+    /// `userProfile`: the caller, or for livebase's own writes the anonymous caller, as
+    /// for `db` (an action checking `role === 'Admin'` must not grant anything to
+    /// whoever holds the sign-up token).
     fn profile(&self, who: &Identity) -> Value {
+        let who = &acting_as(who);
         json!({
             "username": who.username,
             "role": who.role,
@@ -560,5 +559,15 @@ impl Actions {
         }
         self.reload().await.map_err(ApiError::Internal)?;
         Ok(())
+    }
+}
+
+/// Who an action acts as for `who`'s write: livebase's own identity passes every check,
+/// so actions it triggers act as an anonymous caller instead.
+fn acting_as(who: &Identity) -> Identity {
+    if *who == Identity::system() {
+        Identity::guest()
+    } else {
+        who.clone()
     }
 }

@@ -656,26 +656,31 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
     let socket = Object::new(ctx.clone())?;
     let emits = recorded.emits.clone();
     let r = recorder.clone();
-    // Checks the clock, takes the data's size from the budget, records the emit.
-    let push = move |ctx: &Ctx<'js>, data: Value<'js>, emit: &dyn Fn(Json) -> Emit| {
-        r.check(ctx)?;
-        if emits.borrow().len() >= MAX_EMITS {
-            return Err(rquickjs::Exception::throw_range(
-                ctx,
-                &format!("an action may emit at most {MAX_EMITS} events"),
-            ));
-        }
-        let data = to_json_spent(ctx, data, &r, "socket emit")?;
-        emits.borrow_mut().push(emit(data));
-        rquickjs::Result::Ok(())
-    };
+    // Checks the clock, takes the size of the data and of the names (event, room, role,
+    // users: `names` bytes) from the budget, records the emit. The names were copied
+    // out of the engine to call us; counted here, they cannot be kept beyond it.
+    let push =
+        move |ctx: &Ctx<'js>, names: usize, data: Value<'js>, emit: &dyn Fn(Json) -> Emit| {
+            r.check(ctx)?;
+            if emits.borrow().len() >= MAX_EMITS {
+                return Err(rquickjs::Exception::throw_range(
+                    ctx,
+                    &format!("an action may emit at most {MAX_EMITS} events"),
+                ));
+            }
+            r.spend(ctx, names, "socket emit")?;
+            let data = to_json_spent(ctx, data, &r, "socket emit")?;
+            emits.borrow_mut().push(emit(data));
+            rquickjs::Result::Ok(())
+        };
     let p = push.clone();
     socket.set(
         "emitUsers",
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, event: String, data: Value<'js>, users: Vec<String>| {
-                p(&ctx, data, &|data| Emit::Users {
+                let names = event.len() + users.iter().map(String::len).sum::<usize>();
+                p(&ctx, names, data, &|data| Emit::Users {
                     event: event.clone(),
                     data,
                     users: users.clone(),
@@ -689,7 +694,7 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, event: String, data: Value<'js>, role: String| {
-                p(&ctx, data, &|data| Emit::Role {
+                p(&ctx, event.len() + role.len(), data, &|data| Emit::Role {
                     event: event.clone(),
                     data,
                     role: role.clone(),
@@ -703,7 +708,7 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, event: String, data: Value<'js>| {
-                p(&ctx, data, &|data| Emit::All {
+                p(&ctx, event.len(), data, &|data| Emit::All {
                     event: event.clone(),
                     data,
                 })
@@ -716,7 +721,7 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, room: String, event: String, data: Value<'js>| {
-                p(&ctx, data, &|data| Emit::Room {
+                p(&ctx, room.len() + event.len(), data, &|data| Emit::Room {
                     room: room.clone(),
                     event: event.clone(),
                     data,

@@ -110,7 +110,7 @@ const SIGNUP_PEEK: &str = r#"
 function backandCallback(userInput, dbRow, parameters, userProfile) {
   let seen;
   try { seen = db.list('notes').totalRows; } catch (e) { seen = 'refused ' + e.status; }
-  socket.emitAll('signup_saw', { seen });
+  socket.emitAll('signup_saw', { seen, role: userProfile.role, username: userProfile.username });
   return {};
 }"#;
 
@@ -148,4 +148,8 @@ async fn actions_triggered_by_a_public_signup_do_not_get_master_rights() {
         saw["seen"], "refused 403",
         "a signup's action reads as an anonymous caller: {saw}"
     );
+    // And it is told so: an action checking `userProfile.role === 'Admin'` must not
+    // grant anything to whoever holds the sign-up token.
+    assert_eq!(saw["role"], "Public", "{saw}");
+    assert_eq!(saw["username"], "Guest", "{saw}");
 }

@@ -26,6 +26,16 @@ function backandCallback() {
   for (let i = 0; i < 40; i++) socket.emitAll('e', s);
 }"#;
 
+/// Tiny data, huge names: the event, room and user-list strings are copied out of the
+/// engine too, and must count against the same budget.
+const NAME_FLOOD: &str = r#"
+function backandCallback() {
+  const big = 'n'.repeat(1 << 20);
+  for (let i = 0; i < 10; i++) socket.emitAll(big, 1);
+  for (let i = 0; i < 10; i++) socket.broadcast(big, big, 1);
+  for (let i = 0; i < 10; i++) socket.emitUsers('e', 1, [big, big, big]);
+}"#;
+
 const HUGE_THROW: &str = r#"
 function backandCallback() { throw 'y'.repeat(5 << 20); }"#;
 
@@ -104,15 +114,18 @@ async fn memory_held_outside_the_engine_is_bounded() {
         })
         .action("general/onDemand/emitflood.js", EMIT_FLOOD)
         .action("general/onDemand/hugethrow.js", HUGE_THROW)
+        .action("general/onDemand/nameflood.js", NAME_FLOOD)
         .action("general/onDemand/ok.js", OK)
         .start()
         .await;
-    let (status, body) = call(&app, "emitflood").await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["Message"].as_str().unwrap().contains("memory"),
-        "{body}"
-    );
+    for flood in ["emitflood", "nameflood"] {
+        let (status, body) = call(&app, flood).await;
+        assert_eq!(status, 400, "{flood}: {body}");
+        assert!(
+            body["Message"].as_str().unwrap().contains("memory"),
+            "{flood}: {body}"
+        );
+    }
 
     let (status, body) = call(&app, "hugethrow").await;
     assert_eq!(status, 400);
