@@ -297,6 +297,15 @@ impl Vm {
         if self.runtime.is_job_pending() {
             self.spent = true;
         }
+        // What this invocation allocated should be gone with its context. An action
+        // that caught its own out-of-memory error and returned normally left the
+        // runtime nearly full (the next action on this thread then ran out of memory at
+        // once): whatever keeps it, a runtime still holding over half its limit is
+        // replaced, so the next invocation never pays for this one.
+        let held = self.runtime.memory_usage().malloc_size.max(0) as usize;
+        if held > self.limits.memory / 2 {
+            self.spent = true;
+        }
         let Recorded { logs, emits, .. } = recorded;
         outcome.logs = logs.take();
         outcome.emits = emits.take();
