@@ -2,7 +2,6 @@
 //! drives it with the same client code, and adds rows to its table. Sizes come from
 //! `Plan`: the full run, or a smoke run small enough for CI.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use serde_json::json;
 use crate::clients::{self, Window, pct};
 use crate::http;
 use crate::sio;
-use crate::stats::{Latencies, SendTimes, Table, mib, ms};
+use crate::stats::{Receipts, SendTimes, Table, mib, ms};
 use crate::target::{Kind, Paths, Target};
 
 /// Sizes of every scenario.
@@ -119,9 +118,8 @@ pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Ta
                 let tokens = clients::tokens(&target, clients.min(10)).await?;
                 let total = rate * plan.step.as_secs_f64() as u64;
                 let sent = Arc::new(SendTimes::new(total as usize + 2));
-                let lat = Arc::new(Latencies::default());
-                let received = Arc::new(AtomicU64::new(0));
-                let (s, l, r) = (sent.clone(), lat.clone(), received.clone());
+                let received = Arc::new(Receipts::default());
+                let (s, r) = (sent.clone(), received.clone());
                 let _listeners = clients::connect_many(
                     target.addr,
                     &tokens,
@@ -130,10 +128,8 @@ pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Ta
                     Arc::new(move |i, frame: &str| {
                         if frame.starts_with("42[\"created\"")
                             && let Some(seq) = sio::seq_of(frame)
-                            && let Some(latency) = s.since(seq, Instant::now())
                         {
-                            l.record(i, latency);
-                            r.fetch_add(1, Ordering::Relaxed);
+                            r.record(i, &s, seq);
                         }
                     }),
                 )
@@ -154,14 +150,10 @@ pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Ta
                 )
                 .await?;
                 let expected = ok * clients as u64;
-                let r = received.clone();
-                clients::drain(Duration::from_secs(5), || {
-                    r.load(Ordering::Relaxed) >= expected
-                })
-                .await;
+                clients::drain(Duration::from_secs(5), || received.count() >= expected).await;
                 let usage = window.close(&target);
-                let got = received.load(Ordering::Relaxed);
-                let h = lat.merged();
+                let got = received.count();
+                let h = received.latencies();
                 row.extend([
                     format!("{ok}/{total}"),
                     format!("{:.2} %", 100.0 * got as f64 / expected.max(1) as f64),
@@ -186,10 +178,10 @@ pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Ta
     Ok(table)
 }
 
+/// One rate step of the fan-out: the first message number it sent, what arrived.
 struct FanStep {
     first: AtomicU64,
-    received: AtomicU64,
-    lat: Latencies,
+    received: Receipts,
 }
 
 /// Scenario 2: 100-byte `chan_in` messages to one channel of many sockets, the rate
@@ -225,8 +217,7 @@ pub async fn fanout(
                 .iter()
                 .map(|_| FanStep {
                     first: AtomicU64::new(u64::MAX),
-                    received: AtomicU64::new(0),
-                    lat: Latencies::default(),
+                    received: Receipts::default(),
                 })
                 .collect(),
         );
@@ -256,10 +247,7 @@ pub async fn fanout(
                 else {
                     return;
                 };
-                if let Some(latency) = s.since(seq, Instant::now()) {
-                    step.lat.record(i, latency);
-                    step.received.fetch_add(1, Ordering::Relaxed);
-                }
+                step.received.record(i, &s, seq);
             }),
         )
         .await?;
@@ -306,13 +294,10 @@ pub async fn fanout(
                 .await?;
             }
             let expected = count * n as u64;
-            clients::drain(Duration::from_secs(3), || {
-                step.received.load(Ordering::Relaxed) >= expected
-            })
-            .await;
+            clients::drain(Duration::from_secs(3), || step.received.count() >= expected).await;
             let usage = window.close(&target);
-            let got = step.received.load(Ordering::Relaxed);
-            let h = step.lat.merged();
+            let got = step.received.count();
+            let h = step.received.latencies();
             let rate_delivered = got as f64 / usage.wall.as_secs_f64();
             let complete = got >= expected;
             let p99 = h.value_at_quantile(0.99);
@@ -573,18 +558,10 @@ pub async fn writes(
             (0..subs).for_each(|i| per_user[i % users] += 1);
             let capacity = 2_000_000;
             let sent = Arc::new(SendTimes::new(capacity));
-            let lat = Arc::new(Latencies::default());
-            let received = Arc::new(AtomicU64::new(0));
+            let received = Arc::new(Receipts::default());
             let leaked = Arc::new(AtomicU64::new(0));
-            let marks: Arc<Vec<String>> =
-                Arc::new((0..users).map(|u| format!("\"body\":\"u{u}\"")).collect());
-            let (s, l, r, lk, m) = (
-                sent.clone(),
-                lat.clone(),
-                received.clone(),
-                leaked.clone(),
-                marks.clone(),
-            );
+            let marks: Vec<String> = (0..users).map(|u| format!("\"body\":\"u{u}\"")).collect();
+            let (s, r, lk) = (sent.clone(), received.clone(), leaked.clone());
             let _listeners = clients::connect_many(
                 target.addr,
                 &tokens,
@@ -594,14 +571,11 @@ pub async fn writes(
                     if !frame.starts_with("42[\"db_created\"") {
                         return;
                     }
-                    if !frame.contains(&m[i % m.len()]) {
+                    if !frame.contains(&marks[i % marks.len()]) {
                         lk.fetch_add(1, Ordering::Relaxed);
                     }
-                    if let Some(seq) = sio::seq_of(frame)
-                        && let Some(latency) = s.since(seq, Instant::now())
-                    {
-                        l.record(i, latency);
-                        r.fetch_add(1, Ordering::Relaxed);
+                    if let Some(seq) = sio::seq_of(frame) {
+                        r.record(i, &s, seq);
                     }
                 }),
             )
@@ -633,20 +607,15 @@ pub async fn writes(
             // Deliveries owed: each user's writes times that user's subscribed sockets.
             // A write that failed is owed nothing but still counted here; failures show
             // in the errors column, and such a row cannot read as complete.
-            let attempted: HashMap<usize, u64> = (0..users)
-                .map(|u| (u, by_user[u].load(Ordering::Relaxed)))
-                .collect();
-            let expected: u64 = (0..users).map(|u| attempted[&u] * per_user[u]).sum();
-            let r = received.clone();
-            clients::drain(Duration::from_secs(5), || {
-                r.load(Ordering::Relaxed) >= expected
-            })
-            .await;
+            let expected: u64 = (0..users)
+                .map(|u| by_user[u].load(Ordering::Relaxed) * per_user[u])
+                .sum();
+            clients::drain(Duration::from_secs(5), || received.count() >= expected).await;
             let usage = window.close(&target);
             let wps = run.ok as f64 / run.elapsed.as_secs_f64();
             heads.add(&format!("creates/s with {subs} subscribers"), kind, wps);
-            let h = lat.merged();
-            let got = received.load(Ordering::Relaxed);
+            let h = received.latencies();
+            let got = received.count();
             table.push(vec![
                 kind.name().into(),
                 subs.to_string(),

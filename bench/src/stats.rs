@@ -43,6 +43,31 @@ impl Latencies {
     }
 }
 
+/// Messages received: how many, and how long after their send time each arrived.
+#[derive(Default)]
+pub struct Receipts {
+    latencies: Latencies,
+    count: AtomicU64,
+}
+
+impl Receipts {
+    /// Message `seq` arrived at socket `shard` now; one that was never sent is ignored.
+    pub fn record(&self, shard: usize, sent: &SendTimes, seq: u64) {
+        if let Some(latency) = sent.since(seq, Instant::now()) {
+            self.latencies.record(shard, latency);
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn latencies(&self) -> Histogram<u64> {
+        self.latencies.merged()
+    }
+}
+
 /// When each numbered message was (meant to be) sent, so a receiver can compute its
 /// latency from the number alone. Open-loop runs store the intended send time, so a
 /// server that falls behind is charged for the wait (no coordinated omission).
