@@ -214,6 +214,14 @@ pub struct Config {
     )]
     pub socket_ping_timeout_ms: u64,
 
+    /// PEM certificate chain (leaf first): serve HTTPS and WSS instead of HTTP and WS.
+    #[arg(long, env = "LIVEBASE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "LIVEBASE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Allow schema changes that lose data (dropped fields, changed types).
     #[arg(
         long,

@@ -14,6 +14,7 @@
 //! - `realtime` — Socket.IO on the same port: socket auth, rooms, channels, db events,
 //!   Sails requests and LoopBack names, all filtered by the one permission function.
 //! - `error`   — the one error type every client-facing failure becomes.
+//! - `tls`     — HTTPS/WSS on the listener (`--tls-cert`/`--tls-key`), with rustls.
 
 pub mod actions;
 pub mod auth;
@@ -25,3 +26,4 @@ pub mod records;
 pub mod schema;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -53,7 +53,7 @@ async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     let app = livebase::server::build(config, Vec::new()).await?;
-    println!("livebase listening on http://{addr}");
+    println!("livebase listening on {}://{addr}", app.scheme());
     livebase::server::serve(listener, app, shutdown_signal()).await
 }
 

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -27,9 +28,22 @@ use crate::store::{Store, migrate};
 pub struct App {
     pub state: AppState,
     socket_layer: SocketIoLayer,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+impl App {
+    /// `https` when the listener serves TLS (`--tls-cert`), else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyhow::Result<App> {
+    // A bad certificate should stop the start before anything is written.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
+        _ => None,
+    };
     let schema = schema::load_dir(&config.schema_dir)?;
     let (secrets, generated) = secrets::load_or_create(&config)?;
     let store = Store::connect(&config.effective_database_url(), config.db_pool_size).await?;
@@ -72,6 +86,7 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
     Ok(App {
         state,
         socket_layer,
+        tls,
     })
 }
 
@@ -94,9 +109,21 @@ pub async fn serve(
     };
     // The peer address feeds the per-address rate limits (`http::limits`).
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    match app.tls {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        Some(tls) => {
+            // `tap_io` only to get axum's `ConnectInfo` for any listener with a
+            // `SocketAddr`; it does nothing to the stream.
+            let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     realtime.set_router(None);
     store.close().await;
     Ok(())

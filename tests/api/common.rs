@@ -178,6 +178,9 @@ impl<'a> Spawn<'a> {
             .await
             .expect("server runs");
         });
+        // The TLS tests turn on reqwest's rustls (without a built-in crypto provider),
+        // after which every client in this binary needs a process-wide provider.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         TestApp {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),

@@ -13,4 +13,5 @@ mod realtime;
 mod schema_evolution;
 mod sio;
 mod system;
+mod tls;
 mod write_path;

@@ -1,6 +1,7 @@
 // Starts the real livebase binary on a free port with a fresh data directory and the
 // example app in schema/, and stops it afterwards.
 import { spawn } from 'node:child_process';
+import { request as httpsRequest } from 'node:https';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -23,7 +24,31 @@ function freePort() {
   });
 }
 
-export async function startServer(extraArgs = []) {
+/** fetch-like over HTTPS trusting only `ca` (fetch has no per-call CA option). */
+function fetchTls(url, ca, { method = 'GET', headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { method, headers, ca }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({
+        ok: res.statusCode >= 200 && res.statusCode < 300,
+        status: res.statusCode,
+        text: async () => text,
+        json: async () => JSON.parse(text),
+      }));
+    });
+    req.on('error', reject);
+    if (body !== undefined) req.write(typeof body === 'string' ? body : body.toString());
+    req.end();
+  });
+}
+
+/**
+ * Starts livebase. With `{ tls: { cert, key, ca } }` (PEM file paths and the CA's
+ * PEM text) it serves HTTPS/WSS and every request here trusts only that CA.
+ */
+export async function startServer(extraArgs = [], { tls } = {}) {
   const bin = process.env.LIVEBASE_BIN || join(root, 'target', 'debug', 'livebase');
   const dataDir = mkdtempSync(join(tmpdir(), 'livebase-e2e-'));
   const port = await freePort();
@@ -37,12 +62,14 @@ export async function startServer(extraArgs = []) {
     '--admin-password', 'e2e-admin-password',
     '--admin-user-token', ADMIN_TOKEN,
     '--jwt-secret', 'e2e-jwt-secret-0123456789abcdef',
+    ...(tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : []),
     ...extraArgs,
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (d) => { output += d; });
   child.stderr.on('data', (d) => { output += d; });
-  const base = `http://127.0.0.1:${port}`;
+  const base = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const fetch = tls ? (url, init) => fetchTls(url, tls.ca, init) : globalThis.fetch;
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`livebase exited early:\n${output}`);
     try {
@@ -55,6 +82,7 @@ export async function startServer(extraArgs = []) {
   const master = 'Basic ' + Buffer.from(`${MASTER}:${ADMIN_TOKEN}`).toString('base64');
   return {
     base,
+    fetch,
     async request(method, path, auth, body) {
       const headers = { Authorization: auth ?? master };
       if (body !== undefined) headers['Content-Type'] = 'application/json';
