@@ -56,10 +56,17 @@ struct Inner {
     records: Arc<std::sync::OnceLock<crate::records::WeakRecords>>,
     runtime: tokio::runtime::Handle,
     reloading: tokio::sync::Mutex<()>,
+    /// Actions (id, version) that hit a limit, and until when their calls run on the
+    /// pool's penalty lane (see `pool`): one misbehaving action cannot take every thread.
+    penalised: Mutex<HashMap<(i64, i64), std::time::Instant>>,
 }
 
 /// Lines kept per action.
 pub const LOG_LINES: usize = 500;
+
+/// How long an action that hit a limit stays on the pool's penalty lane (renewed by
+/// each further limit it hits; a new version starts clean).
+pub const PENALTY: Duration = Duration::from_secs(30);
 
 impl Actions {
     /// Starts the runtime pool and loads the actions directory into the database.
@@ -90,6 +97,7 @@ impl Actions {
                 records: Arc::default(),
                 runtime: tokio::runtime::Handle::current(),
                 reloading: tokio::sync::Mutex::new(()),
+                penalised: Mutex::new(HashMap::new()),
             }),
         };
         store::create_table(&actions.inner.store).await?;
@@ -194,10 +202,17 @@ impl Actions {
 
     async fn run(&self, action: &ActionRecord, call: Call) -> Result<Outcome, ApiError> {
         let code = self.bytecode(action).await?;
+        let key = (action.id, action.version);
         let outcome = match self.inner.pool.inline(&code, &call) {
             Some(nested) => nested,
-            None => self.inner.pool.invoke(code, call).await,
+            None => {
+                let lane = self.lane(key);
+                self.inner.pool.invoke_in(lane, code, call).await
+            }
         };
+        if let Err(Failure::Limit(_)) = &outcome.result {
+            self.penalise(key, &action.name);
+        }
         let invocation = self.inner.invocations.fetch_add(1, Ordering::Relaxed) + 1;
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut lines: Vec<(&str, String)> = outcome
@@ -226,6 +241,35 @@ impl Actions {
             }
         }
         Ok(outcome)
+    }
+
+    /// The lane an action's next call runs on: the penalty lane while it is penalised.
+    fn lane(&self, key: (i64, i64)) -> pool::Lane {
+        let Ok(mut penalised) = self.inner.penalised.lock() else {
+            return pool::Lane::Main;
+        };
+        match penalised.get(&key) {
+            Some(until) if *until > std::time::Instant::now() => pool::Lane::Penalty,
+            Some(_) => {
+                penalised.remove(&key);
+                pool::Lane::Main
+            }
+            None => pool::Lane::Main,
+        }
+    }
+
+    /// An action that hit a limit runs on the penalty lane for `PENALTY` from now.
+    fn penalise(&self, key: (i64, i64), name: &str) {
+        let Ok(mut penalised) = self.inner.penalised.lock() else {
+            return;
+        };
+        let until = std::time::Instant::now() + PENALTY;
+        if penalised.insert(key, until).is_none() {
+            tracing::warn!(action = %name, "action hit a limit: its calls run one at a time, at low priority, for {} s", PENALTY.as_secs());
+        }
+        // Versions replaced or long quiet: forget them.
+        let now = std::time::Instant::now();
+        penalised.retain(|_, until| *until > now);
     }
 
     /// Runs the on-demand action `name` of `object` (`general` for functions) and

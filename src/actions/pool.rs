@@ -1,9 +1,18 @@
 //! The threads QuickJS runs on: never the async threads. One `Vm` per thread, taken
 //! from a shared queue; a `Vm` that hit a limit is replaced before the next job.
+//!
+//! Two lanes: the main one, a thread per core, and a penalty lane of one thread at
+//! the lowest CPU priority (`SCHED_IDLE` on Linux) for actions that recently hit a
+//! limit (`Lane::Penalty`, chosen by `actions::Actions`). An action stuck in infinite
+//! loops or memory bombs then queues behind itself instead of occupying every thread
+//! for its full time limit, and burns only CPU nobody else wants. The penalty lane
+//! holds a bounded queue; a call that would wait too long is refused, saying why.
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -24,13 +33,30 @@ enum Job {
         bytecode: Arc<Vec<u8>>,
         call: Call,
         reply: oneshot::Sender<Outcome>,
+        /// For the penalty lane: when it was queued, and how long it may wait.
+        deadline: Option<(Instant, Duration)>,
     },
 }
+
+/// Which threads a call runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Main,
+    /// For actions that recently hit a limit: one low-priority thread.
+    Penalty,
+}
+
+/// Calls the penalty lane holds (running and waiting) before it refuses more.
+const PENALTY_QUEUE: usize = 16;
+/// How many time limits a penalty-lane call may wait before it is refused unrun.
+const PENALTY_WAIT_LIMITS: u32 = 4;
 
 /// Handle to the pool. Cloning is shallow; the threads end when every handle is gone.
 #[derive(Clone)]
 pub struct Pool {
     jobs: mpsc::Sender<Job>,
+    penalty: mpsc::Sender<Job>,
+    penalty_held: Arc<AtomicUsize>,
     limits: Limits,
 }
 
@@ -54,7 +80,21 @@ impl Pool {
                 .stack_size(THREAD_STACK)
                 .spawn(move || work(queue, limits))?;
         }
-        Ok(Pool { jobs, limits })
+        let (penalty, penalty_queue) = mpsc::channel::<Job>();
+        let penalty_queue = Arc::new(Mutex::new(penalty_queue));
+        std::thread::Builder::new()
+            .name("livebase-js-penalty".into())
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                lowest_cpu_priority();
+                work(penalty_queue, limits)
+            })?;
+        Ok(Pool {
+            jobs,
+            penalty,
+            penalty_held: Arc::new(AtomicUsize::new(0)),
+            limits,
+        })
     }
 
     /// Runs an action nested in one running on this thread, or `None` off the pool.
@@ -114,25 +154,83 @@ impl Pool {
         answer.await.map_err(|_| gone())?
     }
 
+    /// Runs a call on the main lane.
     pub async fn invoke(&self, bytecode: Arc<Vec<u8>>, call: Call) -> Outcome {
+        self.invoke_in(Lane::Main, bytecode, call).await
+    }
+
+    pub async fn invoke_in(&self, lane: Lane, bytecode: Arc<Vec<u8>>, call: Call) -> Outcome {
         let (reply, answer) = oneshot::channel();
         let user_input = call.user_input.clone();
         let failed =
             |message: &str| Outcome::unrun(user_input.clone(), Failure::Internal(message.into()));
-        if self
-            .jobs
-            .send(Job::Invoke {
-                bytecode,
-                call,
-                reply,
-            })
-            .is_err()
-        {
+        let (queue, deadline, _held) = match lane {
+            Lane::Main => (&self.jobs, None, None),
+            Lane::Penalty => {
+                let held = Held::take(&self.penalty_held);
+                if held.count > PENALTY_QUEUE {
+                    return Outcome::unrun(
+                        user_input,
+                        Failure::Limit(format!(
+                            "not run: this action recently hit its limits, so it runs one \
+                             call at a time, and {PENALTY_QUEUE} calls to such actions are \
+                             already waiting"
+                        )),
+                    );
+                }
+                let wait = self.limits.time * PENALTY_WAIT_LIMITS;
+                (&self.penalty, Some((Instant::now(), wait)), Some(held))
+            }
+        };
+        let job = Job::Invoke {
+            bytecode,
+            call,
+            reply,
+            deadline,
+        };
+        if queue.send(job).is_err() {
             return failed("the action runtime is not running");
         }
         answer
             .await
             .unwrap_or_else(|_| failed("the action runtime stopped during the call"))
+    }
+}
+
+/// One call counted against the penalty lane's queue until dropped.
+struct Held<'a> {
+    counter: &'a AtomicUsize,
+    /// The count including this call.
+    count: usize,
+}
+
+impl<'a> Held<'a> {
+    fn take(counter: &'a AtomicUsize) -> Self {
+        let count = counter.fetch_add(1, Ordering::AcqRel) + 1;
+        Held { counter, count }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The calling thread gets only CPU time no normal thread wants.
+fn lowest_cpu_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: changes the policy of the calling thread only (pid 0); the struct is
+        // valid for the call. Unprivileged threads may always lower themselves.
+        let failed = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0;
+        if failed {
+            tracing::warn!(
+                "could not lower the penalty lane's CPU priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -164,9 +262,25 @@ fn work(queue: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
                 let _ = reply.send(current.compile(&name, &code));
             }
             Job::Invoke {
+                reply,
+                call,
+                deadline: Some((queued, wait)),
+                ..
+            } if queued.elapsed() > wait => {
+                let _ = reply.send(Outcome::unrun(
+                    call.user_input,
+                    Failure::Limit(format!(
+                        "not run: this action recently hit its limits, so it runs one call \
+                         at a time, and this call waited over {} s",
+                        wait.as_secs_f64()
+                    )),
+                ));
+            }
+            Job::Invoke {
                 bytecode,
                 call,
                 reply,
+                ..
             } => {
                 DEPTH.set(1);
                 let outcome = current.invoke(&bytecode, &call);

@@ -30,6 +30,10 @@ const MAX_LOG_LINE: usize = 4096;
 const MAX_LOG_LINES: usize = 200;
 /// Most emits one invocation may hold.
 const MAX_EMITS: usize = 1000;
+/// Most bytes one invocation may hand out of the engine — its result, changed
+/// `userInput`, emitted data and log lines together — and never more than its memory
+/// limit: a huge result is refused rather than copied into a response.
+const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 
 /// A syntax error or a missing `backandCallback`, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,8 +225,10 @@ impl Vm {
         };
         self.arm();
         let clock = self.clock();
+        let output_limit = self.limits.memory.min(MAX_OUTPUT);
         let recorded = Recorded {
-            budget: std::rc::Rc::new(std::cell::Cell::new(self.limits.memory)),
+            budget: std::rc::Rc::new(std::cell::Cell::new(output_limit)),
+            limit: output_limit,
             clock: Some(clock.clone()),
             ..Recorded::default()
         };
@@ -251,7 +257,10 @@ impl Vm {
                     Some(promise) => settle(&ctx, promise, &clock)?,
                     None => returned,
                 };
-                Ok((to_json(&ctx, returned)?, to_json(&ctx, user_input)?))
+                Ok((
+                    to_json_spent(&ctx, returned, &recorded, "the action's result")?,
+                    to_json_spent(&ctx, user_input, &recorded, "the action's userInput")?,
+                ))
             };
             match run() {
                 Ok(v) => Ok(v),
@@ -590,6 +599,8 @@ struct Recorded {
     /// Bytes the invocation may still hold outside QuickJS's own memory limit (emitted
     /// data waiting for delivery, log lines).
     budget: std::rc::Rc<std::cell::Cell<usize>>,
+    /// What the budget started at.
+    limit: usize,
     clock: Option<Clock>,
 }
 
@@ -608,7 +619,9 @@ impl Recorded {
             return Err(rquickjs::Exception::throw_range(
                 ctx,
                 &format!(
-                    "{what}: this invocation has used up the memory it may hold outside the engine"
+                    "{what}: this invocation has used up the memory it may hand out of the \
+                     engine ({} MiB for its result, emits and log lines together)",
+                    self.limit / (1024 * 1024)
                 ),
             ));
         }
@@ -635,6 +648,7 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
         logs: recorded.logs.clone(),
         emits: recorded.emits.clone(),
         budget: recorded.budget.clone(),
+        limit: recorded.limit,
         clock: recorded.clock.clone(),
     });
     for level in ["log", "warn", "error"] {

@@ -135,3 +135,105 @@ async fn memory_held_outside_the_engine_is_bounded() {
     );
     assert_eq!(call(&app, "ok").await, (200, json!("ok")));
 }
+
+const SPIN: &str = "function backandCallback() { for (;;) {} }";
+
+const HUGE_RESULT: &str = r#"
+function backandCallback() { return 'r'.repeat(20 << 20); }"#;
+
+const HUGE_INPUT: &str = r#"
+function backandCallback(userInput) { userInput.blob = 'i'.repeat(20 << 20); return 1; }"#;
+
+/// A result bigger than an invocation may hand out is refused with a message, not
+/// copied into a response; the next call is unharmed.
+#[tokio::test]
+async fn huge_results_are_refused_with_a_clear_error() {
+    let backend = &backends()[0];
+    let app = Spawn::new(backend)
+        .config(|c| {
+            c.action_time_limit_ms = 60_000;
+            c.action_memory_limit_mib = 128;
+        })
+        .action("general/onDemand/hugeresult.js", HUGE_RESULT)
+        .action("general/onDemand/hugeinput.js", HUGE_INPUT)
+        .action("general/onDemand/ok.js", OK)
+        .start()
+        .await;
+    for (name, what) in [
+        ("hugeresult", "the action's result"),
+        ("hugeinput", "the action's userInput"),
+    ] {
+        let (status, body) = call(&app, name).await;
+        assert_eq!(status, 400, "{name}: {body}");
+        let message = body["Message"].as_str().unwrap();
+        assert!(
+            message.contains(what) && message.contains("16 MiB"),
+            "{name}: {message}"
+        );
+    }
+    assert_eq!(call(&app, "ok").await, (200, json!("ok")));
+}
+
+/// An action that hit its time limit runs its later calls on the one low-priority
+/// penalty thread: a burst of them cannot occupy the main threads, so another action
+/// keeps being answered while they run, one at a time, each ending with a clear error.
+#[tokio::test]
+async fn an_action_that_hits_its_limits_cannot_take_every_thread() {
+    let backend = &backends()[0];
+    let app = Spawn::new(backend)
+        .config(|c| c.action_time_limit_ms = 300)
+        .action("general/onDemand/spin.js", SPIN)
+        .action("general/onDemand/ok.js", OK)
+        .start()
+        .await;
+    // The first offence runs on a main thread and ends at the time limit.
+    let (status, body) = call(&app, "spin").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["Message"].as_str().unwrap().contains("time limit"));
+
+    let app = std::sync::Arc::new(app);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut spins = Vec::new();
+    for _ in 0..24 {
+        let (app, done) = (app.clone(), done.clone());
+        spins.push(tokio::spawn(async move {
+            let answer = call(&app, "spin").await;
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            answer
+        }));
+    }
+    // Let the burst queue up, then the other action is answered at once, ten times,
+    // while the spins still run: at most the ones refused outright have finished.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let finished_before = done.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(call(&app, "ok").await, (200, json!("ok")));
+    }
+    let finished_after = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        finished_after <= finished_before + 1,
+        "`ok` waited for the spins: {finished_before} → {finished_after} finished meanwhile"
+    );
+    let (mut timed_out, mut refused) = (0, 0);
+    for spin in spins {
+        let (status, body) = spin.await.unwrap();
+        assert_eq!(status, 422, "{body}");
+        let message = body["Message"].as_str().unwrap();
+        if message.contains("time limit") {
+            timed_out += 1;
+        } else {
+            assert!(
+                message.contains("recently hit its limits"),
+                "unclear: {message}"
+            );
+            refused += 1;
+        }
+    }
+    // 16 may be held at once, and each waits at most 4 time limits: some run, the
+    // rest are refused unrun — none is lost and none waits forever.
+    assert!(
+        timed_out >= 1 && refused >= 8,
+        "{timed_out} ran, {refused} refused"
+    );
+    assert_eq!(call(&app, "ok").await, (200, json!("ok")));
+}
