@@ -31,7 +31,7 @@ enum Job {
     },
     Invoke {
         bytecode: Arc<Vec<u8>>,
-        call: Call,
+        call: Box<Call>,
         reply: oneshot::Sender<Outcome>,
         /// For the penalty lane: when it was queued, and how long it may wait.
         deadline: Option<(Instant, Duration)>,
@@ -184,7 +184,7 @@ impl Pool {
         };
         let job = Job::Invoke {
             bytecode,
-            call,
+            call: Box::new(call),
             reply,
             deadline,
         };
