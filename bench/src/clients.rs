@@ -230,6 +230,14 @@ pub async fn closed_loop(
     })
 }
 
+/// Result of an open-loop HTTP run.
+pub struct Open {
+    pub ok: u64,
+    pub errors: u64,
+    /// From each request's due time to its answer (so queueing counts).
+    pub latencies: hdrhistogram::Histogram<u64>,
+}
+
 /// Open loop: request number `seq` (1, 2, …) is due at `start + seq / rate`, whatever
 /// happened to earlier ones; `on_due(seq, due)` is told before it is sent. At most
 /// `connections` are in flight; the rest wait their turn, and their wait counts.
@@ -240,7 +248,7 @@ pub async fn open_loop(
     connections: usize,
     make: Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
     on_due: Arc<dyn Fn(u64, Instant) + Send + Sync>,
-) -> Result<(u64, u64)> {
+) -> Result<Open> {
     let mut pool = Vec::with_capacity(connections);
     for c in 0..connections {
         pool.push(Conn::open(addr, target::source(c)).await?);
@@ -249,6 +257,7 @@ pub async fn open_loop(
     let slots = Arc::new(tokio::sync::Semaphore::new(connections));
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Latencies::default());
     let start = Instant::now();
     let total = rate * duration.as_secs_f64() as u64;
     let mut tasks = Vec::with_capacity(total as usize);
@@ -256,17 +265,20 @@ pub async fn open_loop(
         let due = start + Duration::from_secs_f64(seq as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
         on_due(seq, due);
-        let (pool, slots, ok, errors, make) = (
+        let (pool, slots, ok, errors, make, latencies) = (
             pool.clone(),
             slots.clone(),
             ok.clone(),
             errors.clone(),
             make.clone(),
+            latencies.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let slot = slots.acquire().await.unwrap();
             let mut conn = pool.lock().unwrap().pop().expect("a connection per slot");
-            match conn.send(&make(seq)).await {
+            let answer = conn.send(&make(seq)).await;
+            latencies.record(seq as usize, due.elapsed());
+            match answer {
                 Ok(resp) if resp.status == 200 => {
                     ok.fetch_add(1, Ordering::Relaxed);
                     pool.lock().unwrap().push(conn);
@@ -289,7 +301,11 @@ pub async fn open_loop(
     for task in tasks {
         task.await.ok();
     }
-    Ok((ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed)))
+    Ok(Open {
+        ok: ok.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        latencies: latencies.merged(),
+    })
 }
 
 /// Waits until `done()` or `limit` passes; returns when the last check happened.

@@ -33,6 +33,8 @@ enum Scenario {
     Idle,
     /// Sustained creates with db-channel subscribers under owner row security.
     Writes,
+    /// Normal traffic's latency, calm and while hostile actions run.
+    Hostile,
     All,
 }
 
@@ -121,6 +123,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
             Scenario::Actions,
             Scenario::Idle,
             Scenario::Writes,
+            Scenario::Hostile,
         ];
     }
     let kinds = &args.targets;
@@ -150,6 +153,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
             Scenario::Actions => scenarios::actions(&paths, &plan, kinds, &mut heads).await,
             Scenario::Idle => scenarios::idle(&paths, &plan, kinds, &mut heads).await,
             Scenario::Writes => scenarios::writes(&paths, &plan, kinds, &mut heads).await,
+            Scenario::Hostile => scenarios::hostile(&paths, &plan, kinds, &mut heads).await,
             Scenario::All => unreachable!(),
         };
         // A scenario that fails is reported and the run goes on; the exit status says so.

@@ -29,6 +29,10 @@ pub struct Plan {
     pub write_users: usize,
     pub step: Duration,
     pub settle: Duration,
+    /// Normal requests/s offered while hostile actions run, and each phase's length.
+    pub hostile_rate: u64,
+    pub hostile_phase: Duration,
+    pub hostile_connections: usize,
 }
 
 impl Plan {
@@ -49,6 +53,9 @@ impl Plan {
             write_users: 100,
             step: Duration::from_secs(5),
             settle: Duration::from_secs(5),
+            hostile_rate: 200,
+            hostile_phase: Duration::from_secs(30),
+            hostile_connections: 4,
         }
     }
 
@@ -65,6 +72,9 @@ impl Plan {
             write_users: 4,
             step: Duration::from_millis(1000),
             settle: Duration::from_millis(500),
+            hostile_rate: 20,
+            hostile_phase: Duration::from_secs(3),
+            hostile_connections: 2,
         }
     }
 }
@@ -137,7 +147,7 @@ pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Ta
                 let token = tokens[0].clone();
                 let window = Window::open(&target);
                 let s = sent.clone();
-                let (ok, _errors) = clients::open_loop(
+                let run = clients::open_loop(
                     target.addr,
                     rate,
                     plan.step,
@@ -149,6 +159,7 @@ pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Ta
                     Arc::new(move |seq, due| s.set(seq, due)),
                 )
                 .await?;
+                let ok = run.ok;
                 let expected = ok * clients as u64;
                 clients::drain(Duration::from_secs(5), || received.count() >= expected).await;
                 let usage = window.close(&target);
@@ -637,4 +648,223 @@ pub async fn writes(
         }
     }
     Ok(table)
+}
+
+/// The hostile actions (`bench/app/actions/general/onDemand/hostile_*.js`), each with
+/// the words a clear refusal from livebase contains.
+const HOSTILE: [(&str, &[&str]); 4] = [
+    ("hostile_loop", &["time limit", "recently hit its limits"]),
+    ("hostile_bomb", &["memory", "recently hit its limits"]),
+    ("hostile_recurse", &["stack", "recently hit its limits"]),
+    ("hostile_huge", &["result", "recently hit its limits"]),
+];
+
+/// Hostile load runs this long before normal traffic is measured.
+const HOSTILE_WARMUP: Duration = Duration::from_secs(2);
+
+/// How hostile invocations ended.
+#[derive(Default)]
+struct HostileTally {
+    /// Non-2xx with a message naming the limit.
+    clear: AtomicU64,
+    /// Non-2xx without one (what it said is kept).
+    unclear: AtomicU64,
+    /// A 2xx: the hostile action was allowed to finish.
+    answered: AtomicU64,
+    /// The connection broke or no answer came.
+    broken: AtomicU64,
+    example: std::sync::Mutex<Option<String>>,
+}
+
+/// Scenario 6: normal traffic (on-demand no-op action and a record list, open loop)
+/// measured calm, then again while other clients call actions that loop forever,
+/// allocate without end, recurse without end and return 20 MiB, in closed loops.
+pub async fn hostile(
+    paths: &Paths,
+    plan: &Plan,
+    kinds: &[Kind],
+    heads: &mut Headlines,
+) -> Result<Table> {
+    let rate = plan.hostile_rate;
+    let mut table = Table::new(
+        &format!(
+            "Normal traffic ({rate} req/s: no-op action and list, alternating) calm vs. with hostile actions"
+        ),
+        &[
+            "target",
+            "phase",
+            "normal ok",
+            "normal errors",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "hostile calls",
+            "clear errors",
+            "other answers",
+            "server CPU",
+            "peak RSS MiB",
+        ],
+    );
+    for &kind in kinds.iter().filter(|k| **k != Kind::Floor) {
+        let target = Target::start(kind, paths).await?;
+        let token = clients::tokens(&target, 1).await?.remove(0);
+        for (name, _) in HOSTILE {
+            let path = format!("/1/function/general/{name}");
+            let mut probe = http::Conn::open(target.addr, crate::target::localhost()).await?;
+            let answer = probe
+                .send(&http::request("GET", &path, Some(&token), None))
+                .await?;
+            ensure!(
+                answer.status != 404,
+                "{}: {name} is not installed",
+                kind.name()
+            );
+        }
+        let normal = {
+            let token = token.clone();
+            let noop = http::request("GET", "/1/function/general/noop", Some(&token), None);
+            let list = http::request("GET", "/1/objects/events?pageSize=10", Some(&token), None);
+            Arc::new(move |seq: u64| {
+                if seq.is_multiple_of(2) {
+                    noop.clone()
+                } else {
+                    list.clone()
+                }
+            })
+        };
+        let mut p99 = Vec::new();
+        for phase in ["calm", "hostile"] {
+            let tally = Arc::new(HostileTally::default());
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut attackers = Vec::new();
+            if phase == "hostile" {
+                for c in 0..plan.hostile_connections {
+                    let (tally, stop, token) = (tally.clone(), stop.clone(), token.clone());
+                    let addr = target.addr;
+                    attackers.push(tokio::spawn(async move {
+                        attack(addr, c, &token, &tally, &stop).await
+                    }));
+                }
+                // Measure from after each action's first offence: in livebase those
+                // run on a main thread, at most the time limit (1 s), before the
+                // action is moved to the penalty lane.
+                tokio::time::sleep(HOSTILE_WARMUP).await;
+            }
+            let window = Window::open(&target);
+            let run = clients::open_loop(
+                target.addr,
+                rate,
+                plan.hostile_phase,
+                16,
+                normal.clone(),
+                Arc::new(|_, _| {}),
+            )
+            .await?;
+            stop.store(true, Ordering::Relaxed);
+            for a in attackers {
+                a.await??;
+            }
+            let usage = window.close(&target);
+            let h = &run.latencies;
+            p99.push(h.value_at_quantile(0.99) as f64 / 1000.0);
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let calls = load(&tally.clear)
+                + load(&tally.unclear)
+                + load(&tally.answered)
+                + load(&tally.broken);
+            let other = match tally.example.lock().unwrap().as_ref() {
+                Some(e) => format!(
+                    "{} unclear, {} 2xx, {} broken (e.g. {e})",
+                    load(&tally.unclear),
+                    load(&tally.answered),
+                    load(&tally.broken)
+                ),
+                None => "0".into(),
+            };
+            table.push(vec![
+                kind.name().into(),
+                phase.into(),
+                run.ok.to_string(),
+                run.errors.to_string(),
+                ms(h, 0.5),
+                ms(h, 0.99),
+                ms(h, 0.999),
+                if phase == "calm" {
+                    "–".into()
+                } else {
+                    calls.to_string()
+                },
+                if phase == "calm" {
+                    "–".into()
+                } else {
+                    load(&tally.clear).to_string()
+                },
+                if phase == "calm" { "–".into() } else { other },
+                pct(usage.server),
+                mib(target.rss().1),
+            ]);
+        }
+        heads.add(
+            "normal p99, hostile ÷ calm (lower is better; target ≤ 2)",
+            kind,
+            p99[1] / p99[0].max(0.001),
+        );
+        target.stop().await?;
+    }
+    Ok(table)
+}
+
+/// One hostile client: calls the hostile actions in turn until `stop`, classifying
+/// each answer. A broken connection is replaced.
+async fn attack(
+    addr: std::net::SocketAddr,
+    c: usize,
+    token: &str,
+    tally: &HostileTally,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
+    let mut conn = http::Conn::open(addr, crate::target::source(1000 + c)).await?;
+    let mut n = c;
+    while !stop.load(Ordering::Relaxed) {
+        let (name, words) = HOSTILE[n % HOSTILE.len()];
+        n += 1;
+        let req = http::request(
+            "GET",
+            &format!("/1/function/general/{name}"),
+            Some(token),
+            None,
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(30), conn.send(&req)).await;
+        let note = |tally: &HostileTally, what: String| {
+            let mut example = tally.example.lock().unwrap();
+            if example.is_none() {
+                *example = Some(what);
+            }
+        };
+        match answer {
+            Ok(Ok(resp)) if (200..300).contains(&resp.status) => {
+                tally.answered.fetch_add(1, Ordering::Relaxed);
+                note(
+                    tally,
+                    format!("{name}: {} with {} bytes", resp.status, resp.body.len()),
+                );
+            }
+            Ok(Ok(resp)) => {
+                let text = String::from_utf8_lossy(&resp.body).to_lowercase();
+                if words.iter().any(|w| text.contains(w)) {
+                    tally.clear.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tally.unclear.fetch_add(1, Ordering::Relaxed);
+                    let text: String = text.chars().take(100).collect();
+                    note(tally, format!("{name}: {} {text}", resp.status));
+                }
+            }
+            Ok(Err(_)) | Err(_) => {
+                tally.broken.fetch_add(1, Ordering::Relaxed);
+                note(tally, format!("{name}: no answer"));
+                conn = http::Conn::open(addr, crate::target::source(1000 + c)).await?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -82,7 +82,9 @@ impl Actions {
             memory: config.action_memory_limit_mib * 1024 * 1024,
             stack: config.action_stack_limit_kib * 1024,
         };
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // At least two, even on one core: an action's first runaway call (before the
+        // penalty lane takes it) must not stop every other action for its time limit.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         let pool = pool::Pool::new(threads, limits)?;
         let actions = Actions {
             inner: Arc::new(Inner {

@@ -264,6 +264,17 @@ impl Vm {
             };
             match run() {
                 Ok(v) => Ok(v),
+                // Ran out of what it may hand out (and did not recover): a limit, like
+                // the memory limit, whatever the error it let propagate says.
+                Err(_) if recorded.exhausted.borrow().is_some() => {
+                    let what = recorded.exhausted.borrow().clone().unwrap_or_default();
+                    Err(Failure::Limit(format!(
+                        "{what}: over the {} MiB an invocation may hand out of the engine \
+                         (its result, emits and log lines together; the memory limit \
+                         applies inside it)",
+                        output_limit / (1024 * 1024)
+                    )))
+                }
                 Err(e) => Err(self.failure(&ctx, e)),
             }
         });
@@ -601,6 +612,8 @@ struct Recorded {
     budget: std::rc::Rc<std::cell::Cell<usize>>,
     /// What the budget started at.
     limit: usize,
+    /// Set when the budget refused something.
+    exhausted: std::rc::Rc<std::cell::RefCell<Option<String>>>,
     clock: Option<Clock>,
 }
 
@@ -616,6 +629,9 @@ impl Recorded {
     fn spend(&self, ctx: &Ctx<'_>, bytes: usize, what: &str) -> rquickjs::Result<()> {
         let left = self.budget.get();
         if bytes > left {
+            self.exhausted
+                .borrow_mut()
+                .get_or_insert_with(|| what.to_string());
             return Err(rquickjs::Exception::throw_range(
                 ctx,
                 &format!(
@@ -649,6 +665,7 @@ fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Resul
         emits: recorded.emits.clone(),
         budget: recorded.budget.clone(),
         limit: recorded.limit,
+        exhausted: recorded.exhausted.clone(),
         clock: recorded.clock.clone(),
     });
     for level in ["log", "warn", "error"] {

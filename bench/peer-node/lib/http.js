@@ -212,6 +212,23 @@ function buildHttp({ objects, actions: actionFiles, store, tokens, sandbox, real
     return { __metadata: { id: String(id) } };
   });
 
+  // Scenario "hostile": a read as normal traffic. Read permission, then one page.
+  app.get('/1/objects/:object', async (req) => {
+    const who = caller(req);
+    const object = objects.get(req.params.object);
+    if (!object) throw new HttpError(404, `no object named \`${req.params.object}\``);
+    if (!object.permissions.read.has(who.role)) {
+      throw new HttpError(403, `role \`${who.role}\` may not read \`${object.name}\``);
+    }
+    const pageSize = Math.min(Number(req.query.pageSize ?? 20) || 20, 1000);
+    const { totalRows, data } = store.list(object.name, pageSize, Number(who.userId));
+    for (const row of data) {
+      delete row.owner;
+      row.__metadata = { id: String(row.id) };
+    }
+    return { totalRows, data };
+  });
+
   async function callFunction(req, reply) {
     const who = caller(req);
     const id = `general/onDemand/${req.params.name}`;

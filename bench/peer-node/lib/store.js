@@ -33,6 +33,7 @@ function openStore(file, objects) {
   const userByEmail = db.prepare('SELECT id, email, password, role FROM users WHERE email = ?');
 
   const inserters = new Map();
+  const listers = new Map();
   for (const object of objects.values()) {
     const columns = ['id INTEGER PRIMARY KEY AUTOINCREMENT'];
     if (object.rowSecurity === 'owner') columns.push('owner INTEGER NOT NULL REFERENCES users(id)');
@@ -48,6 +49,12 @@ function openStore(file, objects) {
     const stmt = db.prepare(`INSERT INTO ${quote(object.name)} (${insertColumns.map(quote).join(', ')})
       VALUES (${insertColumns.map(() => '?').join(', ')})`);
     inserters.set(object.name, { stmt, names, owned: object.rowSecurity === 'owner' });
+    const scope = object.rowSecurity === 'owner' ? ' WHERE owner = ?' : '';
+    listers.set(object.name, {
+      page: db.prepare(`SELECT * FROM ${quote(object.name)}${scope} ORDER BY id LIMIT ?`),
+      count: db.prepare(`SELECT COUNT(*) AS n FROM ${quote(object.name)}${scope}`),
+      owned: object.rowSecurity === 'owner',
+    });
   }
 
   return {
@@ -69,6 +76,13 @@ function openStore(file, objects) {
         params.push(v === undefined ? null : typeof v === 'boolean' ? (v ? 1 : 0) : v);
       }
       return Number(stmt.run(params).lastInsertRowid);
+    },
+    // One page of rows in id order and the total, scoped to the owner under owner
+    // security (as livebase's list does).
+    list(objectName, pageSize, ownerId) {
+      const { page, count, owned } = listers.get(objectName);
+      const scope = owned ? [ownerId] : [];
+      return { totalRows: count.get(...scope).n, data: page.all(...scope, pageSize) };
     },
     close() {
       db.close();

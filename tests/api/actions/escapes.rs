@@ -120,7 +120,7 @@ async fn memory_held_outside_the_engine_is_bounded() {
         .await;
     for flood in ["emitflood", "nameflood"] {
         let (status, body) = call(&app, flood).await;
-        assert_eq!(status, 400, "{flood}: {body}");
+        assert_eq!(status, 422, "{flood}: {body}");
         assert!(
             body["Message"].as_str().unwrap().contains("memory"),
             "{flood}: {body}"
@@ -144,8 +144,8 @@ function backandCallback() { return 'r'.repeat(20 << 20); }"#;
 const HUGE_INPUT: &str = r#"
 function backandCallback(userInput) { userInput.blob = 'i'.repeat(20 << 20); return 1; }"#;
 
-/// A result bigger than an invocation may hand out is refused with a message, not
-/// copied into a response; the next call is unharmed.
+/// A result bigger than an invocation may hand out is refused as a limit (422, like the
+/// memory limit), not copied into a response; the next call is unharmed.
 #[tokio::test]
 async fn huge_results_are_refused_with_a_clear_error() {
     let backend = &backends()[0];
@@ -164,7 +164,7 @@ async fn huge_results_are_refused_with_a_clear_error() {
         ("hugeinput", "the action's userInput"),
     ] {
         let (status, body) = call(&app, name).await;
-        assert_eq!(status, 400, "{name}: {body}");
+        assert_eq!(status, 422, "{name}: {body}");
         let message = body["Message"].as_str().unwrap();
         assert!(
             message.contains(what) && message.contains("16 MiB"),
