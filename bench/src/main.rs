@@ -35,6 +35,8 @@ enum Scenario {
     Writes,
     /// Normal traffic's latency, calm and while hostile actions run.
     Hostile,
+    /// Many sockets for a long time: memory curve, deliveries, slow readers, limit.
+    Soak,
     All,
 }
 
@@ -70,6 +72,15 @@ struct Args {
     /// Sockets in the fan-out channel (default: 10000, smoke 50).
     #[arg(long)]
     fanout_sockets: Option<usize>,
+    /// Soak length in seconds (default: 600, smoke 6).
+    #[arg(long)]
+    soak_seconds: Option<u64>,
+    /// Sockets held by the soak (default: 10000, smoke 100).
+    #[arg(long)]
+    soak_sockets: Option<usize>,
+    /// Folder for the soak's memory curve (CSV and SVG).
+    #[arg(long, default_value = "target/lbbench")]
+    plot_dir: PathBuf,
     /// Append the tables (markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -115,6 +126,13 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
     if let Some(n) = args.fanout_sockets {
         plan.fanout_sockets = n;
     }
+    if let Some(s) = args.soak_seconds {
+        plan.soak_duration = std::time::Duration::from_secs(s);
+    }
+    if let Some(n) = args.soak_sockets {
+        plan.soak_sockets = n;
+    }
+    plan.plot_dir = args.plot_dir.clone();
     let mut list = args.scenarios.clone();
     if list.contains(&Scenario::All) {
         list = vec![
@@ -124,6 +142,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
             Scenario::Idle,
             Scenario::Writes,
             Scenario::Hostile,
+            Scenario::Soak,
         ];
     }
     let kinds = &args.targets;
@@ -154,6 +173,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
             Scenario::Idle => scenarios::idle(&paths, &plan, kinds, &mut heads).await,
             Scenario::Writes => scenarios::writes(&paths, &plan, kinds, &mut heads).await,
             Scenario::Hostile => scenarios::hostile(&paths, &plan, kinds, &mut heads).await,
+            Scenario::Soak => scenarios::soak(&paths, &plan, kinds, &mut heads).await,
             Scenario::All => unreachable!(),
         };
         // A scenario that fails is reported and the run goes on; the exit status says so.

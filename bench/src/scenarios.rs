@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
+use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::clients::{self, Window, pct};
 use crate::http;
 use crate::sio;
-use crate::stats::{Receipts, SendTimes, Table, mib, ms};
+use crate::stats::{self, Receipts, SendTimes, Table, mib, ms};
 use crate::target::{Kind, Paths, Target};
 
 /// Sizes of every scenario.
@@ -33,6 +34,16 @@ pub struct Plan {
     pub hostile_rate: u64,
     pub hostile_phase: Duration,
     pub hostile_connections: usize,
+    /// Soak: sockets held, for how long, writes/s (each reaches every socket), sockets
+    /// that stop reading, RSS sampling interval, and warm-up excluded from the slope.
+    pub soak_sockets: usize,
+    pub soak_duration: Duration,
+    pub soak_rate: u64,
+    pub soak_slow: usize,
+    pub soak_sample: Duration,
+    pub soak_warmup: Duration,
+    /// Where the soak writes its memory curve (CSV and SVG).
+    pub plot_dir: std::path::PathBuf,
 }
 
 impl Plan {
@@ -56,6 +67,13 @@ impl Plan {
             hostile_rate: 200,
             hostile_phase: Duration::from_secs(30),
             hostile_connections: 4,
+            soak_sockets: 10_000,
+            soak_duration: Duration::from_secs(600),
+            soak_rate: 2,
+            soak_slow: 20,
+            soak_sample: Duration::from_secs(5),
+            soak_warmup: Duration::from_secs(60),
+            plot_dir: "target/lbbench".into(),
         }
     }
 
@@ -75,6 +93,13 @@ impl Plan {
             hostile_rate: 20,
             hostile_phase: Duration::from_secs(3),
             hostile_connections: 2,
+            soak_sockets: 100,
+            soak_duration: Duration::from_secs(6),
+            soak_rate: 5,
+            soak_slow: 3,
+            soak_sample: Duration::from_millis(250),
+            soak_warmup: Duration::from_secs(2),
+            plot_dir: "target/lbbench".into(),
         }
     }
 }
@@ -867,4 +892,230 @@ async fn attack(
         }
     }
     Ok(())
+}
+
+/// Scenario 7: many authenticated sockets held for a long time under steady traffic
+/// (REST creates whose `afterCreate` action emits to every socket). Reports the RSS
+/// curve (CSV and SVG in `plot_dir`) and its slope after warm-up, deliveries missing at
+/// healthy sockets, whether sockets that stopped reading were disconnected, and whether
+/// the connection limit (livebase: sockets + 10) holds and says so.
+pub async fn soak(
+    paths: &Paths,
+    plan: &Plan,
+    kinds: &[Kind],
+    heads: &mut Headlines,
+) -> Result<Table> {
+    let n = plan.soak_sockets;
+    let mut table = Table::new(
+        &format!(
+            "Soak: {n} sockets for {} s, {} writes/s each emitted to every socket, {} sockets that stop reading",
+            plan.soak_duration.as_secs(),
+            plan.soak_rate,
+            plan.soak_slow
+        ),
+        &[
+            "target",
+            "writes ok",
+            "delivered to healthy",
+            "delivery p99 ms",
+            "RSS after warm-up MiB",
+            "RSS end MiB",
+            "RSS max MiB",
+            "slope after warm-up MiB/min",
+            "stopped readers disconnected",
+            "connection limit",
+        ],
+    );
+    std::fs::create_dir_all(&plan.plot_dir)?;
+    const SPARE: usize = 10;
+    for &kind in kinds.iter().filter(|k| **k != Kind::Floor) {
+        let limit = n + plan.soak_slow + SPARE;
+        let target = Target::start_limited(kind, paths, Some(limit)).await?;
+        let tokens = clients::tokens(&target, 10).await?;
+        let total = plan.soak_rate * plan.soak_duration.as_secs_f64() as u64;
+        let sent = Arc::new(SendTimes::new(total as usize + 2));
+        let received = Arc::new(Receipts::default());
+        let (s, r) = (sent.clone(), received.clone());
+        let _listeners = clients::connect_many(
+            target.addr,
+            &tokens,
+            n,
+            None,
+            Arc::new(move |i, frame: &str| {
+                if frame.starts_with("42[\"created\"")
+                    && let Some(seq) = sio::seq_of(frame)
+                {
+                    r.record(i, &s, seq);
+                }
+            }),
+        )
+        .await?;
+        // Sockets that connect and then never read again: no heartbeat answers, and
+        // their buffers fill.
+        let mut stopped = Vec::new();
+        for i in 0..plan.soak_slow {
+            stopped
+                .push(sio::connect(target.addr, crate::target::source(n + i), &tokens[0]).await?);
+        }
+        // RSS sampler.
+        let samples = Arc::new(std::sync::Mutex::new(Vec::<(f64, f64)>::new()));
+        let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let (samples, sampling, every) = (samples.clone(), sampling.clone(), plan.soak_sample);
+            let pid_rss = {
+                let status = format!("/proc/{}/status", target.pid());
+                move || {
+                    std::fs::read_to_string(&status)
+                        .ok()
+                        .and_then(|s| {
+                            s.lines()
+                                .find(|l| l.starts_with("VmRSS:"))
+                                .and_then(|l| l.split_whitespace().nth(1))
+                                .and_then(|kb| kb.parse::<f64>().ok())
+                        })
+                        .map(|kb| kb / 1024.0)
+                }
+            };
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                while sampling.load(Ordering::Relaxed) {
+                    if let Some(mib) = pid_rss() {
+                        samples
+                            .lock()
+                            .unwrap()
+                            .push((t0.elapsed().as_secs_f64(), mib));
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            })
+        };
+        let token = tokens[0].clone();
+        let s = sent.clone();
+        let run = clients::open_loop(
+            target.addr,
+            plan.soak_rate,
+            plan.soak_duration,
+            8,
+            Arc::new(move |seq| {
+                let body = json!({ "seq": seq, "body": "soak" }).to_string();
+                http::request("POST", "/1/objects/events", Some(&token), Some(&body))
+            }),
+            Arc::new(move |seq, due| s.set(seq, due)),
+        )
+        .await?;
+        let expected = run.ok * n as u64;
+        clients::drain(Duration::from_secs(10), || received.count() >= expected).await;
+        sampling.store(false, Ordering::Relaxed);
+        sampler.await?;
+        // Stopped readers: reading now must reach the server's close (or a reset)
+        // through whatever it had buffered, not hang on a live connection. Only a run
+        // longer than a heartbeat (25 s interval + 20 s timeout) can expect it.
+        let stopped_readers = if plan.soak_duration < Duration::from_secs(50) {
+            "not checked (run shorter than a heartbeat)".to_string()
+        } else {
+            let mut closed = 0;
+            for ws in &mut stopped {
+                let ended = tokio::time::timeout(Duration::from_secs(10), async {
+                    while let Some(Ok(message)) = ws.next().await {
+                        if matches!(message, tokio_tungstenite::tungstenite::Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                if ended.is_ok() {
+                    closed += 1;
+                }
+            }
+            format!("{closed}/{}", plan.soak_slow)
+        };
+        drop(stopped);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let limit_check = if kind == Kind::Livebase {
+            check_connection_limit(&target, &tokens[0], limit - n, n).await
+        } else {
+            "n/a (no limit setting)".into()
+        };
+        let points = samples.lock().unwrap().clone();
+        let warm: Vec<(f64, f64)> = points
+            .iter()
+            .copied()
+            .filter(|(t, _)| *t >= plan.soak_warmup.as_secs_f64())
+            .collect();
+        let per_min = stats::slope(&warm) * 60.0;
+        let at = |p: Option<&(f64, f64)>| p.map_or("–".into(), |p| format!("{:.1}", p.1));
+        let max = warm.iter().map(|p| p.1).fold(0.0, f64::max);
+        let name = kind
+            .name()
+            .split(' ')
+            .next()
+            .unwrap_or("target")
+            .to_string();
+        let csv: String = std::iter::once("seconds,rss_mib\n".to_string())
+            .chain(points.iter().map(|(t, m)| format!("{t:.1},{m:.1}\n")))
+            .collect();
+        std::fs::write(plan.plot_dir.join(format!("soak-{name}.csv")), csv)?;
+        std::fs::write(
+            plan.plot_dir.join(format!("soak-{name}.svg")),
+            stats::svg_plot(
+                &format!(
+                    "{}: RSS with {n} sockets, {} writes/s to all",
+                    kind.name(),
+                    plan.soak_rate
+                ),
+                "seconds",
+                "RSS MiB",
+                &points,
+            ),
+        )?;
+        heads.add(
+            &format!("soak RSS slope after warm-up, MiB/min ({n} sockets)"),
+            kind,
+            per_min,
+        );
+        let got = received.count();
+        table.push(vec![
+            kind.name().into(),
+            format!("{}/{total}", run.ok),
+            format!("{got}/{expected}"),
+            ms(&received.latencies(), 0.99),
+            at(warm.first()),
+            at(warm.last()),
+            format!("{max:.1}"),
+            format!("{per_min:+.2}"),
+            stopped_readers,
+            limit_check,
+        ]);
+        target.stop().await?;
+    }
+    Ok(table)
+}
+
+/// With `held` sockets connected, `room` more fit under the limit: tries `room + 20`
+/// and reports how many got in and what the refused ones were told.
+async fn check_connection_limit(target: &Target, token: &str, room: usize, held: usize) -> String {
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    let mut said = String::new();
+    for i in 0..room + 20 {
+        match sio::connect(target.addr, crate::target::source(held + 100 + i), token).await {
+            Ok(ws) => admitted.push(ws),
+            Err(e) => {
+                refused += 1;
+                if said.is_empty() {
+                    said = format!("{e:#}").chars().take(120).collect();
+                }
+            }
+        }
+    }
+    let verdict = if admitted.len() == room && refused == 20 {
+        "holds"
+    } else {
+        "DOES NOT HOLD"
+    };
+    format!(
+        "{verdict}: {} of {} admitted (room for {room}); refused: {said}",
+        admitted.len(),
+        room + 20
+    )
 }

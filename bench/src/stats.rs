@@ -147,3 +147,93 @@ impl Table {
         out
     }
 }
+
+/// Least-squares slope of `y` over `x`.
+pub fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
+        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
+    });
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+/// A line plot as a standalone SVG: `points` are (x, y); the y axis starts at 0.
+pub fn svg_plot(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) -> String {
+    let (w, h, left, bottom, top, right) = (720.0, 360.0, 70.0, 50.0, 40.0, 20.0);
+    let x_max = points.iter().map(|p| p.0).fold(1e-9, f64::max);
+    let y_max = points.iter().map(|p| p.1).fold(1e-9, f64::max) * 1.15;
+    let px = |x: f64| left + x / x_max * (w - left - right);
+    let py = |y: f64| h - bottom - y / y_max * (h - bottom - top);
+    let line: Vec<String> = points
+        .iter()
+        .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+        .collect();
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{title}</text>\n",
+        w / 2.0
+    );
+    for i in 0..=4 {
+        let (xv, yv) = (x_max * i as f64 / 4.0, y_max * i as f64 / 4.0);
+        svg.push_str(&format!(
+            "<line x1=\"{l}\" y1=\"{y:.1}\" x2=\"{r}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n\
+             <text x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\">{yv:.0}</text>\n\
+             <text x=\"{x:.1}\" y=\"{xb}\" text-anchor=\"middle\">{xv:.0}</text>\n",
+            l = left,
+            r = w - right,
+            y = py(yv),
+            tx = left - 6.0,
+            ty = py(yv) + 4.0,
+            x = px(xv),
+            xb = h - bottom + 18.0,
+        ));
+    }
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"{}\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>\n\
+         <text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">{y_label}</text>\n\
+         </svg>\n",
+        line.join(" "),
+        (left + w - right) / 2.0,
+        h - 12.0,
+        h / 2.0,
+        h / 2.0,
+    ));
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_of_a_line_and_of_a_flat_series() {
+        let line: Vec<(f64, f64)> = (0..10).map(|x| (x as f64, 3.0 * x as f64 + 1.0)).collect();
+        assert!((slope(&line) - 3.0).abs() < 1e-9);
+        assert_eq!(slope(&[(0.0, 5.0), (1.0, 5.0), (2.0, 5.0)]), 0.0);
+        assert_eq!(slope(&[(1.0, 2.0)]), 0.0);
+    }
+
+    #[test]
+    fn the_plot_holds_every_point() {
+        let svg = svg_plot("t", "x", "y", &[(0.0, 1.0), (5.0, 2.0), (10.0, 1.5)]);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        let points = svg
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert_eq!(points.split(' ').count(), 3);
+    }
+}

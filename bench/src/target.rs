@@ -56,6 +56,17 @@ impl Paths {
 
 impl Target {
     pub async fn start(kind: Kind, paths: &Paths) -> Result<Target> {
+        Target::start_limited(kind, paths, None).await
+    }
+
+    /// As `start`, with livebase's `--max-connections` set (the others have no such
+    /// setting and ignore it).
+    pub async fn start_limited(
+        kind: Kind,
+        paths: &Paths,
+        max_connections: Option<usize>,
+    ) -> Result<Target> {
+        let max_connections = max_connections.unwrap_or(200_000).to_string();
         let dir = tempfile::Builder::new().prefix("lbbench-").tempdir()?;
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
@@ -74,7 +85,7 @@ impl Target {
                     .arg(app.join("actions"))
                     .args(["--signup-token", SIGNUP_TOKEN])
                     .args(["--watch", "false"])
-                    .args(["--max-connections", "200000"])
+                    .args(["--max-connections", &max_connections])
                     // The harness signs up 100 users from one address in a second; the
                     // peer has no such limit either.
                     .args(["--auth-rate-per-minute", "0"])
@@ -138,6 +149,10 @@ impl Target {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Process CPU time so far (user + system, all threads).
