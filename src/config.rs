@@ -214,6 +214,12 @@ pub struct Config {
     )]
     pub socket_ping_timeout_ms: u64,
 
+    /// Milliseconds shutdown (SIGTERM, Ctrl-C) waits for in-flight requests before it
+    /// closes the connections still open (a client that never finishes its request
+    /// would otherwise hold the process up).
+    #[arg(long, env = "LIVEBASE_SHUTDOWN_GRACE_MS", default_value_t = 5000)]
+    pub shutdown_grace_ms: u64,
+
     /// PEM certificate chain (leaf first): serve HTTPS and WSS instead of HTTP and WS.
     #[arg(long, env = "LIVEBASE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

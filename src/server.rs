@@ -98,31 +98,48 @@ pub async fn serve(
     let store = app.state.store.clone();
     let realtime = app.state.realtime.clone();
     let cors = http::cors_layer(&app.state.config.cors_origins);
+    let grace = std::time::Duration::from_millis(app.state.config.shutdown_grace_ms);
     let router = http::app(app.state);
     realtime.set_router(Some(router.clone()));
     let router = router.layer(app.socket_layer).layer(cors);
     // Sockets are long-lived: close them when shutdown begins, or it would wait on them.
     let closing = realtime.clone();
+    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
+        let _ = draining.send(());
         closing.close().await;
+    };
+    // A client that never finishes its request head would hold the drain forever.
+    let deadline = async move {
+        if drain_started.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+        tracing::warn!("connections still open {grace:?} after shutdown began; closing them");
     };
     // The peer address feeds the per-address rate limits (`http::limits`).
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    match app.tls {
-        None => {
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await?
+    let serving = async move {
+        match app.tls {
+            None => {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(tls) => {
+                // `tap_io` only to get axum's `ConnectInfo` for any listener with a
+                // `SocketAddr`; it does nothing to the stream.
+                let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
         }
-        Some(tls) => {
-            // `tap_io` only to get axum's `ConnectInfo` for any listener with a
-            // `SocketAddr`; it does nothing to the stream.
-            let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await?
-        }
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = deadline => {}
     }
     realtime.set_router(None);
     store.close().await;

@@ -148,7 +148,8 @@ impl Realtime {
     /// chosen for the old identity.
     pub async fn disconnect_user(&self, username: &str) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self.io.to(rooms::user(username)).disconnect().await {
+        let Some(root) = self.io.of("/") else { return };
+        if let Err(e) = root.to(rooms::user(username)).disconnect().await {
             tracing::debug!(error = %e, "disconnecting a user's sockets");
         }
     }
@@ -157,7 +158,8 @@ impl Realtime {
     /// the data can be trusted; clients reconnect and read afresh.
     pub async fn disconnect_all(&self) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self.io.to(rooms::AUTHENTICATED).disconnect().await {
+        let Some(root) = self.io.of("/") else { return };
+        if let Err(e) = root.to(rooms::AUTHENTICATED).disconnect().await {
             tracing::debug!(error = %e, "disconnecting every socket");
         }
     }
@@ -188,8 +190,11 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
     if rooms.is_empty() {
         return;
     }
+    // After `close` (shutdown) the namespace is gone and `io.to` would panic: requests
+    // still draining then commit with nobody left to tell.
+    let Some(root) = io.of("/") else { return };
     metrics::counter!("livebase_socket_emits_total", "kind" => kind).increment(1);
-    match io.to(rooms).emit(event, data).await {
+    match root.to(rooms).emit(event, data).await {
         Ok(()) => {}
         Err(BroadcastError::Socket(errors)) => {
             for error in errors {

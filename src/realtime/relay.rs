@@ -123,7 +123,8 @@ async fn sails(
     }
     emit_to(io, targets, &object.name, &payload, "sails").await;
     if event.verb == Verb::Deleted
-        && let Err(e) = io.to(row_room.clone()).leave(row_room).await
+        && let Some(root) = io.of("/")
+        && let Err(e) = root.to(row_room.clone()).leave(row_room).await
     {
         tracing::debug!(error = %e, "dropping a deleted row's subscribers");
     }

@@ -1,0 +1,509 @@
+//! `lbfault`: crash-safety driver. Serves `bench/fault-app` with the livebase binary,
+//! drives sustained concurrent writes, kills the server with SIGKILL at a random moment,
+//! restarts it on the same data and checks through the REST API that every
+//! acknowledged write is there, nothing refused or never sent is, and in-doubt writes
+//! are whole or absent (see `fault/model.rs` for the rules). Repeats `--kills` times
+//! per backend (SQLite, PostgreSQL), then ends with a SIGTERM cycle under writes, the
+//! graceful-shutdown check and a SIGTERM with a stalled client (`fault/sigterm.rs`).
+//! A panic in the server log counts too. Exits non-zero on any violation.
+//!
+//! ```sh
+//! cargo build --bin livebase && cargo build -p livebase-bench --bin lbfault
+//! LIVEBASE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!   target/debug/lbfault --backend all --kills 20
+//! ```
+
+#[allow(dead_code)]
+#[path = "../http.rs"]
+mod http;
+#[path = "fault/livebase.rs"]
+mod livebase;
+#[path = "fault/model.rs"]
+mod model;
+#[path = "fault/sigterm.rs"]
+mod sigterm;
+#[allow(dead_code)]
+#[path = "../sio.rs"]
+mod sio;
+#[path = "fault/writers.rs"]
+mod writers;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+
+use livebase::{PgDatabase, Server, Setup};
+use model::{CycleReport, Model, Sent};
+use writers::{Rng, Writer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Sqlite,
+    Postgres,
+    /// SQLite, then PostgreSQL.
+    All,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lbfault",
+    about = "Kill livebase under writes; check nothing acknowledged is lost"
+)]
+struct Args {
+    #[arg(long, value_enum, default_value = "all")]
+    backend: Backend,
+    /// SIGKILL cycles per backend.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Writes run for a random time between these before each kill.
+    #[arg(long, default_value_t = 100)]
+    min_write_ms: u64,
+    #[arg(long, default_value_t = 2000)]
+    max_write_ms: u64,
+    /// The livebase binary (default: the newer of target/debug/livebase and
+    /// target/release/livebase).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// The app served (schema/ and actions/).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fault-app"))]
+    app: PathBuf,
+    /// A PostgreSQL URL with rights to create databases; the run uses a fresh
+    /// database `livebase_fault_<pid>` beside it and drops it at the end. Default:
+    /// `$LIVEBASE_TEST_POSTGRES_URL`.
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// Random seed (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Skip the final SIGTERM cycle and graceful-shutdown check.
+    #[arg(long)]
+    no_sigterm: bool,
+    /// Skip the SIGTERM check with a client that stalls mid request head.
+    #[arg(long)]
+    no_slow_client: bool,
+    /// Keep the temporary data directories (and print where they are).
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Default)]
+struct Summary {
+    backend: &'static str,
+    kills: usize,
+    acked: [usize; 3],
+    rows_checked: usize,
+    refused_ok: usize,
+    unexpected_refusals: Vec<String>,
+    doubts: model::Doubts,
+    term_doubts: Option<model::Doubts>,
+    violations: Vec<String>,
+    sigterm: Option<sigterm::SigtermReport>,
+    slow_client: Option<String>,
+    seconds: f64,
+}
+
+impl Summary {
+    fn add(&mut self, r: &CycleReport) {
+        self.acked[0] += r.acked_creates;
+        self.acked[1] += r.acked_updates;
+        self.acked[2] += r.acked_deletes;
+        self.rows_checked += r.rows_checked + r.ledger_checked;
+        self.refused_ok += r.refused_as_expected;
+        self.unexpected_refusals
+            .extend(r.unexpected_refusals.iter().cloned());
+        self.violations.extend(r.violations.iter().cloned());
+    }
+
+    fn violation_count(&self) -> usize {
+        self.violations.len() + self.sigterm.as_ref().map_or(0, |s| s.violations.len())
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("lbfault: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<bool> {
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => default_binary()?,
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    println!(
+        "lbfault: binary {}, app {}, seed {seed}",
+        binary.display(),
+        args.app.display()
+    );
+    let backends: Vec<&'static str> = match args.backend {
+        Backend::Sqlite => vec!["sqlite"],
+        Backend::Postgres => vec!["postgres"],
+        Backend::All => vec!["sqlite", "postgres"],
+    };
+    let mut summaries = Vec::new();
+    for backend in backends {
+        let summary = run_backend(&args, backend, &binary, seed)
+            .await
+            .with_context(|| format!("{backend} run"))?;
+        summaries.push(summary);
+    }
+    print_summary(&summaries);
+    Ok(summaries.iter().all(|s| s.violation_count() == 0))
+}
+
+fn default_binary() -> Result<PathBuf> {
+    let target = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"));
+    let newest = ["debug", "release"]
+        .iter()
+        .map(|p| target.join(p).join("livebase"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max();
+    match newest {
+        Some((_, path)) => Ok(path),
+        None => bail!(
+            "no livebase binary under {}: run `cargo build --bin livebase` or pass --binary",
+            target.display()
+        ),
+    }
+}
+
+async fn run_backend(
+    args: &Args,
+    backend: &'static str,
+    binary: &std::path::Path,
+    seed: u64,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let dir = tempfile::Builder::new().prefix("lbfault-").tempdir()?;
+    let pg = match backend {
+        "postgres" => {
+            let from_env = std::env::var("LIVEBASE_TEST_POSTGRES_URL").ok();
+            let url = args
+                .postgres_url
+                .as_deref()
+                .or(from_env.as_deref())
+                .context(
+                    "PostgreSQL needs --postgres-url or LIVEBASE_TEST_POSTGRES_URL \
+                 (e.g. postgres://postgres@127.0.0.1:5432/postgres)",
+                )?;
+            Some(PgDatabase::create(url)?)
+        }
+        _ => None,
+    };
+    let setup = Setup {
+        binary: binary.to_path_buf(),
+        app_dir: args.app.clone(),
+        data_dir: dir.path().join("data"),
+        database_url: pg.as_ref().map(|p| p.url.clone()),
+        log: dir.path().join("livebase.log"),
+    };
+    println!(
+        "\n== {backend}: {} kill cycles, {} writers (log: {})",
+        args.kills,
+        args.writers,
+        setup.log.display()
+    );
+    let mut summary = Summary {
+        backend,
+        ..Summary::default()
+    };
+    if let Err(e) = cycles(args, &setup, seed, &mut summary).await {
+        let kept = dir.keep();
+        return Err(e.context(format!(
+            "data kept in {}; server log tail:\n{}",
+            kept.display(),
+            livebase::log_tail(&setup.log)
+        )));
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    if args.keep {
+        let kept = dir.keep();
+        println!("  kept {}", kept.display());
+    }
+    // A panic is a bug even when its request was answered 500 and nothing was lost.
+    let panics = livebase::log_panics(&setup.log);
+    summary
+        .violations
+        .extend(panics.iter().map(|p| format!("the server panicked: {p}")));
+    for v in summary.violations.iter().take(20) {
+        println!("  VIOLATION: {v}");
+    }
+    if let Some(term) = &summary.sigterm {
+        for v in &term.violations {
+            println!("  VIOLATION (SIGTERM): {v}");
+        }
+    }
+    if summary.violation_count() > 0 {
+        println!("  server log tail:\n{}", livebase::log_tail(&setup.log));
+    }
+    drop(pg);
+    Ok(summary)
+}
+
+/// The kill cycles, then the SIGTERM cycle and the graceful-shutdown check.
+async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) -> Result<()> {
+    let mut rng = Rng::new(seed ^ summary.backend.len() as u64);
+    let mut model = Model::default();
+    let mut server = Server::start(setup).await?;
+    for cycle in 1..=args.kills {
+        let write_ms =
+            args.min_write_ms + rng.below(args.max_write_ms.saturating_sub(args.min_write_ms) + 1);
+        let (sent, _) = write_then_signal(
+            &server,
+            &model,
+            cycle,
+            args.writers,
+            &mut rng,
+            write_ms,
+            libc::SIGKILL,
+        )
+        .await?;
+        if server.wait_exit(Duration::from_secs(10)).await?.is_none() {
+            bail!("the server outlived SIGKILL");
+        }
+        server = Server::start(setup)
+            .await
+            .context("restart after SIGKILL")?;
+        let report = check(&server, &mut model, &sent).await?;
+        summary.kills += 1;
+        print_cycle(&format!("kill {cycle:>2}"), write_ms, &report, &model);
+        add_doubts(&mut summary.doubts, &report.doubts);
+        summary.add(&report);
+    }
+    if !args.no_sigterm {
+        // The same cycle with SIGTERM: in-flight writes should all be answered.
+        let cycle = args.kills + 1;
+        let write_ms = 500;
+        let (sent, unanswered) = write_then_signal(
+            &server,
+            &model,
+            cycle,
+            args.writers,
+            &mut rng,
+            write_ms,
+            libc::SIGTERM,
+        )
+        .await?;
+        let exited = server.wait_exit(sigterm::EXIT_WITHIN).await?;
+        match exited {
+            Some(s) if s.success() => {}
+            other => summary.violations.push(format!(
+                "SIGTERM under writes: the server ended with {other:?} (want exit 0 within {:?})",
+                sigterm::EXIT_WITHIN
+            )),
+        }
+        server = Server::start(setup)
+            .await
+            .context("restart after SIGTERM")?;
+        let report = check(&server, &mut model, &sent).await?;
+        print_cycle("sigterm ", write_ms, &report, &model);
+        for (u, surely_read) in &unanswered {
+            println!("    unanswered at SIGTERM: {u}");
+            if *surely_read {
+                summary.violations.push(format!(
+                    "SIGTERM under writes: a request in flight for over {SURELY_READ:?} got no answer: {u}"
+                ));
+            }
+        }
+        if report.doubts.applied > 0 {
+            summary.violations.push(format!(
+                "SIGTERM under writes: {} write(s) applied but never answered",
+                report.doubts.applied
+            ));
+        }
+        summary.term_doubts = Some(report.doubts);
+        summary.add(&report);
+        let term = sigterm::check(server).await?;
+        println!("  graceful shutdown: requests {:?}", term.requests);
+        println!("  graceful shutdown: sockets {:?}", term.sockets);
+        println!(
+            "  graceful shutdown: new connections {:?}; {}",
+            term.probes, term.exit
+        );
+        summary.sigterm = Some(term);
+        if !args.no_slow_client {
+            let server = Server::start(setup)
+                .await
+                .context("start for the stalled-client check")?;
+            let (text, violation) = sigterm::slow_client(server).await?;
+            println!("  graceful shutdown with a stalled client: {text}");
+            summary.slow_client = Some(text);
+            summary
+                .violations
+                .extend(violation.map(|v| format!("SIGTERM: {v}")));
+        }
+    } else {
+        server.signal(libc::SIGKILL)?;
+        server.wait_exit(Duration::from_secs(10)).await?;
+    }
+    Ok(())
+}
+
+/// A request sent this long before SIGTERM has surely been read by the server, so
+/// graceful shutdown must answer it. (One sent just before may still sit unread in the
+/// socket when the server closes the connection as idle: HTTP/1.1's keep-alive race.
+/// The client cannot tell, so such a write must then not have been applied.)
+const SURELY_READ: Duration = Duration::from_millis(100);
+
+/// Runs the writers for `write_ms`, then stops them and sends `signal` to the server
+/// at once: writers still waiting on an answer then see what that signal does to them.
+/// Returns every request sent.
+async fn write_then_signal(
+    server: &Server,
+    model: &Model,
+    cycle: usize,
+    writers: usize,
+    rng: &mut Rng,
+    write_ms: u64,
+    signal: i32,
+) -> Result<(Vec<Sent>, Vec<(String, bool)>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for index in 0..writers {
+        let writer = Writer {
+            index,
+            cycle,
+            live: model.live_rows(index),
+            rng: Rng::new(rng.next()),
+        };
+        tasks.push(tokio::spawn(writer.run(server.api(), stop.clone())));
+    }
+    tokio::time::sleep(Duration::from_millis(write_ms)).await;
+    stop.store(true, Ordering::SeqCst);
+    let signalled = Instant::now();
+    server.signal(signal)?;
+    let mut sent = Vec::new();
+    let mut unanswered = Vec::new();
+    for task in tasks {
+        let (s, u) = task.await?;
+        sent.extend(s);
+        unanswered.extend(u.map(|u| {
+            let early = signalled.saturating_duration_since(u.sent_at);
+            let late = u.sent_at.saturating_duration_since(signalled);
+            let text = if late > Duration::ZERO {
+                format!(
+                    "`{}` sent {} µs after the signal: {}",
+                    u.key,
+                    late.as_micros(),
+                    u.error
+                )
+            } else {
+                format!(
+                    "`{}` sent {} µs before the signal: {}",
+                    u.key,
+                    early.as_micros(),
+                    u.error
+                )
+            };
+            (text, early >= SURELY_READ)
+        }));
+    }
+    Ok((sent, unanswered))
+}
+
+async fn check(server: &Server, model: &mut Model, sent: &[Sent]) -> Result<CycleReport> {
+    let api = server.api();
+    let rows = api.list_all("fault_rows").await?;
+    let ledger = api.list_all("fault_ledger").await?;
+    Ok(model.check(sent, &rows, &ledger))
+}
+
+fn add_doubts(total: &mut model::Doubts, d: &model::Doubts) {
+    total.total += d.total;
+    total.applied += d.applied;
+    total.not_applied += d.not_applied;
+    total.ledger_cut += d.ledger_cut;
+}
+
+fn print_cycle(label: &str, write_ms: u64, r: &CycleReport, model: &Model) {
+    println!(
+        "  {label}: wrote {write_ms:>4} ms; acked {:>4} (c {} u {} d {}), refused-as-expected {:>3}, \
+         in doubt {} (applied {}, not {}, ledger cut {}); checked {} rows + {} ledger, {} live; violations {}",
+        r.acked(),
+        r.acked_creates,
+        r.acked_updates,
+        r.acked_deletes,
+        r.refused_as_expected,
+        r.doubts.total,
+        r.doubts.applied,
+        r.doubts.not_applied,
+        r.doubts.ledger_cut,
+        r.rows_checked,
+        r.ledger_checked,
+        model.live_count(),
+        r.violations.len(),
+    );
+    for u in r.unexpected_refusals.iter().take(5) {
+        println!("    unexpected refusal: {u}");
+    }
+}
+
+fn print_summary(summaries: &[Summary]) {
+    println!(
+        "\nbackend  | kills | acked writes checked (create/update/delete) | rows read back | refused as expected | in doubt: applied / not / ledger cut | SIGTERM cycle in doubt | unexpected refusals | violations | time"
+    );
+    println!(
+        "---------|-------|----------------------------------------------|----------------|---------------------|--------------------------------------|------------------------|---------------------|------------|------"
+    );
+    for s in summaries {
+        let term = s.term_doubts.map_or("-".to_string(), |d| {
+            format!("{} ({} applied)", d.total, d.applied)
+        });
+        println!(
+            "{:<8} | {:>5} | {:>6} ({}/{}/{}) | {:>14} | {:>19} | {:>4}: {} / {} / {} | {:>22} | {:>19} | {:>10} | {:.0} s",
+            s.backend,
+            s.kills,
+            s.acked.iter().sum::<usize>(),
+            s.acked[0],
+            s.acked[1],
+            s.acked[2],
+            s.rows_checked,
+            s.refused_ok,
+            s.doubts.total,
+            s.doubts.applied,
+            s.doubts.not_applied,
+            s.doubts.ledger_cut,
+            term,
+            s.unexpected_refusals.len(),
+            s.violation_count(),
+            s.seconds,
+        );
+    }
+    for s in summaries {
+        if let Some(t) = &s.sigterm {
+            println!(
+                "{} graceful shutdown: in-flight requests {:?}; sockets {:?}; {}; violations {}",
+                s.backend,
+                t.requests,
+                t.sockets,
+                t.exit,
+                t.violations.len()
+            );
+        }
+        if let Some(text) = &s.slow_client {
+            println!(
+                "{} graceful shutdown with a stalled client: {text}",
+                s.backend
+            );
+        }
+    }
+}
