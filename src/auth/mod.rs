@@ -137,6 +137,15 @@ impl Auth {
     /// The identity behind a request's headers: `Authorization: Bearer …`,
     /// `Authorization: Basic base64(master:userToken)` or `AnonymousToken: …`.
     pub async fn identify(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        self.identify_expiring(headers).await.map(|(who, _)| who)
+    }
+
+    /// As `identify`, with the first unix second at which the credentials are refused: `Some` for an access token, `None` for credentials that do not expire
+    /// (the master and anonymous tokens). Sockets are closed at that moment.
+    pub async fn identify_expiring(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Identity, Option<u64>), ApiError> {
         if let Some(value) = headers.get("authorization") {
             let value = value
                 .to_str()
@@ -144,15 +153,23 @@ impl Auth {
                 .trim();
             let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
             return match scheme.to_ascii_lowercase().as_str() {
-                "bearer" => self.identify_bearer(rest.trim()).await,
-                "basic" => self.identify_basic(rest.trim()).await,
+                "bearer" => self
+                    .identify_bearer_expiring(rest.trim())
+                    .await
+                    .map(|(who, until)| (who, Some(until))),
+                "basic" => self
+                    .identify_basic(rest.trim())
+                    .await
+                    .map(|who| (who, None)),
                 _ => Err(ApiError::Unauthorized(
                     "unsupported Authorization scheme: use Bearer or Basic".into(),
                 )),
             };
         }
         if let Some(value) = headers.get("anonymoustoken") {
-            return self.identify_anonymous(value.to_str().unwrap_or(""));
+            return self
+                .identify_anonymous(value.to_str().unwrap_or(""))
+                .map(|who| (who, None));
         }
         Err(ApiError::Unauthorized(
             "missing credentials: send Authorization or AnonymousToken".into(),
@@ -161,6 +178,13 @@ impl Auth {
 
     /// An access token (with or without `Bearer `), as sockets will present it.
     pub async fn identify_bearer(&self, token: &str) -> Result<Identity, ApiError> {
+        self.identify_bearer_expiring(token)
+            .await
+            .map(|(who, _)| who)
+    }
+
+    /// As `identify_bearer`, with the first unix second at which the token is refused.
+    pub async fn identify_bearer_expiring(&self, token: &str) -> Result<(Identity, u64), ApiError> {
         let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
         let claims = self
             .inner
@@ -168,7 +192,11 @@ impl Auth {
             .verify(token, TokenKind::Access)
             .map_err(|_| ApiError::invalid_token())?;
         let user = self.current_user(&claims).await?;
-        Ok(Identity::of_user(&user, false))
+        Ok((
+            Identity::of_user(&user, false),
+            // jsonwebtoken refuses once `exp + leeway < now`, in whole seconds.
+            claims.exp + tokens::LEEWAY_SECS + 1,
+        ))
     }
 
     pub fn identify_anonymous(&self, token: &str) -> Result<Identity, ApiError> {

@@ -37,6 +37,15 @@ pub enum TokenError {
     Invalid,
 }
 
+/// Seconds past `exp` a token is still accepted (clock skew between servers).
+pub const LEEWAY_SECS: u64 = 5;
+
+/// Latest `exp` accepted: 9999-12-31T23:59:59Z. Only a holder of the secret can sign a
+/// later one (livebase issues `now + ttl`), but it would overflow the arithmetic that
+/// turns `exp` into a moment (`exp + leeway`, `UNIX_EPOCH + exp`): a panic in debug
+/// builds, a wrapped expiry in release ones (found by `fuzz/` target tokens).
+pub const MAX_EXP_SECS: u64 = 253_402_300_799;
+
 pub struct Signer {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -46,7 +55,7 @@ pub struct Signer {
 impl Signer {
     pub fn new(secret: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Signer {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
@@ -66,7 +75,10 @@ impl Signer {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
             })?;
-        if data.claims.kind != kind || data.claims.user_id().is_none() {
+        if data.claims.kind != kind
+            || data.claims.user_id().is_none()
+            || data.claims.exp > MAX_EXP_SECS
+        {
             return Err(TokenError::Invalid);
         }
         Ok(data.claims)
@@ -119,6 +131,29 @@ mod tests {
             assert_eq!(
                 signer.verify(garbage, TokenKind::Access).unwrap_err(),
                 TokenError::Invalid
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_past_year_9999_is_refused() {
+        let signer = Signer::new("0123456789abcdef0123");
+        let last = signer.sign(&claims(TokenKind::Access, MAX_EXP_SECS));
+        assert_eq!(
+            signer.verify(&last, TokenKind::Access).unwrap().exp,
+            MAX_EXP_SECS
+        );
+        for exp in [
+            MAX_EXP_SECS + 1,
+            i64::MAX as u64 + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let token = signer.sign(&claims(TokenKind::Access, exp));
+            assert_eq!(
+                signer.verify(&token, TokenKind::Access).unwrap_err(),
+                TokenError::Invalid,
+                "exp {exp}"
             );
         }
     }

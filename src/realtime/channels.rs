@@ -19,7 +19,7 @@ use super::rooms::{self, Feed};
 use super::session::{self, NOT_AUTHENTICATED};
 use super::{Shared, emit_to};
 use crate::auth::{Identity, access};
-use crate::schema::Operation;
+use crate::schema::{Operation, Schema};
 
 /// Events livebase answers (the label set of `livebase_socket_rejected_total`).
 const KNOWN_EVENTS: [&str; 11] = [
@@ -104,6 +104,9 @@ impl Reply {
 }
 
 async fn echo(s: SocketRef, TryData(data): TryData<Value>, reply: Reply) {
+    if !session::settled(&s).await {
+        return;
+    }
     if session::identity(&s).is_none() {
         return reply.error("echo", NOT_AUTHENTICATED);
     }
@@ -111,11 +114,12 @@ async fn echo(s: SocketRef, TryData(data): TryData<Value>, reply: Reply) {
     reply.ok(&data, Some(("echo", &data)));
 }
 
-/// A channel name from `"name"` or `{channel: "name"}`, checked.
-fn channel_name(data: &Result<Value, impl std::fmt::Display>) -> Result<String, String> {
+/// A channel name from a `join` or `leave` payload, `"name"` or `{channel: "name"}`
+/// (`None` when the payload did not parse), checked. Public for the fuzz targets.
+pub fn channel_name(data: Option<&Value>) -> Result<String, String> {
     let name = match data {
-        Ok(Value::String(name)) => name,
-        Ok(Value::Object(map)) => match map.get("channel") {
+        Some(Value::String(name)) => name,
+        Some(Value::Object(map)) => match map.get("channel") {
             Some(Value::String(name)) => name,
             _ => return Err("expected a channel name or {channel: name}".into()),
         },
@@ -125,7 +129,7 @@ fn channel_name(data: &Result<Value, impl std::fmt::Display>) -> Result<String, 
     Ok(name.clone())
 }
 
-fn validate_name(name: &str) -> Result<(), String> {
+pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_CHANNEL_LEN {
         return Err(format!(
             "channel names are 1 to {MAX_CHANNEL_LEN} characters"
@@ -146,12 +150,11 @@ fn validate_name(name: &str) -> Result<(), String> {
 
 /// The room a `join` of `name` puts this socket in: a plain channel, or for `db-<object>`
 /// the room the permission function picks (refused when the user may not read).
-fn room_for(shared: &Shared, who: &Identity, name: &str) -> Result<String, String> {
+pub fn room_for(schema: &Schema, who: &Identity, name: &str) -> Result<String, String> {
     let Some(object_name) = name.strip_prefix("db-") else {
         return Ok(rooms::channel(name));
     };
-    let object = shared
-        .schema
+    let object = schema
         .object(object_name)
         .ok_or_else(|| format!("no object named `{object_name}` for channel `{name}`"))?;
     rooms::reader(
@@ -173,14 +176,17 @@ async fn join(
     TryData(data): TryData<Value>,
     reply: Reply,
 ) {
+    if !session::settled(&s).await {
+        return;
+    }
     let Some(who) = session::identity(&s) else {
         return reply.error("join", NOT_AUTHENTICATED);
     };
-    let name = match channel_name(&data) {
+    let name = match channel_name(data.as_ref().ok()) {
         Ok(name) => name,
         Err(e) => return reply.error("join", &e),
     };
-    match room_for(&shared, &who, &name) {
+    match room_for(&shared.schema, &who, &name) {
         Ok(room) => {
             if !session::join_as(&s, &who, vec![room]) {
                 return reply.error("join", "the socket re-authenticated meanwhile; join again");
@@ -200,15 +206,18 @@ async fn leave(
     TryData(data): TryData<Value>,
     reply: Reply,
 ) {
+    if !session::settled(&s).await {
+        return;
+    }
     let Some(who) = session::identity(&s) else {
         return reply.error("leave", NOT_AUTHENTICATED);
     };
-    let name = match channel_name(&data) {
+    let name = match channel_name(data.as_ref().ok()) {
         Ok(name) => name,
         Err(e) => return reply.error("leave", &e),
     };
     // Leaving a db channel leaves whichever reader room the socket was given.
-    if let Ok(room) = room_for(&shared, &who, &name) {
+    if let Ok(room) = room_for(&shared.schema, &who, &name) {
         s.leave(room);
     }
     let done = json!({ "ok": true, "channel": name });
@@ -224,28 +233,19 @@ async fn chan_in(
     TryData(data): TryData<Value>,
     reply: Reply,
 ) {
+    if !session::settled(&s).await {
+        return;
+    }
     if session::identity(&s).is_none() {
         return reply.error("chan_in", NOT_AUTHENTICATED);
     }
-    let Ok(Value::Object(mut message)) = data else {
-        return reply.error("chan_in", "chan_in expects {channel, data}");
+    let (name, data) = match publication(data.ok()) {
+        Ok(publication) => publication,
+        Err(e) => return reply.error("chan_in", &e),
     };
-    let name = match message.remove("channel") {
-        Some(Value::String(name)) => name,
-        _ => return reply.error("chan_in", "chan_in expects {channel, data}"),
-    };
-    if let Err(e) = validate_name(&name) {
-        return reply.error("chan_in", &e);
-    }
-    if name.starts_with("db-") {
-        return reply.error(
-            "chan_in",
-            &format!("cannot publish into database channel `{name}`: its events come only from committed changes"),
-        );
-    }
     let out = json!({
         "channel": name,
-        "data": message.remove("data").unwrap_or(Value::Null),
+        "data": data,
         "sid": s.id.to_string(),
     });
     emit_to(
@@ -259,9 +259,31 @@ async fn chan_in(
     reply.ok(&json!({ "ok": true }), None);
 }
 
+/// The channel and data of a `chan_in` payload `{channel, data}` (`None` when the
+/// payload did not parse); refused for a bad name or a `db-` channel. Public for the
+/// fuzz targets.
+pub fn publication(data: Option<Value>) -> Result<(String, Value), String> {
+    let Some(Value::Object(mut message)) = data else {
+        return Err("chan_in expects {channel, data}".into());
+    };
+    let name = match message.remove("channel") {
+        Some(Value::String(name)) => name,
+        _ => return Err("chan_in expects {channel, data}".into()),
+    };
+    validate_name(&name)?;
+    if name.starts_with("db-") {
+        return Err(format!(
+            "cannot publish into database channel `{name}`: its events come only from committed changes"
+        ));
+    }
+    Ok((name, message.remove("data").unwrap_or(Value::Null)))
+}
+
 /// Any event livebase does not know.
 pub async fn unknown_event(s: SocketRef, Event(event): Event, reply: Reply) {
-    let _ = &s;
+    if !session::settled(&s).await {
+        return;
+    }
     reply.error(
         &event,
         &format!("unknown event `{}`", event.escape_default()),

@@ -31,6 +31,30 @@ pub fn identity(s: &SocketRef) -> Option<Arc<Identity>> {
     s.extensions.get::<Session>().map(|session| session.0)
 }
 
+/// Longest wait for socketioxide to finish connecting a socket (see `settled`).
+const SETTLE_STEPS: u32 = 1000;
+
+/// socketioxide sends a socket's CONNECT answer and only then marks it connected, and it
+/// already handles the client's next packets meanwhile (on a multi-threaded runtime, on
+/// another thread): an event sent the moment the client sees CONNECT can run while
+/// `connected()` is still false, when `emit` refuses to send and `join_as` / `enter`
+/// take the socket for closed (a `join` refused as "re-authenticated meanwhile", a
+/// `login` never answered). Every handler first waits that moment out. `false` if the
+/// socket is closing instead: a connecting socket is already in its namespace, a closed
+/// one has left it (or leaves it as soon as its disconnect handler ends).
+pub async fn settled(s: &SocketRef) -> bool {
+    for _ in 0..SETTLE_STEPS {
+        if s.connected() {
+            return true;
+        }
+        if s.local().get_socket(s.id).is_none() {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    s.connected()
+}
+
 /// Joins `rooms` on behalf of `who`, unless the socket meanwhile disconnected or
 /// re-authenticated (a handler may have awaited since it read the identity): then the
 /// rooms are left again and `false` returned. `enter` stores the new identity before it
@@ -89,9 +113,15 @@ pub(crate) async fn admit(
     s.extensions.insert(Arc::new(Slot(shared.clone())));
     let epoch = shared.epoch();
     let mut who = None;
+    let mut until = None;
     if let Ok(auth) = auth {
         match handshake_identity(&shared, &auth).await {
-            Ok(found) => who = found.map(Arc::new),
+            Ok(found) => {
+                if let Some((found, expires)) = found {
+                    who = Some(Arc::new(found));
+                    until = expires;
+                }
+            }
             Err(e) => {
                 refused("auth");
                 return Err(Refusal(e.to_string()));
@@ -111,6 +141,7 @@ pub(crate) async fn admit(
                 refused("revoked");
                 return Err(Refusal(REVOKED.to_string()));
             }
+            watch_expiry(&s, &shared, &who, until);
         }
         None => watch_auth_timeout(&s, &shared),
     }
@@ -123,7 +154,10 @@ fn refused(reason: &'static str) {
 
 /// `auth: {token}` (with or without `Bearer `) or `auth: {anonymousToken}`; no
 /// credentials at all means the socket will authenticate with an event.
-async fn handshake_identity(shared: &Shared, auth: &Value) -> Result<Option<Identity>, ApiError> {
+async fn handshake_identity(
+    shared: &Shared,
+    auth: &Value,
+) -> Result<Option<(Identity, Option<u64>)>, ApiError> {
     let field = |name: &str| match auth.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -132,10 +166,14 @@ async fn handshake_identity(shared: &Shared, auth: &Value) -> Result<Option<Iden
         ))),
     };
     if let Some(token) = field("token")? {
-        return shared.auth.identify_bearer(&token).await.map(Some);
+        let (who, until) = shared.auth.identify_bearer_expiring(&token).await?;
+        return Ok(Some((who, Some(until))));
     }
     if let Some(token) = field("anonymousToken")? {
-        return shared.auth.identify_anonymous(&token).map(Some);
+        return shared
+            .auth
+            .identify_anonymous(&token)
+            .map(|who| Some((who, None)));
     }
     Ok(None)
 }
@@ -176,6 +214,41 @@ fn watch_auth_timeout(s: &SocketRef, shared: &Shared) {
                     "not authenticated within {} ms; disconnecting",
                     timeout.as_millis()
                 )}),
+            )
+            .ok();
+            s.disconnect().ok();
+        }
+    });
+}
+
+/// A socket authenticated with an access token lives as long as the token would be
+/// accepted over HTTP (its `exp` plus the verification leeway): then it is told why and
+/// disconnected, unless it authenticated again meanwhile (a new identity, whose own
+/// expiry then applies). Clients reconnect with a fresh token, as after a sign-out.
+fn watch_expiry(s: &SocketRef, shared: &Shared, who: &Arc<Identity>, until: Option<u64>) {
+    let Some(until) = until else {
+        return;
+    };
+    let (io, sid, who) = (shared.io(), s.id, Arc::downgrade(who));
+    tokio::spawn(async move {
+        let refused_from = std::time::UNIX_EPOCH + std::time::Duration::from_secs(until);
+        let left = refused_from
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::sleep(left).await;
+        let Some(s) = io.get_socket(sid) else {
+            return;
+        };
+        let current = identity(&s);
+        let same = match (current, who.upgrade()) {
+            (Some(current), Some(who)) => Arc::ptr_eq(&current, &who),
+            _ => false,
+        };
+        if same {
+            refused("token_expired");
+            s.emit(
+                "error",
+                &json!({ "message": "the access token expired; reconnect with a new one" }),
             )
             .ok();
             s.disconnect().ok();
@@ -245,6 +318,9 @@ fn welcome(who: &Identity) -> Value {
 /// Backand: `login(authorizationHeader, anonymousToken, appName)` → `authorized` or
 /// `notAuthorized`.
 async fn login(s: SocketRef, State(shared): State<Arc<Shared>>, TryData(args): TryData<Args>) {
+    if !settled(&s).await {
+        return;
+    }
     let args = args.map(|a| a.0).unwrap_or_default();
     let text = |i: usize| args.get(i).and_then(Value::as_str).map(str::trim);
     let epoch = shared.epoch();
@@ -273,10 +349,11 @@ async fn login(s: SocketRef, State(shared): State<Arc<Shared>>, TryData(args): T
     {
         return deny(&s, "notAuthorized", &format!("unknown app `{app}`"));
     }
-    match shared.auth.identify(&headers).await {
-        Ok(who) => {
+    match shared.auth.identify_expiring(&headers).await {
+        Ok((who, until)) => {
             let who = Arc::new(who);
             if enter(&s, &shared, &who, epoch) {
+                watch_expiry(&s, &shared, &who, until);
                 s.emit("authorized", &welcome(&who)).ok();
             } else {
                 deny(&s, "notAuthorized", REVOKED);
@@ -292,6 +369,9 @@ async fn authentication(
     State(shared): State<Arc<Shared>>,
     TryData(data): TryData<Value>,
 ) {
+    if !settled(&s).await {
+        return;
+    }
     let token = match data.as_ref().ok().and_then(|d| d.get("id")) {
         Some(Value::String(token)) => token.clone(),
         _ => {
@@ -303,10 +383,11 @@ async fn authentication(
         }
     };
     let epoch = shared.epoch();
-    match shared.auth.identify_bearer(&token).await {
-        Ok(who) => {
+    match shared.auth.identify_bearer_expiring(&token).await {
+        Ok((who, until)) => {
             let who = Arc::new(who);
             if enter(&s, &shared, &who, epoch) {
+                watch_expiry(&s, &shared, &who, Some(until));
                 s.emit("authenticated", &welcome(&who)).ok();
             } else {
                 deny(&s, "unauthorized", REVOKED);

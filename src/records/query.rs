@@ -16,6 +16,12 @@ pub const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_CONDITIONS: usize = 50;
 const MAX_IN_VALUES: usize = 1000;
 const MAX_SEARCH_CHARS: usize = 200;
+/// Longest value of `startsWith`, `endsWith`, `contains` and `notContains`. On SQLite
+/// these become a Unicode case-insensitive regex, which the regex crate refuses past
+/// its compiled-size limit (about 44,000 characters of `k`): that surfaced as a 500,
+/// and each such value cost a large compile per query (found while writing the
+/// regex check of `fuzz/` target list_query).
+const MAX_MATCH_CHARS: usize = 1000;
 const MAX_PAGE_NUMBER: u32 = 1_000_000_000;
 
 #[derive(Deserialize)]
@@ -43,7 +49,9 @@ pub fn parse(
     max_page_size: u32,
 ) -> Result<ListQuery, ApiError> {
     let page_size = match params.get("pageSize") {
-        None => DEFAULT_PAGE_SIZE,
+        // A server configured with `--max-page-size` below the default never answers
+        // more rows than that limit, asked or not (found by `fuzz/` target list_query).
+        None => DEFAULT_PAGE_SIZE.min(max_page_size),
         Some(s) => parse_bounded("pageSize", s, max_page_size)?,
     };
     let page_number = match params.get("pageNumber") {
@@ -219,16 +227,23 @@ fn condition(object: &ObjectSchema, raw: RawCondition) -> Result<Condition, ApiE
                     field.ty.describe()
                 )));
             }
-            match &raw.value {
-                Value::String(s) => vec![SqlValue::Text(s.clone())],
-                Value::Number(n) => vec![SqlValue::Text(n.to_string())],
+            let text = match &raw.value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
                 _ => {
                     return Err(ApiError::bad(format!(
                         "operator `{}` needs a string value",
                         raw.operator
                     )));
                 }
+            };
+            if text.chars().count() > MAX_MATCH_CHARS {
+                return Err(ApiError::bad(format!(
+                    "filter on `{}`: `{}` takes at most {MAX_MATCH_CHARS} characters",
+                    field.name, raw.operator
+                )));
             }
+            vec![SqlValue::Text(text)]
         }
         FilterOp::In => {
             let items: Vec<Value> = match &raw.value {
@@ -298,4 +313,58 @@ fn parse_sort(object: &ObjectSchema, text: &str) -> Result<Vec<(String, bool)>, 
             Ok((field.name, desc))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::load_files;
+    use std::path::Path;
+
+    fn items() -> std::sync::Arc<ObjectSchema> {
+        let text = r#"{"name":"items","fields":{"name":{"type":"string"},"body":{"type":"text"}}}"#;
+        let dir = Path::new("schema");
+        let schema = load_files(dir, [(dir.join("items.json"), text.to_string())]).unwrap();
+        schema.object("items").unwrap().clone()
+    }
+
+    fn params(pairs: &[(&str, String)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    /// Found by `fuzz/` target list_query: with `--max-page-size` below 20, a list
+    /// that named no page size still answered 20 rows.
+    #[test]
+    fn the_default_page_size_respects_the_configured_maximum() {
+        let query = parse(&items(), &HashMap::new(), 5).unwrap();
+        assert_eq!(query.page_size, 5);
+        let query = parse(&items(), &HashMap::new(), 1000).unwrap();
+        assert_eq!(query.page_size, DEFAULT_PAGE_SIZE);
+    }
+
+    /// Found while writing `fuzz/` target list_query's regex check: a 44,431-character
+    /// `contains` value made SQLite's REGEXP fail (a 500); now a 400 names the limit.
+    #[test]
+    fn text_match_values_are_bounded() {
+        for op in ["startsWith", "endsWith", "contains", "notContains"] {
+            let filter = |n: usize| {
+                let value = "k".repeat(n);
+                params(&[(
+                    "filter",
+                    serde_json::json!([{"fieldName": "body", "operator": op, "value": value}])
+                        .to_string(),
+                )])
+            };
+            assert!(
+                parse(&items(), &filter(MAX_MATCH_CHARS), 20).is_ok(),
+                "{op}"
+            );
+            let e = parse(&items(), &filter(44_431), 20).expect_err(op);
+            assert!(matches!(e, ApiError::BadRequest(_)), "{op}: {e:?}");
+            assert!(e.to_string().contains("at most 1000 characters"), "{e}");
+        }
+    }
 }

@@ -101,8 +101,7 @@ struct RawRoles {
 
 /// Loads every `*.json` in `dir`. A missing directory is an empty app (just `users`).
 pub fn load_dir(dir: &Path) -> Result<Schema, SchemaError> {
-    let mut roles: Vec<String> = DEFAULT_ROLES.iter().map(|r| r.to_string()).collect();
-    let mut raws: Vec<(PathBuf, RawObject)> = Vec::new();
+    let mut files = Vec::new();
     if dir.exists() {
         let entries = std::fs::read_dir(dir)
             .map_err(|e| SchemaError::new(dir, None, format!("cannot read directory: {e}")))?;
@@ -114,27 +113,41 @@ pub fn load_dir(dir: &Path) -> Result<Schema, SchemaError> {
         for path in paths {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| SchemaError::new(&path, None, format!("cannot read: {e}")))?;
-            if path.file_name().is_some_and(|n| n == ROLES_FILE) {
-                let raw: RawRoles = serde_json::from_str(&text)
-                    .map_err(|e| SchemaError::new(&path, None, format!("invalid JSON: {e}")))?;
-                for role in raw.roles {
-                    if !is_valid_identifier(&role) {
-                        return Err(SchemaError::new(
-                            &path,
-                            None,
-                            format!("role `{role}` must be letters, digits and _"),
-                        ));
-                    }
-                    if !roles.contains(&role) {
-                        roles.push(role);
-                    }
-                }
-                continue;
-            }
-            let raw: RawObject = serde_json::from_str(&text)
-                .map_err(|e| SchemaError::new(&path, None, format!("invalid JSON: {e}")))?;
-            raws.push((path, raw));
+            files.push((path, text));
         }
+    }
+    load_files(dir, files)
+}
+
+/// The schema `load_dir(dir)` builds from these files, given as (path, text) in the
+/// order to read them, without touching the disk (the fuzz targets in `fuzz/` feed it).
+pub fn load_files(
+    dir: &Path,
+    files: impl IntoIterator<Item = (PathBuf, String)>,
+) -> Result<Schema, SchemaError> {
+    let mut roles: Vec<String> = DEFAULT_ROLES.iter().map(|r| r.to_string()).collect();
+    let mut raws: Vec<(PathBuf, RawObject)> = Vec::new();
+    for (path, text) in files {
+        if path.file_name().is_some_and(|n| n == ROLES_FILE) {
+            let raw: RawRoles = serde_json::from_str(&text)
+                .map_err(|e| SchemaError::new(&path, None, format!("invalid JSON: {e}")))?;
+            for role in raw.roles {
+                if !is_valid_identifier(&role) {
+                    return Err(SchemaError::new(
+                        &path,
+                        None,
+                        format!("role `{role}` must be letters, digits and _"),
+                    ));
+                }
+                if !roles.contains(&role) {
+                    roles.push(role);
+                }
+            }
+            continue;
+        }
+        let raw: RawObject = serde_json::from_str(&text)
+            .map_err(|e| SchemaError::new(&path, None, format!("invalid JSON: {e}")))?;
+        raws.push((path, raw));
     }
     if !raws.iter().any(|(_, r)| r.name == "users") {
         raws.push((
@@ -181,8 +194,24 @@ fn build_object(
             ),
         ));
     }
-    if RESERVED_OBJECTS.contains(&name.as_str()) || name.starts_with("lb_") {
+    // SQLite compares table and column names ignoring ASCII case, so `LB_schema` is
+    // the internal `lb_schema` table and `Items` the `items` table there (PostgreSQL
+    // keeps them apart): names that differ only in case are refused on both, or the
+    // server would alter its own tables, or fail to start with a bare SQL error
+    // (found with `fuzz/` target schema).
+    if RESERVED_OBJECTS.contains(&name.as_str()) || has_internal_prefix(&name) {
         return Err(err(None, format!("object name `{name}` is reserved")));
+    }
+    if let Some(other) = object_names
+        .iter()
+        .find(|other| **other != name && other.eq_ignore_ascii_case(&name))
+    {
+        return Err(err(
+            None,
+            format!(
+                "object name `{name}` differs from `{other}` only in letter case; SQLite would store both in one table"
+            ),
+        ));
     }
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     if stem != name {
@@ -205,13 +234,26 @@ fn build_object(
                 "field names must start with a letter and hold only letters, digits and _".into(),
             ));
         }
-        if fname == "id" || fname.starts_with("lb_") {
+        if fname.eq_ignore_ascii_case("id") || has_internal_prefix(fname) {
             return Err(err(Some(fname), "this field name is reserved".into()));
         }
-        if is_users && USER_BUILTIN_FIELDS.contains(&fname) {
+        if is_users
+            && USER_BUILTIN_FIELDS
+                .iter()
+                .any(|b| b.eq_ignore_ascii_case(fname))
+        {
             return Err(err(
                 Some(fname),
                 "is a built-in field of users and cannot be redeclared".into(),
+            ));
+        }
+        if let Some(other) = fields.iter().find(|f| f.name.eq_ignore_ascii_case(fname)) {
+            return Err(err(
+                Some(fname),
+                format!(
+                    "differs from field `{}` only in letter case; SQLite would make them one column",
+                    other.name
+                ),
             ));
         }
         let ty = match (rf.ty.as_str(), &rf.object) {
@@ -332,6 +374,11 @@ fn build_object(
     })
 }
 
+/// `lb_…` names belong to livebase's own tables, columns and indexes, in any case.
+fn has_internal_prefix(name: &str) -> bool {
+    name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("lb_"))
+}
+
 fn users_builtin_fields() -> Vec<Field> {
     let text = |name: &str, required: bool, unique: bool| Field {
         name: name.to_string(),
@@ -435,6 +482,44 @@ mod tests {
                 "built-in",
             ),
             ("general.json", r#"{"name":"general"}"#, None, "reserved"),
+            // Case variants SQLite would confuse with a livebase table or column, or
+            // with another field (found with `fuzz/` target schema).
+            (
+                "LB_schema.json",
+                r#"{"name":"LB_schema"}"#,
+                None,
+                "reserved",
+            ),
+            (
+                "items.json",
+                r#"{"name":"items","fields":{"ID":{"type":"int"}}}"#,
+                Some("ID"),
+                "reserved",
+            ),
+            (
+                "items.json",
+                r#"{"name":"items","fields":{"Lb_owner":{"type":"int"}}}"#,
+                Some("Lb_owner"),
+                "reserved",
+            ),
+            (
+                "items.json",
+                r#"{"name":"items","fields":{"a":{"type":"int"},"A":{"type":"int"}}}"#,
+                Some("a"),
+                "only in letter case",
+            ),
+            (
+                "users.json",
+                r#"{"name":"users","fields":{"Email":{"type":"string"}}}"#,
+                Some("Email"),
+                "built-in",
+            ),
+            (
+                "Users.json",
+                r#"{"name":"Users"}"#,
+                None,
+                "only in letter case",
+            ),
         ];
         for (file, body, field, needle) in cases {
             let e = load(&[(file, body)]).expect_err(body);
@@ -442,6 +527,17 @@ mod tests {
             assert_eq!(e.field.as_deref(), *field, "{e}");
             assert!(e.to_string().contains(needle), "`{e}` lacks `{needle}`");
         }
+    }
+
+    #[test]
+    fn objects_differing_only_in_case_are_refused() {
+        let e = load(&[
+            ("Items.json", r#"{"name":"Items"}"#),
+            ("items.json", r#"{"name":"items"}"#),
+        ])
+        .expect_err("Items and items would be one SQLite table");
+        assert!(e.file.ends_with("Items.json"), "{e}");
+        assert!(e.to_string().contains("only in letter case"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use load::{SchemaError, load_dir};
+pub use load::{SchemaError, load_dir, load_files};
 
 /// Roles every app has; schema files may declare more in `_roles.json`.
 pub const DEFAULT_ROLES: [&str; 4] = ["Admin", "User", "ReadOnly", "Public"];

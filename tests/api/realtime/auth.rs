@@ -1223,3 +1223,55 @@ async fn engine_io_v3_client_logs_in_and_receives_events() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Token expiry
+// ---------------------------------------------------------------------------------------
+
+/// A socket authenticated with an access token lives as long as the token would be
+/// accepted over HTTP: then it is told why and disconnected, by every way of
+/// authenticating with a token. An anonymous socket (no expiry) stays.
+#[tokio::test]
+async fn a_socket_is_disconnected_when_its_access_token_expires() {
+    let backend = &backends()[0];
+    let app = objects(Spawn::new(backend))
+        .config(|c| c.access_token_ttl = 1)
+        .start()
+        .await;
+    let alice = app.user("alice@x.test", "User").await;
+    let issued = Instant::now();
+    let mut by_handshake = app.socket(&alice.token).await;
+    let mut by_login = unauthenticated(&app).await;
+    by_login.emit("login", &[json!(format!("Bearer {}", alice.token))]);
+    by_login.expect("authorized").await;
+    let mut by_authentication = unauthenticated(&app).await;
+    by_authentication.emit("authentication", &[json!({ "id": alice.token })]);
+    by_authentication.expect("authenticated").await;
+    let guest = anonymous(&app).await;
+
+    // exp is 1 s after issue (whole seconds), plus the 5 s leeway tokens get over HTTP.
+    for (name, s) in [
+        ("handshake", &mut by_handshake),
+        ("login", &mut by_login),
+        ("authentication", &mut by_authentication),
+    ] {
+        let said = s
+            .try_expect("error", Duration::from_secs(12))
+            .await
+            .unwrap_or_else(|| panic!("{name}: no expiry notice"));
+        assert!(
+            said["message"].as_str().unwrap().contains("expired"),
+            "{name}: {said}"
+        );
+        assert!(s.closed_within(PATIENCE).await, "{name}: still connected");
+    }
+    assert!(
+        issued.elapsed() >= Duration::from_secs(4),
+        "closed before the token's leeway ended: {:?}",
+        issued.elapsed()
+    );
+    // The token is refused over HTTP too by now, and the anonymous socket is still in.
+    let (status, _) = app.get("/1/objects/posts", &alice.cred()).await;
+    assert_eq!(status, 401);
+    assert_eq!(guest.call("echo", json!("here")).await, json!("here"));
+}

@@ -7,6 +7,7 @@ mod db_channels;
 mod delivery;
 mod hardening;
 mod limits;
+mod no_leaks;
 mod sails;
 mod support;
 
