@@ -118,6 +118,57 @@ impl Headlines {
     }
 }
 
+/// `n` sockets whose `created` events (the `events` object's `afterCreate` action
+/// emits one per row to everyone) are recorded against the rows' send times.
+async fn created_listeners(
+    target: &Target,
+    tokens: &[String],
+    n: usize,
+    sent: &Arc<SendTimes>,
+    received: &Arc<Receipts>,
+) -> Result<clients::Listeners> {
+    let (s, r) = (sent.clone(), received.clone());
+    clients::connect_many(
+        target.addr,
+        tokens,
+        n,
+        None,
+        Arc::new(move |i, frame: &str| {
+            if frame.starts_with("42[\"created\"")
+                && let Some(seq) = sio::seq_of(frame)
+            {
+                r.record(i, &s, seq);
+            }
+        }),
+    )
+    .await
+}
+
+/// Open-loop REST creates of `events` rows numbered 1, 2, …, each row's due time
+/// recorded in `sent` (its `created` emit's latency is counted from it).
+async fn create_events(
+    target: &Target,
+    token: &str,
+    rate: u64,
+    duration: Duration,
+    connections: usize,
+    sent: &Arc<SendTimes>,
+) -> Result<clients::Open> {
+    let (token, s) = (token.to_string(), sent.clone());
+    clients::open_loop(
+        target.addr,
+        rate,
+        duration,
+        connections,
+        Arc::new(move |seq| {
+            let body = json!({ "seq": seq, "body": "bench" }).to_string();
+            http::request("POST", "/1/objects/events", Some(&token), Some(&body))
+        }),
+        Arc::new(move |seq, due| s.set(seq, due)),
+    )
+    .await
+}
+
 /// Scenario 1: REST create → `afterCreate` action `emitAll` → every client receives it.
 pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Table> {
     let mut table = Table::new(
@@ -154,36 +205,10 @@ pub async fn write_emit(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Ta
                 let total = rate * plan.step.as_secs_f64() as u64;
                 let sent = Arc::new(SendTimes::new(total as usize + 2));
                 let received = Arc::new(Receipts::default());
-                let (s, r) = (sent.clone(), received.clone());
-                let _listeners = clients::connect_many(
-                    target.addr,
-                    &tokens,
-                    clients,
-                    None,
-                    Arc::new(move |i, frame: &str| {
-                        if frame.starts_with("42[\"created\"")
-                            && let Some(seq) = sio::seq_of(frame)
-                        {
-                            r.record(i, &s, seq);
-                        }
-                    }),
-                )
-                .await?;
-                let token = tokens[0].clone();
+                let _listeners =
+                    created_listeners(&target, &tokens, clients, &sent, &received).await?;
                 let window = Window::open(&target);
-                let s = sent.clone();
-                let run = clients::open_loop(
-                    target.addr,
-                    rate,
-                    plan.step,
-                    64,
-                    Arc::new(move |seq| {
-                        let body = json!({ "seq": seq, "body": "bench" }).to_string();
-                        http::request("POST", "/1/objects/events", Some(&token), Some(&body))
-                    }),
-                    Arc::new(move |seq, due| s.set(seq, due)),
-                )
-                .await?;
+                let run = create_events(&target, &tokens[0], rate, plan.step, 64, &sent).await?;
                 let ok = run.ok;
                 let expected = ok * clients as u64;
                 clients::drain(Duration::from_secs(5), || received.count() >= expected).await;
@@ -935,21 +960,7 @@ pub async fn soak(
         let total = plan.soak_rate * plan.soak_duration.as_secs_f64() as u64;
         let sent = Arc::new(SendTimes::new(total as usize + 2));
         let received = Arc::new(Receipts::default());
-        let (s, r) = (sent.clone(), received.clone());
-        let _listeners = clients::connect_many(
-            target.addr,
-            &tokens,
-            n,
-            None,
-            Arc::new(move |i, frame: &str| {
-                if frame.starts_with("42[\"created\"")
-                    && let Some(seq) = sio::seq_of(frame)
-                {
-                    r.record(i, &s, seq);
-                }
-            }),
-        )
-        .await?;
+        let _listeners = created_listeners(&target, &tokens, n, &sent, &received).await?;
         // Sockets that connect and then never read again: no heartbeat answers, and
         // their buffers fill.
         let mut stopped = Vec::new();
@@ -989,18 +1000,13 @@ pub async fn soak(
                 }
             })
         };
-        let token = tokens[0].clone();
-        let s = sent.clone();
-        let run = clients::open_loop(
-            target.addr,
+        let run = create_events(
+            &target,
+            &tokens[0],
             plan.soak_rate,
             plan.soak_duration,
             8,
-            Arc::new(move |seq| {
-                let body = json!({ "seq": seq, "body": "soak" }).to_string();
-                http::request("POST", "/1/objects/events", Some(&token), Some(&body))
-            }),
-            Arc::new(move |seq, due| s.set(seq, due)),
+            &sent,
         )
         .await?;
         let expected = run.ok * n as u64;
