@@ -973,24 +973,13 @@ pub async fn soak(
         let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let sampler = {
             let (samples, sampling, every) = (samples.clone(), sampling.clone(), plan.soak_sample);
-            let pid_rss = {
-                let status = format!("/proc/{}/status", target.pid());
-                move || {
-                    std::fs::read_to_string(&status)
-                        .ok()
-                        .and_then(|s| {
-                            s.lines()
-                                .find(|l| l.starts_with("VmRSS:"))
-                                .and_then(|l| l.split_whitespace().nth(1))
-                                .and_then(|kb| kb.parse::<f64>().ok())
-                        })
-                        .map(|kb| kb / 1024.0)
-                }
-            };
+            let pid = target.pid();
             tokio::spawn(async move {
                 let t0 = Instant::now();
                 while sampling.load(Ordering::Relaxed) {
-                    if let Some(mib) = pid_rss() {
+                    let (rss, _) = crate::target::rss_of(pid);
+                    if rss > 0 {
+                        let mib = rss as f64 / (1024.0 * 1024.0);
                         samples
                             .lock()
                             .unwrap()

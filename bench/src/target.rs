@@ -162,18 +162,7 @@ impl Target {
 
     /// (current RSS, peak RSS) in bytes.
     pub fn rss(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        rss_of(self.pid)
     }
 
     pub async fn stop(mut self) -> Result<()> {
@@ -189,6 +178,21 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// (current RSS, peak RSS) of process `pid` in bytes; zeros once it is gone.
+pub fn rss_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 pub fn cpu_of(pid: u32) -> Option<Duration> {

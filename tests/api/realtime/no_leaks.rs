@@ -339,6 +339,22 @@ struct Sock {
 }
 
 impl Sock {
+    /// A socket with no subscriptions and nothing owed yet.
+    fn new(label: String, sio: Sio, who: Who) -> Sock {
+        Sock {
+            label,
+            sio,
+            who,
+            db: BTreeSet::new(),
+            watch: BTreeSet::new(),
+            rows: BTreeSet::new(),
+            chans: BTreeSet::new(),
+            owed: HashMap::new(),
+            optional: HashSet::new(),
+            soft: false,
+        }
+    }
+
     fn owe(&mut self, key: String) {
         if self.soft {
             self.optional.insert(key);
@@ -1185,18 +1201,7 @@ impl Sim {
         };
         let sio = connect(app, rng, token.as_deref()).await;
         let label = format!("socket#{} of {}", self.socks.len(), who.describe());
-        self.socks.push(Sock {
-            label,
-            sio,
-            who,
-            db: BTreeSet::new(),
-            watch: BTreeSet::new(),
-            rows: BTreeSet::new(),
-            chans: BTreeSet::new(),
-            owed: HashMap::new(),
-            optional: HashSet::new(),
-            soft: false,
-        });
+        self.socks.push(Sock::new(label, sio, who));
         let i = self.socks.len() - 1;
         self.subscribe_randomly(rng, i).await;
     }
@@ -2003,18 +2008,12 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
         sim.persons[p].row = handle;
         sim.by_id.insert((users_obj, id), handle);
     }
-    sim.socks.push(Sock {
-        label: format!("sentinel of {}", admin.email),
-        sio: sentinel,
-        who: sim.person_who(0),
-        db: BTreeSet::new(),
-        watch: BTreeSet::new(),
-        rows: BTreeSet::new(),
-        chans: BTreeSet::new(),
-        owed: HashMap::new(),
-        optional: HashSet::new(),
-        soft: false,
-    });
+    let who = sim.person_who(0);
+    sim.socks.push(Sock::new(
+        format!("sentinel of {}", admin.email),
+        sentinel,
+        who,
+    ));
     // Whatever the users' creation delivered is not under test: settle it away.
     let (status, body) = app
         .post("/1/objects/markers", &master(), json!({ "title": "setup" }))
