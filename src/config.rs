@@ -197,6 +197,11 @@ pub struct Config {
     #[arg(long, env = "LIVEBASE_SOCKET_BUFFER", default_value_t = 1024)]
     pub socket_buffer: usize,
 
+    /// Channels (`join`, `db-` channels included) one socket may be in at once; a
+    /// further `join` is refused with an error saying so.
+    #[arg(long, env = "LIVEBASE_SOCKET_MAX_CHANNELS", default_value_t = 100)]
+    pub socket_max_channels: usize,
+
     /// Milliseconds between heartbeats; a socket that does not answer one within
     /// `--socket-ping-timeout-ms` (a client that stopped reading) is disconnected.
     #[arg(
@@ -213,6 +218,40 @@ pub struct Config {
         default_value_t = 20_000
     )]
     pub socket_ping_timeout_ms: u64,
+
+    /// Bytes queued for one socket beyond the message it is being sent; past it further
+    /// events are dropped for that socket (and counted), and a socket that stays over it
+    /// for `--socket-ping-timeout-ms` is disconnected.
+    #[arg(long, env = "LIVEBASE_SOCKET_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub socket_buffer_bytes: u64,
+
+    /// Milliseconds a client has to send a whole request head (headers); a connection
+    /// that takes longer, or idles that long between requests, is closed.
+    #[arg(
+        long,
+        env = "LIVEBASE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+
+    /// Milliseconds a connection's writes may make no progress (a client that stopped
+    /// reading) before the connection is closed, upgraded WebSockets included; 0 turns
+    /// the guard off.
+    #[arg(
+        long,
+        env = "LIVEBASE_WRITE_STALL_TIMEOUT_MS",
+        default_value_t = 20_000
+    )]
+    pub write_stall_timeout_ms: u64,
+
+    /// Connections one client IP address may hold open at once (HTTP and WebSocket);
+    /// more are answered 503 and closed. 0 turns the cap off.
+    #[arg(
+        long,
+        env = "LIVEBASE_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 512
+    )]
+    pub max_connections_per_address: usize,
 
     /// Milliseconds shutdown (SIGTERM, Ctrl-C) waits for in-flight requests before it
     /// closes the connections still open (a client that never finishes its request

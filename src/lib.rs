@@ -14,11 +14,14 @@
 //! - `realtime` — Socket.IO on the same port: socket auth, rooms, channels, db events,
 //!   Sails requests and LoopBack names, all filtered by the one permission function.
 //! - `error`   — the one error type every client-facing failure becomes.
+//! - `conn`    — the accept loop: header-read timeout, per-address cap, write-stall
+//!   guard, and the write tap that measures each socket's queue.
 //! - `tls`     — HTTPS/WSS on the listener (`--tls-cert`/`--tls-key`), with rustls.
 
 pub mod actions;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod http;
 pub mod realtime;

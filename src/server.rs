@@ -8,13 +8,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::actions::Actions;
 use crate::auth::{Auth, Identity, credentials, secrets};
 use crate::config::Config;
+use crate::conn;
 use socketioxide::layer::SocketIoLayer;
 
 use crate::http::{self, AppState};
@@ -66,8 +66,11 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         auth.secrets().app_name.clone(),
     )
     .await?;
-    let mut hooks: Vec<Arc<dyn WriteHook>> =
-        vec![Arc::new(auth.clone()), Arc::new(actions.clone())];
+    let mut hooks: Vec<Arc<dyn WriteHook>> = vec![
+        Arc::new(auth.clone()),
+        Arc::new(realtime.clone()),
+        Arc::new(actions.clone()),
+    ];
     hooks.extend(extra_hooks);
     let records = Records::new(store.clone(), schema, hooks, config.max_page_size);
     actions.attach(&records);
@@ -97,50 +100,30 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = app.state.store.clone();
     let realtime = app.state.realtime.clone();
-    let cors = http::cors_layer(&app.state.config.cors_origins);
-    let grace = std::time::Duration::from_millis(app.state.config.shutdown_grace_ms);
+    let config = app.state.config.clone();
+    let cors = http::cors_layer(&config.cors_origins);
+    let grace = std::time::Duration::from_millis(config.shutdown_grace_ms);
     let router = http::app(app.state);
     realtime.set_router(Some(router.clone()));
-    let router = router.layer(app.socket_layer).layer(cors);
+    let router = router
+        .layer(app.socket_layer)
+        .layer(axum::middleware::from_fn_with_state(
+            realtime.clone(),
+            crate::realtime::outbox::attach_transport,
+        ))
+        .layer(cors);
     // Sockets are long-lived: close them when shutdown begins, or it would wait on them.
     let closing = realtime.clone();
-    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
-        let _ = draining.send(());
         closing.close().await;
     };
-    // A client that never finishes its request head would hold the drain forever.
-    let deadline = async move {
-        if drain_started.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(grace).await;
-        tracing::warn!("connections still open {grace:?} after shutdown began; closing them");
+    let limits = conn::Limits {
+        header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
+        write_stall_timeout: std::time::Duration::from_millis(config.write_stall_timeout_ms),
+        max_per_address: config.max_connections_per_address,
     };
-    // The peer address feeds the per-address rate limits (`http::limits`).
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let serving = async move {
-        match app.tls {
-            None => {
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            Some(tls) => {
-                // `tap_io` only to get axum's `ConnectInfo` for any listener with a
-                // `SocketAddr`; it does nothing to the stream.
-                let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-        }
-    };
-    tokio::select! {
-        served = serving => served?,
-        () = deadline => {}
-    }
+    conn::serve(listener, app.tls, router, limits, shutdown, grace).await;
     realtime.set_router(None);
     store.close().await;
     Ok(())

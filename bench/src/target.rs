@@ -89,6 +89,9 @@ impl Target {
                     // The harness signs up 100 users from one address in a second; the
                     // peer has no such limit either.
                     .args(["--auth-rate-per-minute", "0"])
+                    // Every simulated client comes from loopback; the peer has no
+                    // per-address cap either.
+                    .args(["--max-connections-per-address", "0"])
                     // The peer logs nothing per request; neither should livebase here.
                     .env("RUST_LOG", "warn");
             }

@@ -52,11 +52,82 @@ pub fn app(state: AppState) -> Router {
         .merge(system::router())
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
+        .layer(axum::middleware::map_response(errors_as_json))
         .layer(axum::middleware::from_fn(system::track))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            refuse_oversized,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Most bytes of a refused body read and thrown away so its sender sees the 413.
+const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+/// Longest time spent doing so.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A body declared larger than `--max-body-bytes` is refused before any handler runs.
+/// Its sender is usually still sending: closing then would reset the connection and
+/// many clients would report a broken pipe instead of the 413, so a bounded amount is
+/// read and discarded first (past that, or after `DRAIN_TIME`, the connection closes).
+async fn refuse_oversized(
+    axum::extract::State(max): axum::extract::State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|n| *n > max as u64) else {
+        return next.run(request).await;
+    };
+    if declared <= DRAIN_BYTES.max(4 * max as u64) {
+        use http_body_util::BodyExt;
+        let mut body = request.into_body();
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await;
+    }
+    ApiError::PayloadTooLarge(format!(
+        "the request body ({declared} bytes) is larger than the limit of {max} bytes"
+    ))
+    .into_response()
+}
+
+/// Longest text of a non-JSON error kept as its `Message`.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Every failure a client sees is `{"Message": …}`: axum's own extractor rejections
+/// (a path segment that is not UTF-8, a body over the limit, …) answer plain text, so
+/// they are rewritten here, in the one place every response passes, keeping the status
+/// and headers (`Retry-After`, `Allow`) and taking the text as the message.
+async fn errors_as_json(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_ERROR_TEXT).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).trim().to_string(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let fixed = ApiError::Status(status, text).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    let (fixed_parts, body) = fixed.into_parts();
+    parts.headers.extend(fixed_parts.headers);
+    axum::response::Response::from_parts(parts, body)
 }
 
 async fn no_route(method: Method, uri: Uri) -> impl IntoResponse {

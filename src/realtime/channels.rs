@@ -15,6 +15,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use socketioxide::handler::{FromMessageParts, Value as WireValue};
 use socketioxide::socket::Socket;
 
+use super::outbox;
 use super::rooms::{self, Feed};
 use super::session::{self, NOT_AUTHENTICATED};
 use super::{Shared, emit_to};
@@ -51,6 +52,7 @@ pub struct Reply {
     ack: AckSender,
     wants_ack: bool,
     socket: Arc<Socket<LocalAdapter>>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl FromMessageParts<LocalAdapter> for Reply {
@@ -65,6 +67,9 @@ impl FromMessageParts<LocalAdapter> for Reply {
             ack: AckSender::from_message_parts(s, v, ack_id)?,
             wants_ack: ack_id.is_some(),
             socket: s.clone(),
+            shared: State::<Arc<Shared>>::from_message_parts(s, v, ack_id)
+                .ok()
+                .map(|State(shared)| shared),
         })
     }
 }
@@ -74,9 +79,26 @@ impl Reply {
         self.wants_ack
     }
 
+    /// Answers count against the socket's byte budget like events do: a client that
+    /// floods requests and reads no answers is not let to pile them up.
+    fn admit(&self, size: u64) -> bool {
+        let s = SocketRef::from(self.socket.clone());
+        self.shared
+            .as_ref()
+            .is_none_or(|shared| shared.admit(&s, size))
+    }
+
     /// Success: `ack_data` as the ack, or `event` with `event_data` when there is no ack
     /// (no event at all if `event` is `None`).
     pub fn ok(self, ack_data: &Value, event: Option<(&str, &Value)>) {
+        let size = match (self.wants_ack, event) {
+            (true, _) => outbox::size_of("", ack_data),
+            (false, Some((name, data))) => outbox::size_of(name, data),
+            (false, None) => return,
+        };
+        if !self.admit(size) {
+            return;
+        }
         if self.wants_ack {
             self.ack.send(ack_data).ok();
         } else if let Some((name, data)) = event {
@@ -93,6 +115,9 @@ impl Reply {
             .copied()
             .unwrap_or("unknown");
         metrics::counter!("livebase_socket_rejected_total", "event" => label).increment(1);
+        if !self.admit(outbox::size_of(command, message)) {
+            return;
+        }
         if self.wants_ack {
             self.ack.send(&json!({ "error": message })).ok();
         } else {
@@ -188,11 +213,26 @@ async fn join(
     };
     match room_for(&shared.schema, &who, &name) {
         Ok(room) => {
+            let max = shared.limits.max_channels;
+            let joined = s.rooms();
+            if !joined.iter().any(|r| *r == room)
+                && joined
+                    .iter()
+                    .filter(|r| rooms::is_joined_channel(r))
+                    .count()
+                    >= max
+            {
+                return reply.error(
+                    "join",
+                    &format!("a socket may be in at most {max} channels; leave one first"),
+                );
+            }
             if !session::join_as(&s, &who, vec![room]) {
                 return reply.error("join", "the socket re-authenticated meanwhile; join again");
             }
+            // The member's own public id, so it can tell its messages in `chan_out`.
             reply.ok(
-                &json!({ "ok": true, "channel": name }),
+                &json!({ "ok": true, "channel": name, "sid": &*session::public_id(&s) }),
                 Some(("joined", &json!(name))),
             );
         }
@@ -246,10 +286,10 @@ async fn chan_in(
     let out = json!({
         "channel": name,
         "data": data,
-        "sid": s.id.to_string(),
+        "sid": &*session::public_id(&s),
     });
     emit_to(
-        &shared.io(),
+        &shared,
         vec![rooms::channel(&name)],
         "chan_out",
         &out,

@@ -11,9 +11,11 @@
 //! - `channels` — `echo`, `join`, `leave`, `chan_in`, and how commands answer.
 //! - `sails`    — virtual requests through the HTTP router, and subscriptions.
 //! - `relay`    — committed changes (`RecordEvent`) → db, Sails and LoopBack events.
+//! - `outbox`   — what is queued for each socket, in bytes, and its budget.
 //! - `rooms`    — every room name.
 
 pub mod channels;
+pub mod outbox;
 pub mod relay;
 pub mod rooms;
 pub mod sails;
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 use axum::Router;
 use serde::Serialize;
+use socketioxide::extract::SocketRef;
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
@@ -61,6 +64,12 @@ pub(crate) struct Shared {
 struct Limits {
     max_connections: usize,
     auth_timeout: Duration,
+    /// Channels (`join`) one socket may be in at once.
+    max_channels: usize,
+    /// Bytes queued for one socket beyond its current message (see `outbox`).
+    buffer_bytes: u64,
+    /// How long a socket may stay over `buffer_bytes` before it is disconnected.
+    over_budget_patience: Duration,
 }
 
 impl Shared {
@@ -86,6 +95,9 @@ impl Realtime {
             limits: Limits {
                 max_connections: config.max_connections,
                 auth_timeout: Duration::from_millis(config.socket_auth_timeout_ms),
+                max_channels: config.socket_max_channels,
+                buffer_bytes: config.socket_buffer_bytes,
+                over_budget_patience: Duration::from_millis(config.socket_ping_timeout_ms),
             },
             connections: AtomicUsize::new(0),
             router: RwLock::new(None),
@@ -118,24 +130,24 @@ impl Realtime {
     /// Backand `socket.emitUsers`: to every socket of these users (by username).
     pub async fn emit_users<T: Serialize + ?Sized>(&self, event: &str, data: &T, users: &[String]) {
         let rooms = users.iter().map(|u| rooms::user(u)).collect();
-        emit_to(&self.io, rooms, event, data, "users").await;
+        emit_to(&self.shared, rooms, event, data, "users").await;
     }
 
     /// Backand `socket.emitRole`: to every socket whose user has `role`.
     pub async fn emit_role<T: Serialize + ?Sized>(&self, event: &str, data: &T, role: &str) {
-        emit_to(&self.io, vec![rooms::role(role)], event, data, "role").await;
+        emit_to(&self.shared, vec![rooms::role(role)], event, data, "role").await;
     }
 
     /// Backand `socket.emitAll`: to every authenticated socket.
     pub async fn emit_all<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
         let rooms = vec![rooms::AUTHENTICATED.to_string()];
-        emit_to(&self.io, rooms, event, data, "all").await;
+        emit_to(&self.shared, rooms, event, data, "all").await;
     }
 
     /// `socket.broadcast(room, …)`: to the members of a channel joined with `join`.
     pub async fn broadcast<T: Serialize + ?Sized>(&self, channel: &str, event: &str, data: &T) {
         emit_to(
-            &self.io,
+            &self.shared,
             vec![rooms::channel(channel)],
             event,
             data,
@@ -178,10 +190,12 @@ impl Realtime {
     }
 }
 
-/// One room emit, counted; sockets whose queue is full miss it and are counted as drops
-/// (they are disconnected at their next heartbeat, which cannot be queued either).
+/// One room emit, counted. Sockets over their byte budget (`outbox`) are left out and
+/// counted as drops, or disconnected once they have stayed over it too long; sockets
+/// whose message queue is full miss it too and are counted (they are disconnected at
+/// their next heartbeat, which cannot be queued either).
 pub(crate) async fn emit_to<T: Serialize + ?Sized>(
-    io: &SocketIo,
+    shared: &Shared,
     rooms: Vec<String>,
     event: &str,
     data: &T,
@@ -192,9 +206,24 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
     }
     // After `close` (shutdown) the namespace is gone and `io.to` would panic: requests
     // still draining then commit with nobody left to tell.
-    let Some(root) = io.of("/") else { return };
+    let Some(root) = shared.io().of("/") else {
+        return;
+    };
     metrics::counter!("livebase_socket_emits_total", "kind" => kind).increment(1);
-    match root.to(rooms).emit(event, data).await {
+    let size = outbox::size_of(event, data);
+    let mut behind = Vec::new();
+    for s in root.clone().to(rooms.clone()).sockets() {
+        if !shared.admit(&s, size) {
+            behind.push(rooms::socket(&session::public_id(&s)));
+        }
+    }
+    let targets = root.to(rooms);
+    let targets = if behind.is_empty() {
+        targets
+    } else {
+        targets.except(behind)
+    };
+    match targets.emit(event, data).await {
         Ok(()) => {}
         Err(BroadcastError::Socket(errors)) => {
             for error in errors {
@@ -206,5 +235,30 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
             }
         }
         Err(e) => tracing::warn!(error = %e, event, "socket emit failed"),
+    }
+}
+
+impl Shared {
+    /// Whether one more message of `size` bytes may be queued for `s` (see `outbox`);
+    /// a socket that stayed over its budget too long is disconnected here.
+    pub(crate) fn admit(&self, s: &SocketRef, size: u64) -> bool {
+        let Some(outbox) = outbox::of(s) else {
+            return true;
+        };
+        let verdict = outbox.admit(
+            size,
+            self.limits.buffer_bytes,
+            self.limits.over_budget_patience,
+        );
+        match verdict {
+            outbox::Verdict::Send => return true,
+            outbox::Verdict::Drop => {}
+            outbox::Verdict::Disconnect => {
+                metrics::counter!("livebase_socket_over_budget_disconnects_total").increment(1);
+                s.clone().disconnect().ok();
+            }
+        }
+        metrics::counter!("livebase_socket_drops_total", "reason" => "bytes").increment(1);
+        false
     }
 }

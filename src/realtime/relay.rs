@@ -15,7 +15,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use super::rooms::{self, Feed};
 use super::{Realtime, emit_to};
 use crate::http::objects::row_json;
-use crate::records::{RecordEvent, Verb};
+use crate::records::{BoxFuture, RecordEvent, Verb, WriteHook};
 use crate::schema::ObjectSchema;
 
 /// Delivers every committed change until the write path goes away.
@@ -42,7 +42,7 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
     let Some(object) = realtime.schema().object(&event.object).cloned() else {
         return;
     };
-    let io = realtime.io();
+    let shared = &realtime.shared;
     let owner = event.owner();
     let row = event.record.as_ref().map(row_json);
     let previous = event.previous.as_ref().map(row_json);
@@ -56,7 +56,7 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
     };
     let readers = rooms::readers_of_row(Feed::DbChannel, &object, owner);
     emit_to(
-        io,
+        shared,
         readers,
         name,
         &json!({ "channel": channel, "data": data }),
@@ -84,11 +84,20 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
             ),
         };
         let readers = rooms::readers_of_row(Feed::LoopBack, &object, owner);
-        emit_to(io, readers, &name, &data, "loopback").await;
+        emit_to(shared, readers, &name, &data, "loopback").await;
     }
+}
 
-    if object.is_users() {
-        forget_changed_identity(realtime, event).await;
+/// A demoted, renamed or deleted user's sockets are ended while the write is still
+/// being answered (hooks run before the response leaves), so no client can see the
+/// answer and still receive events as the old identity.
+impl WriteHook for Realtime {
+    fn after<'a>(&'a self, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if event.object == "users" {
+                forget_changed_identity(self, event).await;
+            }
+        })
     }
 }
 
@@ -100,7 +109,7 @@ async fn sails(
     row: Option<&Value>,
     previous: Option<&Value>,
 ) {
-    let io = realtime.io();
+    let shared = &realtime.shared;
     let row_room = rooms::row(&object.name, event.id);
     // Subscribers of this row, and watchers of the object who may read it.
     let mut targets = rooms::readers_of_row(Feed::SailsWatch, object, owner);
@@ -121,9 +130,9 @@ async fn sails(
             payload["previous"] = previous.cloned().unwrap_or(Value::Null);
         }
     }
-    emit_to(io, targets, &object.name, &payload, "sails").await;
+    emit_to(shared, targets, &object.name, &payload, "sails").await;
     if event.verb == Verb::Deleted
-        && let Some(root) = io.of("/")
+        && let Some(root) = realtime.io().of("/")
         && let Err(e) = root.to(row_room.clone()).leave(row_room).await
     {
         tracing::debug!(error = %e, "dropping a deleted row's subscribers");

@@ -45,9 +45,20 @@ pub fn role(role: &str) -> String {
     format!("role:{role}")
 }
 
+/// One socket alone, by its public id: how an emit leaves out a socket that is behind.
+pub fn socket(public_id: &str) -> String {
+    format!("sock:{public_id}")
+}
+
 /// A StaticBackend channel joined by name.
 pub fn channel(name: &str) -> String {
     format!("chan:{name}")
+}
+
+/// Whether `room` is one a socket joined by name with `join` (a channel or a db
+/// channel's reader room), the rooms `--socket-max-channels` counts.
+pub fn is_joined_channel(room: &str) -> bool {
+    room.starts_with("chan:") || room.starts_with(&format!("{}:", Feed::DbChannel.prefix()))
 }
 
 /// Sockets subscribed to one row through a Sails `get` or `post`.

@@ -31,6 +31,33 @@ pub fn identity(s: &SocketRef) -> Option<Arc<Identity>> {
     s.extensions.get::<Session>().map(|session| session.0)
 }
 
+/// The id other clients may see for a socket (`chan_out.sid`). socketioxide uses the
+/// engine.io session id as the socket id, and that id is a credential: whoever knows it
+/// can poll or upgrade the session as its owner. So it never leaves the server except
+/// to its own client; everyone else sees this random one, which unlocks nothing.
+#[derive(Clone)]
+pub struct PublicId(pub Arc<str>);
+
+impl PublicId {
+    fn new() -> Self {
+        use base64::Engine;
+        let bytes: [u8; 15] = rand::random();
+        PublicId(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(bytes)
+                .into(),
+        )
+    }
+}
+
+/// A socket's public id (every admitted socket has one).
+pub fn public_id(s: &SocketRef) -> Arc<str> {
+    s.extensions
+        .get::<PublicId>()
+        .map(|id| id.0)
+        .unwrap_or_else(|| Arc::from(""))
+}
+
 /// Longest wait for socketioxide to finish connecting a socket (see `settled`).
 const SETTLE_STEPS: u32 = 1000;
 
@@ -111,6 +138,10 @@ pub(crate) async fn admit(
     }
     metrics::gauge!("livebase_socket_connections").increment(1.0);
     s.extensions.insert(Arc::new(Slot(shared.clone())));
+    let public = PublicId::new();
+    s.join(rooms::socket(&public.0));
+    s.extensions.insert(public);
+    super::outbox::open(&s);
     let epoch = shared.epoch();
     let mut who = None;
     let mut until = None;
@@ -281,6 +312,7 @@ fn enter(s: &SocketRef, shared: &Shared, who: &Arc<Identity>, epoch: u64) -> boo
     if !s.connected() || shared.epoch() != epoch {
         s.extensions.remove::<Session>();
         s.leave_all();
+        s.join(rooms::socket(&public_id(s)));
         return false;
     }
     true
@@ -292,6 +324,7 @@ fn join_identity_rooms(s: &SocketRef, shared: &Shared, who: &Arc<Identity>) {
     s.extensions.insert(Session(who.clone()));
     s.leave_all();
     let mut joined = vec![
+        rooms::socket(&public_id(s)),
         rooms::user(&who.username),
         rooms::role(&who.role),
         rooms::AUTHENTICATED.to_string(),

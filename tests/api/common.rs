@@ -210,6 +210,8 @@ pub fn test_config(data_dir: &std::path::Path, schema_dir: &std::path::Path, url
     // Tests sign in from one address many times a second; `auth::rate_limits` turns
     // the per-address limit back on where it is the subject.
     config.auth_rate_per_minute = 0;
+    // Every test client comes from loopback; the cap has its own tests.
+    config.max_connections_per_address = 0;
     // Never the repository's example actions: each test writes its own.
     config.actions_dir = data_dir.join("actions");
     config
@@ -492,4 +494,19 @@ impl TestApp {
         assert_eq!(status, 200, "GET {object}/{id}: {body}");
         body
     }
+}
+
+/// A `join` ack without the member's public id (checked to be there), for comparing the
+/// rest exactly; other acks pass unchanged.
+pub fn without_sid(ack: &Value) -> Value {
+    let mut ack = ack.clone();
+    if let Some(map) = ack.as_object_mut()
+        && let Some(sid) = map.remove("sid")
+    {
+        assert!(
+            sid.as_str().is_some_and(|s| !s.is_empty()),
+            "a public id: {sid}"
+        );
+    }
+    ack
 }

@@ -7,6 +7,7 @@ mod actions;
 mod auth;
 mod bad_input;
 mod concurrency;
+mod connections;
 mod filters;
 mod permissions;
 mod realtime;

@@ -362,3 +362,122 @@ where
         }
     }
 }
+
+/// A Socket.IO v5 client on HTTP long-polling only (engine.io v4 polling, by hand), as
+/// polling-only clients and clients behind WebSocket-blocking proxies connect.
+pub struct Polling {
+    client: reqwest::Client,
+    url: String,
+    /// The engine.io session id: this client's own credential for its session.
+    pub sid: String,
+}
+
+/// The polling URL of a test server, for session `sid` if given.
+pub fn polling_url(base: &str, sid: Option<&str>) -> String {
+    match sid {
+        Some(sid) => format!("{base}/socket.io/?EIO=4&transport=polling&sid={sid}"),
+        None => format!("{base}/socket.io/?EIO=4&transport=polling"),
+    }
+}
+
+impl Polling {
+    /// Opens a session and connects namespace `/` with handshake `auth`.
+    pub async fn connect(base: &str, auth: Value) -> Polling {
+        let client = reqwest::Client::new();
+        let open = client
+            .get(polling_url(base, None))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let open: Value = serde_json::from_str(open.strip_prefix('0').expect("open packet"))
+            .expect("open packet JSON");
+        let sid = open["sid"].as_str().unwrap().to_string();
+        let polling = Polling {
+            client,
+            url: polling_url(base, Some(&sid)),
+            sid,
+        };
+        assert_eq!(polling.post(&format!("40{auth}")).await.0, 200);
+        let answer = polling
+            .next_packet(|p| p.starts_with("40") || p.starts_with("44"))
+            .await;
+        assert!(answer.starts_with("40"), "connect refused: {answer}");
+        polling
+    }
+
+    /// POSTs one packet; the status and body.
+    pub async fn post(&self, packet: &str) -> (u16, String) {
+        post_polling(&self.client, &self.url, packet).await
+    }
+
+    /// Polls until a packet that `wanted` accepts arrives (answering pings meanwhile).
+    pub async fn next_packet(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no such packet in time"
+            );
+            let body = self
+                .client
+                .get(&self.url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            for packet in body.split('\u{1e}') {
+                if packet == "2" {
+                    self.post("3").await;
+                } else if wanted(packet) {
+                    return packet.to_string();
+                }
+            }
+        }
+    }
+}
+
+/// POSTs `packet` to a polling URL as a client would; status and body.
+pub async fn post_polling(client: &reqwest::Client, url: &str, packet: &str) -> (u16, String) {
+    let response = client
+        .post(url)
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(packet.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Whether the server takes `sid` for a live session on either transport: a poll of an
+/// unknown id answers engine.io's "Session ID unknown", anything else means the id names
+/// a session (a WebSocket one answers "Bad request" for the transport mismatch); an
+/// upgrade onto it answers the probe only for a live polling session.
+pub async fn names_a_session(base: &str, sid: &str) -> bool {
+    let client = reqwest::Client::new();
+    let url = polling_url(base, Some(sid));
+    let unknown = |body: &str| body.contains("Session ID unknown");
+    // A post first: a poll of a live polling session would wait for its next packet.
+    if !unknown(&post_polling(&client, &url, "3").await.1) {
+        return true;
+    }
+    if !unknown(&client.get(&url).send().await.unwrap().text().await.unwrap()) {
+        return true;
+    }
+    let url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket&sid={sid}",
+        base.replacen("http://", "ws://", 1)
+    );
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+        return false;
+    };
+    if ws.send(Message::Text("2probe".into())).await.is_err() {
+        return false;
+    }
+    next_frame(&mut ws, Duration::from_secs(1)).await.as_deref() == Some("3probe")
+}

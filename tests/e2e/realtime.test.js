@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import io2 from 'socket.io-client-v2';
-import { startServer, once, record, ANON } from './server.js';
+import { startServer, once, record, noSid, ANON } from './server.js';
 
 let server;
 let alice;
@@ -35,8 +35,8 @@ test('handshake token: db channel events reach readers, owner rows only their ow
   const sb = connect({ token: `Bearer ${bob.token}` });
   await Promise.all([once(sa, 'connect'), once(sb, 'connect')]);
   for (const s of [sa, sb]) {
-    assert.deepEqual(await s.emitWithAck('join', 'db-items'), { ok: true, channel: 'db-items' });
-    assert.deepEqual(await s.emitWithAck('join', 'db-notes'), { ok: true, channel: 'db-notes' });
+    assert.deepEqual(noSid(await s.emitWithAck('join', 'db-items')), { ok: true, channel: 'db-items' });
+    assert.deepEqual(noSid(await s.emitWithAck('join', 'db-notes')), { ok: true, channel: 'db-notes' });
   }
   const bobSawNotes = record(sb, 'db_created');
   // Listen before writing: the event may arrive before the write's answer does.
@@ -114,11 +114,17 @@ test('channels: chan_in reaches members only; db- channels refuse publishing', a
   await Promise.all([once(a, 'connect'), once(b, 'connect'), once(c, 'connect')]);
   a.emit('join', 'lobby');
   assert.equal(await once(a, 'joined'), 'lobby');
-  assert.deepEqual(await b.emitWithAck('join', 'lobby'), { ok: true, channel: 'lobby' });
+  const joined = await b.emitWithAck('join', 'lobby');
+  assert.equal(joined.ok, true);
+  assert.equal(joined.channel, 'lobby');
+  // Members see a public id: never the engine.io session id, which is a credential.
+  assert.equal(typeof joined.sid, 'string');
+  assert.notEqual(joined.sid, b.id);
+  assert.notEqual(joined.sid, b.io.engine.id);
   const outsider = record(c, 'chan_out');
   const got = once(a, 'chan_out');
   assert.deepEqual(await b.emitWithAck('chan_in', { channel: 'lobby', data: { hi: 1 } }), { ok: true });
-  assert.deepEqual(await got, { channel: 'lobby', data: { hi: 1 }, sid: b.id });
+  assert.deepEqual(await got, { channel: 'lobby', data: { hi: 1 }, sid: joined.sid });
   const refused = await b.emitWithAck('chan_in', { channel: 'db-items', data: 1 });
   assert.match(refused.error, /cannot publish into database channel/);
   await c.emitWithAck('echo', 'sync');
@@ -144,7 +150,7 @@ test('default transports (long-polling, then upgrade) and polling only both work
       ...(transports ? { transports } : {}) });
     sockets.push(s);
     await once(s, 'connect');
-    assert.deepEqual(await s.emitWithAck('join', 'db-items'), { ok: true, channel: 'db-items' });
+    assert.deepEqual(noSid(await s.emitWithAck('join', 'db-items')), { ok: true, channel: 'db-items' });
     const got = once(s, 'db_created');
     await server.request('POST', '/1/objects/items', `Bearer ${alice.token}`, { name: `via ${transports ?? 'default'}` });
     assert.equal((await got).data.name, `via ${transports ?? 'default'}`);

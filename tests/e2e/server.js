@@ -134,3 +134,11 @@ export function record(socket, event) {
   socket.on(event, (data) => seen.push(data));
   return seen;
 }
+
+// A `join` ack without the member's public id (checked to be there and not the
+// engine.io session id, which is a credential), for comparing the rest exactly.
+export function noSid(ack) {
+  const { sid, ...rest } = ack;
+  if (typeof sid !== 'string' || sid.length === 0) throw new Error(`join ack without a public id: ${JSON.stringify(ack)}`);
+  return rest;
+}

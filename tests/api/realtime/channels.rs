@@ -35,6 +35,11 @@ async fn channels_echo_join_publish_leave() {
         let ack = sb.call("join", json!({ "channel": "room-1" })).await;
         assert_eq!(ack["ok"], json!(true), "{ack}");
         assert_eq!(ack["channel"], json!("room-1"), "{ack}");
+        let b_public = ack["sid"]
+            .as_str()
+            .expect("the join ack carries the public id")
+            .to_string();
+        assert_ne!(b_public, sb.sid, "the public id is not the session id");
         sb.assert_none(&app, "joined").await;
         sc.emit("join", &[json!("room-2")]);
         assert_eq!(sc.expect("joined").await, json!("room-2"));
@@ -47,8 +52,13 @@ async fn channels_echo_join_publish_leave() {
             )
             .await;
         assert_eq!(ack["ok"], json!(true), "{ack}");
-        let sender = sa.sid.clone();
+        // The sender's public id (as its own join ack tells it), never its session id.
+        let sender = sa.call("join", json!("room-1")).await["sid"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(!sender.is_empty());
+        assert_ne!(sender, sa.sid);
         for s in [&mut sa, &mut sb] {
             let got = s.expect("chan_out").await;
             assert_eq!(
@@ -60,6 +70,8 @@ async fn channels_echo_join_publish_leave() {
         sc.assert_none(&app, "chan_out").await; // not a member of room-1
 
         // chan_in from a non-member (no ack): members get it with its sid, it does not.
+        let c_public = sc.call("join", json!("room-2")).await["sid"].clone();
+        assert!(c_public.is_string() && c_public != json!(sc.sid));
         sc.emit(
             "chan_in",
             &[json!({ "channel": "room-1", "data": "from c" })],
@@ -68,14 +80,14 @@ async fn channels_echo_join_publish_leave() {
             let got = s.expect("chan_out").await;
             assert_eq!(got["channel"], "room-1");
             assert_eq!(got["data"], "from c");
-            assert_eq!(got["sid"], json!(sc.sid));
+            assert_eq!(got["sid"], c_public);
         }
         sc.assert_none(&app, "chan_out").await;
         // The sid is the sender's.
         sb.call("chan_in", json!({ "channel": "room-1", "data": 2 }))
             .await;
-        assert_eq!(sa.expect("chan_out").await["sid"], json!(sb.sid));
-        assert_eq!(sb.expect("chan_out").await["sid"], json!(sb.sid));
+        assert_eq!(sa.expect("chan_out").await["sid"], json!(b_public));
+        assert_eq!(sb.expect("chan_out").await["sid"], json!(b_public));
 
         // A channel's messages stay in that channel.
         sc.call("chan_in", json!({ "channel": "room-2", "data": "two" }))
@@ -83,7 +95,7 @@ async fn channels_echo_join_publish_leave() {
         let got = sc.expect("chan_out").await;
         assert_eq!(
             (got["channel"].clone(), got["sid"].clone()),
-            (json!("room-2"), json!(sc.sid))
+            (json!("room-2"), c_public.clone())
         );
         sa.assert_none(&app, "chan_out").await;
         sb.assert_none(&app, "chan_out").await;
@@ -114,7 +126,7 @@ async fn channels_echo_join_publish_leave() {
         sb.call("chan_in", json!({ "channel": "room-1" })).await;
         let got = sa.expect("chan_out").await;
         assert_eq!(got["data"], Value::Null, "{got}");
-        assert_eq!(got["sid"], json!(sb.sid));
+        assert_eq!(got["sid"], json!(b_public));
 
         // Boundary names are accepted.
         let longest = "x".repeat(100);

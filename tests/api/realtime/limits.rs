@@ -50,7 +50,8 @@ async fn a_client_that_stops_reading_is_dropped_and_others_get_everything() {
     let full_before = metric(
         &before,
         "livebase_socket_drops_total",
-        &[r#"reason="buffer_full""#],
+        // Over the byte budget or over the message count, whichever it hits first.
+        &[],
     );
 
     // ~24 MiB of events: more than the kernel's socket buffers and the 8-packet queue,
@@ -78,7 +79,8 @@ async fn a_client_that_stops_reading_is_dropped_and_others_get_everything() {
     let full_after = metric(
         &after,
         "livebase_socket_drops_total",
-        &[r#"reason="buffer_full""#],
+        // Over the byte budget or over the message count, whichever it hits first.
+        &[],
     );
     assert!(
         full_after > full_before,

@@ -6,9 +6,11 @@ mod channels;
 mod db_channels;
 mod delivery;
 mod hardening;
+mod hijack;
 mod limits;
 mod no_leaks;
 mod sails;
+mod slow_readers;
 mod support;
 
 use serde_json::json;

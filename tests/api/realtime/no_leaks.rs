@@ -336,6 +336,8 @@ struct Sock {
     optional: HashSet<String>,
     /// Being ended by a role change: everything it is owed becomes optional.
     soft: bool,
+    /// Its public id (the `sid` other members see in `chan_out`), learnt from a `join`.
+    public: std::sync::OnceLock<String>,
 }
 
 impl Sock {
@@ -348,6 +350,7 @@ impl Sock {
             db: BTreeSet::new(),
             watch: BTreeSet::new(),
             rows: BTreeSet::new(),
+            public: std::sync::OnceLock::new(),
             chans: BTreeSet::new(),
             owed: HashMap::new(),
             optional: HashSet::new(),
@@ -552,6 +555,9 @@ struct Sim {
     markers: u64,
     refused_tags: HashSet<String>,
     stats: Stats,
+    /// Every id a socket received from another client (`chan_out.sid`): each is then
+    /// tried as a session credential on both transports.
+    seen_ids: BTreeSet<String>,
 }
 
 fn random_objects(rng: &mut Rng) -> Vec<Obj> {
@@ -1120,6 +1126,14 @@ async fn execute(app: &TestApp, sim: &Sim, op: &Op) -> (u16, Value) {
         Via::Sock(i) => {
             let s = &sim.socks[*i].sio;
             if let Plan::ChanIn { channel, tag } = &op.plan {
+                if sim.socks[*i].public.get().is_none() {
+                    let ack = s.call("join", json!("whoami-probe")).await;
+                    s.call("leave", json!("whoami-probe")).await;
+                    if let Some(id) = ack["sid"].as_str() {
+                        assert_ne!(id, s.sid, "a public id is never the session id");
+                        let _ = sim.socks[*i].public.set(id.to_string());
+                    }
+                }
                 let ack = s
                     .call(
                         "chan_in",
@@ -1242,7 +1256,7 @@ impl Sim {
                 ));
             }
         } else {
-            if ack != json!({ "ok": true, "channel": channel }) {
+            if crate::common::without_sid(&ack) != json!({ "ok": true, "channel": channel }) {
                 self.fail(format!("{} joining {channel}: {ack}", sock.label));
             }
             self.socks[i].db.insert(o);
@@ -1252,7 +1266,7 @@ impl Sim {
     async fn leave_db(&mut self, i: usize, o: usize) {
         let channel = format!("db-{}", self.objs[o].name);
         let ack = self.socks[i].sio.call("leave", json!(channel)).await;
-        if ack != json!({ "ok": true, "channel": channel }) {
+        if crate::common::without_sid(&ack) != json!({ "ok": true, "channel": channel }) {
             self.fail(format!("{} leaving {channel}: {ack}", self.socks[i].label));
         }
         self.socks[i].db.remove(&o);
@@ -1260,7 +1274,7 @@ impl Sim {
 
     async fn join_channel(&mut self, i: usize, channel: &str) {
         let ack = self.socks[i].sio.call("join", json!(channel)).await;
-        if ack != json!({ "ok": true, "channel": channel }) {
+        if crate::common::without_sid(&ack) != json!({ "ok": true, "channel": channel }) {
             self.fail(format!("{} joining {channel}: {ack}", self.socks[i].label));
         }
         self.socks[i].chans.insert(channel.to_string());
@@ -1271,7 +1285,7 @@ impl Sim {
             .sio
             .call("leave", json!({ "channel": channel }))
             .await;
-        if ack != json!({ "ok": true, "channel": channel }) {
+        if crate::common::without_sid(&ack) != json!({ "ok": true, "channel": channel }) {
             self.fail(format!("{} leaving {channel}: {ack}", self.socks[i].label));
         }
         self.socks[i].chans.remove(channel);
@@ -1572,7 +1586,7 @@ impl Sim {
             }
             Plan::ChanIn { channel, tag } => {
                 let sid = match op.via {
-                    Via::Sock(i) => self.socks[i].sio.sid.clone(),
+                    Via::Sock(i) => self.socks[i].public.get().cloned().unwrap_or_default(),
                     Via::Rest(_) => unreachable!("chan_in is a socket event"),
                 };
                 let key = k_chan(&channel, &tag, &sid);
@@ -1702,6 +1716,11 @@ impl Sim {
         for (name, args) in events {
             if name == "/markers/POST" {
                 continue;
+            }
+            if name == "chan_out"
+                && let Some(id) = args.first().and_then(|a| a["sid"].as_str())
+            {
+                self.seen_ids.insert(id.to_string());
             }
             let key = self.classify(&name, &args);
             let path = key.split('|').next().unwrap_or_default().to_string();
@@ -1940,6 +1959,7 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
         markers: 0,
         refused_tags: HashSet::new(),
         stats: Stats::default(),
+        seen_ids: BTreeSet::new(),
     };
     let shape: Vec<String> = sim
         .objs
@@ -2067,6 +2087,23 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
         sim.stats.batches += 1;
     }
 
+    // No id another client handed over names a session, on either transport; the probe
+    // itself recognises a live one (a control: a socket's own session id).
+    assert!(
+        crate::sio::names_a_session(&app.base, &sim.socks[0].sio.sid).await,
+        "{ctx}: control: a live session id is recognised"
+    );
+    for id in &sim.seen_ids {
+        assert!(
+            !crate::sio::names_a_session(&app.base, id).await,
+            "{ctx}: `{id}`, received from another client, names a live session"
+        );
+    }
+    eprintln!(
+        "{ctx}: {} ids received from other clients, none a credential",
+        sim.seen_ids.len()
+    );
+
     // Never-authenticated sockets got nothing in the whole run.
     for (k, s) in sim.unauth.iter_mut().enumerate() {
         let got: Vec<Incoming> = s
@@ -2140,7 +2177,7 @@ async fn first_events_after_connect_are_answered() {
         let s = app.socket(&alice.token).await;
         let ack = s.call("join", json!("db-posts")).await;
         assert_eq!(
-            ack,
+            crate::common::without_sid(&ack),
             json!({ "ok": true, "channel": "db-posts" }),
             "round {round}: join right after connecting"
         );
