@@ -10,6 +10,7 @@ mod clients;
 mod http;
 mod scenarios;
 mod sio;
+mod stalled;
 mod stats;
 mod target;
 

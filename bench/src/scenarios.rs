@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::clients::{self, Window, pct};
 use crate::http;
 use crate::sio;
+use crate::stalled;
 use crate::stats::{self, Receipts, SendTimes, Table, mib, ms};
 use crate::target::{Kind, Paths, Target};
 
@@ -40,6 +41,8 @@ pub struct Plan {
     pub soak_duration: Duration,
     pub soak_rate: u64,
     pub soak_slow: usize,
+    /// Stopped readers in a channel carrying large messages, answering heartbeats blindly.
+    pub soak_slow_large: usize,
     pub soak_sample: Duration,
     pub soak_warmup: Duration,
     /// Where the soak writes its memory curve (CSV and SVG).
@@ -71,6 +74,7 @@ impl Plan {
             soak_duration: Duration::from_secs(600),
             soak_rate: 2,
             soak_slow: 20,
+            soak_slow_large: 10,
             soak_sample: Duration::from_secs(5),
             soak_warmup: Duration::from_secs(60),
             plot_dir: "target/lbbench".into(),
@@ -97,6 +101,7 @@ impl Plan {
             soak_duration: Duration::from_secs(6),
             soak_rate: 5,
             soak_slow: 3,
+            soak_slow_large: 2,
             soak_sample: Duration::from_millis(250),
             soak_warmup: Duration::from_secs(2),
             plot_dir: "target/lbbench".into(),
@@ -933,10 +938,11 @@ pub async fn soak(
     let n = plan.soak_sockets;
     let mut table = Table::new(
         &format!(
-            "Soak: {n} sockets for {} s, {} writes/s each emitted to every socket, {} sockets that stop reading",
+            "Soak: {n} sockets for {} s, {} writes/s each emitted to every socket, {} sockets that stop reading, {} more that stop reading a channel of 256 KiB and 960 KiB messages (one a second) but pong blindly",
             plan.soak_duration.as_secs(),
             plan.soak_rate,
-            plan.soak_slow
+            plan.soak_slow,
+            plan.soak_slow_large
         ),
         &[
             "target",
@@ -948,6 +954,7 @@ pub async fn soak(
             "RSS max MiB",
             "slope after warm-up MiB/min",
             "stopped readers disconnected",
+            "let go by the server (small / large)",
             "connection limit",
         ],
     );
@@ -968,6 +975,28 @@ pub async fn soak(
             stopped
                 .push(sio::connect(target.addr, crate::target::source(n + i), &tokens[0]).await?);
         }
+        let large = stalled::readers(
+            &target,
+            &tokens[0],
+            plan.soak_slow_large,
+            n + plan.soak_slow,
+        )
+        .await?;
+        let mut watched = Vec::new();
+        for ws in &stopped {
+            watched.push(ws.get_ref().local_addr()?);
+        }
+        watched.extend(large.iter().map(|r| r.local));
+        let watch = stalled::GoneWatch::start(target.addr, watched);
+        let publisher = stalled::publish(
+            &target,
+            &tokens[1],
+            n + plan.soak_slow + plan.soak_slow_large,
+            &[256 * 1024, 960 * 1024],
+            Duration::from_secs(1),
+            plan.soak_duration,
+        )
+        .await?;
         // RSS sampler.
         let samples = Arc::new(std::sync::Mutex::new(Vec::<(f64, f64)>::new()));
         let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -1002,6 +1031,14 @@ pub async fn soak(
         clients::drain(Duration::from_secs(10), || received.count() >= expected).await;
         sampling.store(false, Ordering::Relaxed);
         sampler.await?;
+        publisher.await?;
+        let gone = watch.stop().await;
+        let let_go = format!(
+            "{} / {}",
+            stalled::summary(&gone[..plan.soak_slow]),
+            stalled::summary(&gone[plan.soak_slow..])
+        );
+        drop(large);
         // Stopped readers: reading now must reach the server's close (or a reset)
         // through whatever it had buffered, not hang on a live connection. Only a run
         // longer than a heartbeat (25 s interval + 20 s timeout) can expect it.
@@ -1079,6 +1116,7 @@ pub async fn soak(
             format!("{max:.1}"),
             format!("{per_min:+.2}"),
             stopped_readers,
+            let_go,
             limit_check,
         ]);
         target.stop().await?;

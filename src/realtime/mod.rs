@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     /// away when it stops, so the router (which holds this) is not kept alive forever.
     router: RwLock<Option<Router>>,
     io: OnceLock<SocketIo>,
+    /// Bytes emitted per room and who is behind (see `outbox`).
+    ledger: outbox::Ledger,
     /// Bumped whenever identities are revoked (sign-out, role or email change, user
     /// deleted, events lost). An authentication that began in an older epoch may have
     /// checked credentials that no longer hold, so it is not let in (see `session::enter`).
@@ -103,6 +105,7 @@ impl Realtime {
             router: RwLock::new(None),
             io: OnceLock::new(),
             epoch: AtomicU64::new(0),
+            ledger: outbox::Ledger::default(),
         });
         let (layer, io) = SocketIo::builder()
             .with_state(shared.clone())
@@ -117,6 +120,7 @@ impl Realtime {
             .build_layer();
         io.ns("/", session::on_connect.with(session::admit));
         shared.io.set(io.clone()).ok();
+        tokio::spawn(outbox::keep_accounts(shared.clone()));
         (Realtime { io, shared }, layer)
     }
 
@@ -190,10 +194,9 @@ impl Realtime {
     }
 }
 
-/// One room emit, counted. Sockets over their byte budget (`outbox`) are left out and
-/// counted as drops, or disconnected once they have stayed over it too long; sockets
-/// whose message queue is full miss it too and are counted (they are disconnected at
-/// their next heartbeat, which cannot be queued either).
+/// One room emit, counted. Sockets behind on their byte budget (`outbox`) are left out;
+/// sockets whose message queue is full miss it too and are counted (they are
+/// disconnected at their next heartbeat, which cannot be queued either).
 pub(crate) async fn emit_to<T: Serialize + ?Sized>(
     shared: &Shared,
     rooms: Vec<String>,
@@ -211,17 +214,13 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
     };
     metrics::counter!("livebase_socket_emits_total", "kind" => kind).increment(1);
     let size = outbox::size_of(event, data);
-    let mut behind = Vec::new();
-    for s in root.clone().to(rooms.clone()).sockets() {
-        if !shared.admit(&s, size) {
-            behind.push(rooms::socket(&session::public_id(&s)));
-        }
-    }
+    shared
+        .ledger
+        .record(&rooms, size, shared.limits.buffer_bytes);
     let targets = root.to(rooms);
-    let targets = if behind.is_empty() {
-        targets
-    } else {
-        targets.except(behind)
+    let targets = match shared.ledger.behind() {
+        Some(behind) => targets.except(behind.as_ref().clone()),
+        None => targets,
     };
     match targets.emit(event, data).await {
         Ok(()) => {}

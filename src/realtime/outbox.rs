@@ -1,8 +1,11 @@
 //! What is queued for each socket, in bytes: socketioxide bounds a socket's queue by
-//! message count only, and a count of large messages is a lot of memory. Every emit
-//! livebase makes adds its size to each local target's `Outbox`; the connection the
-//! socket's transport currently runs on counts what it writes (`conn::WriteTap`), and
-//! the difference is what is still held for that socket.
+//! message count only, and a count of large messages is a lot of memory. A room emit
+//! adds its size to one counter per room (`Ledger`), so fan-out costs nothing per
+//! socket; a sweep (every second, or as soon as half a budget's worth was emitted) turns
+//! the counters a socket's rooms advanced by into its queued bytes. Answers to a
+//! socket's own requests are counted on the spot. The connection the socket's transport
+//! currently runs on counts what it writes (`conn::WriteTap`), and the difference is
+//! what is still held for that socket.
 //!
 //! A socket over `--socket-buffer-bytes` misses further emits (counted as drops) until
 //! it has caught up; one that has not caught up (to half the budget) within the ping
@@ -10,8 +13,9 @@
 //! with nothing queued always gets the next message, whatever its size, so one large
 //! event is never undeliverable.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -21,8 +25,145 @@ use serde::Serialize;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 
-use super::Realtime;
+use super::{Realtime, Shared, rooms, session};
 use crate::conn::WriteTap;
+
+/// How often the sweep runs when little is emitted.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Bytes emitted to each room so far, and the sockets left out of room emits because
+/// they are behind (their own rooms, for `except`).
+#[derive(Default)]
+pub struct Ledger {
+    rooms: RwLock<HashMap<String, Arc<AtomicU64>>>,
+    /// Bytes emitted since the last sweep, over every room.
+    since_sweep: AtomicU64,
+    behind: RwLock<Arc<Vec<String>>>,
+    behind_count: AtomicUsize,
+    sweep_now: tokio::sync::Notify,
+}
+
+impl Ledger {
+    /// Counts a room emit of `size` bytes; wakes the sweep once half of `budget` was
+    /// emitted since the last one, so no socket gets far past its budget between sweeps.
+    pub fn record(&self, rooms: &[String], size: u64, budget: u64) {
+        for room in rooms {
+            let known = self.rooms.read().ok().and_then(|m| m.get(room).cloned());
+            let counter = match known {
+                Some(counter) => counter,
+                None => match self.rooms.write() {
+                    Ok(mut map) => map.entry(room.clone()).or_default().clone(),
+                    Err(_) => continue,
+                },
+            };
+            counter.fetch_add(size, Ordering::Relaxed);
+        }
+        let added = size * rooms.len() as u64;
+        if self.since_sweep.fetch_add(added, Ordering::Relaxed) + added >= budget / 2 {
+            self.sweep_now.notify_one();
+        }
+    }
+
+    /// The rooms of the sockets to leave out of room emits, if any.
+    pub fn behind(&self) -> Option<Arc<Vec<String>>> {
+        if self.behind_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.behind.read().ok().map(|list| list.clone())
+    }
+}
+
+/// Sweeps until the server closes.
+pub(super) async fn keep_accounts(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+            () = shared.ledger.sweep_now.notified() => {}
+        }
+        let Some(io) = shared.io.get() else { continue };
+        if io.of("/").is_none() {
+            return;
+        }
+        sweep(&shared);
+    }
+}
+
+/// Turns room counters into each local socket's queued bytes and decides who is behind
+/// (left out of room emits) and who has been behind too long (disconnected).
+fn sweep(shared: &Shared) {
+    let Some(root) = shared.io.get().and_then(|io| io.of("/")) else {
+        return;
+    };
+    let ledger = &shared.ledger;
+    ledger.since_sweep.store(0, Ordering::Relaxed);
+    let counters = match ledger.rooms.read() {
+        Ok(map) => map.clone(),
+        Err(_) => return,
+    };
+    let (budget, patience) = (
+        shared.limits.buffer_bytes,
+        shared.limits.over_budget_patience,
+    );
+    let mut occupied = HashSet::new();
+    let mut behind = Vec::new();
+    for s in root.sockets() {
+        let Some(outbox) = of(&s) else { continue };
+        let mut offered = 0;
+        let mut seen_now = HashMap::new();
+        for room in s.rooms() {
+            if let Some(counter) = counters.get(&*room) {
+                let now = counter.load(Ordering::Relaxed);
+                if let Some(last) = outbox
+                    .seen
+                    .lock()
+                    .ok()
+                    .and_then(|seen| seen.get(&*room).copied())
+                {
+                    offered += now.saturating_sub(last);
+                }
+                seen_now.insert(room.to_string(), now);
+            }
+            occupied.insert(room);
+        }
+        if let Ok(mut seen) = outbox.seen.lock() {
+            *seen = seen_now;
+        }
+        if outbox.left_out.load(Ordering::Relaxed) {
+            // Left out since the last sweep: what its rooms carried never reached it.
+            if offered > 0 {
+                metrics::counter!("livebase_socket_drops_total", "reason" => "bytes").increment(1);
+            }
+        } else {
+            outbox.queued.fetch_add(offered, Ordering::Relaxed);
+        }
+        match outbox.standing(budget, patience) {
+            Standing::Fine => outbox.left_out.store(false, Ordering::Relaxed),
+            Standing::Behind => {
+                outbox.left_out.store(true, Ordering::Relaxed);
+                behind.push(rooms::socket(&session::public_id(&s)));
+            }
+            Standing::TooLong => {
+                metrics::counter!("livebase_socket_over_budget_disconnects_total").increment(1);
+                s.disconnect().ok();
+            }
+        }
+    }
+    // Counters of rooms nobody is in would only grow the map.
+    if let Ok(mut map) = ledger.rooms.write() {
+        map.retain(|room, _| occupied.contains(room.as_str()));
+    }
+    ledger.behind_count.store(behind.len(), Ordering::Relaxed);
+    if let Ok(mut list) = ledger.behind.write() {
+        *list = Arc::new(behind);
+    }
+}
+
+/// Where a socket stands against its budget at a sweep.
+enum Standing {
+    Fine,
+    Behind,
+    TooLong,
+}
 
 /// One socket's queue accounting, kept in its extensions.
 pub struct Outbox {
@@ -32,6 +173,10 @@ pub struct Outbox {
     written: Arc<AtomicU64>,
     /// Since when it has been behind (it missed a message and has not caught up).
     over_since: Mutex<Option<Instant>>,
+    /// Each of its rooms' counters as the last sweep saw them.
+    seen: Mutex<HashMap<String, u64>>,
+    /// Left out of room emits until the next sweep.
+    left_out: AtomicBool,
 }
 
 /// What the budget says about one more message for a socket.
@@ -50,6 +195,29 @@ impl Outbox {
             queued: AtomicU64::new(0),
             written: Arc::default(),
             over_since: Mutex::new(None),
+            seen: Mutex::default(),
+            left_out: AtomicBool::new(false),
+        }
+    }
+
+    /// Behind once over the budget, until back under half of it; `TooLong` once
+    /// behind for `patience`.
+    fn standing(&self, budget: u64, patience: Duration) -> Standing {
+        let backlog = self.backlog();
+        let Ok(mut since) = self.over_since.lock() else {
+            return Standing::Fine;
+        };
+        if backlog <= budget / 2 {
+            *since = None;
+            return Standing::Fine;
+        }
+        if backlog <= budget && since.is_none() {
+            return Standing::Fine;
+        }
+        if since.get_or_insert_with(Instant::now).elapsed() >= patience {
+            Standing::TooLong
+        } else {
+            Standing::Behind
         }
     }
 

@@ -141,6 +141,7 @@ async fn what_is_queued_for_a_socket_is_bounded_in_bytes() {
     );
     let member = stalled_member(&app, false).await;
     let dropped = counter(&app, "livebase_socket_drops_total", &[r#"reason="bytes""#]).await;
+    let ended = counter(&app, "livebase_socket_over_budget_disconnects_total", &[]).await;
     let data = "y".repeat(200 * 1024);
     let messages = 200; // 40 MiB: past any kernel buffer
     for n in 0..messages {
@@ -160,7 +161,6 @@ async fn what_is_queued_for_a_socket_is_bounded_in_bytes() {
         "messages past the stalled socket's byte budget are dropped for it"
     );
     // Staying over the budget for the ping timeout (3 s) ends it.
-    let ended = counter(&app, "livebase_socket_over_budget_disconnects_total", &[]).await;
     for _ in 0..20 {
         publisher
             .call("chan_in", json!({ "channel": "flood", "data": "tick" }))
