@@ -219,9 +219,9 @@ pub struct Config {
     )]
     pub socket_ping_timeout_ms: u64,
 
-    /// Bytes queued for one socket beyond the message it is being sent; past it further
-    /// events are dropped for that socket (and counted), and a socket that stays over it
-    /// for `--socket-ping-timeout-ms` is disconnected.
+    /// Bytes one socket may be behind (queued for it, not yet written); past it the
+    /// socket misses events (counted) until it is back under half of it, and a socket
+    /// behind for `--socket-ping-timeout-ms` is disconnected.
     #[arg(long, env = "LIVEBASE_SOCKET_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub socket_buffer_bytes: u64,
 

@@ -961,7 +961,8 @@ pub async fn soak(
     std::fs::create_dir_all(&plan.plot_dir)?;
     const SPARE: usize = 10;
     for &kind in kinds.iter().filter(|k| **k != Kind::Floor) {
-        let limit = n + plan.soak_slow + SPARE;
+        // The stopped readers, the large-message ones and their publisher, and the spare.
+        let limit = n + plan.soak_slow + plan.soak_slow_large + 1 + SPARE;
         let target = Target::start_limited(kind, paths, Some(limit)).await?;
         let tokens = clients::tokens(&target, 10).await?;
         let total = plan.soak_rate * plan.soak_duration.as_secs_f64() as u64;

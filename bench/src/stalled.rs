@@ -175,6 +175,9 @@ fn established(table: &str, server: SocketAddr, client: SocketAddr) -> bool {
 /// "n/m within S s" for the readers that went, and how many did not.
 pub fn summary(gone: &[Option<f64>]) -> String {
     let went: Vec<f64> = gone.iter().flatten().copied().collect();
+    if went.is_empty() {
+        return format!("none of {}", gone.len());
+    }
     let latest = went.iter().copied().fold(0.0, f64::max);
     format!("{}/{} within {latest:.0} s", went.len(), gone.len())
 }
@@ -194,5 +197,6 @@ mod tests {
         let closing = table.replace(" 01 ", " 04 ");
         assert!(!established(&closing, server, client));
         assert_eq!(summary(&[Some(3.0), None, Some(12.4)]), "2/3 within 12 s");
+        assert_eq!(summary(&[None, None]), "none of 2");
     }
 }
