@@ -65,7 +65,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Most bytes of a refused body read and thrown away so its sender sees the 413.
-const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
 /// Longest time spent doing so.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -104,7 +104,7 @@ async fn an_oversized_body_is_answered_413_after_it_was_sent() {
         "/1/function/general/anything",
         "/1/action/config",
     ] {
-        let body = "x".repeat(2 * 1024 * 1024);
+        let body = "x".repeat(64 * 1024 * 1024);
         let mut tcp = TcpStream::connect(addr(&app.base)).await.unwrap();
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
