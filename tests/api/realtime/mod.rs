@@ -5,6 +5,7 @@ mod bad_input;
 mod channels;
 mod db_channels;
 mod delivery;
+mod demotion;
 mod hardening;
 mod hijack;
 mod limits;
