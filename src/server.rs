@@ -39,6 +39,12 @@ impl App {
 }
 
 pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyhow::Result<App> {
+    // Accepted and ignored, a second node would quietly miss the first node's events.
+    if config.redis_url.is_some() {
+        anyhow::bail!(
+            "--redis-url (multi-node realtime) is not supported yet; run one node without it"
+        );
+    }
     // A bad certificate should stop the start before anything is written.
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),

@@ -141,3 +141,18 @@ async fn cors_allows_the_backand_headers_from_configured_origins() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_redis_url_is_refused_until_multi_node_is_supported() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema");
+    std::fs::create_dir_all(&schema).unwrap();
+    let mut config = livebase::config::Config::default_with(dir.path().join("data"), schema);
+    config.redis_url = Some("redis://127.0.0.1:6379".into());
+    let Err(e) = livebase::server::build(config, Vec::new()).await else {
+        panic!("a server with --redis-url was built");
+    };
+    assert!(e.to_string().contains("not supported yet"), "{e}");
+    // Refused before anything was written.
+    assert!(!dir.path().join("data").exists(), "nothing written");
+}
