@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::auth::Identity;
 use crate::error::ApiError;
-use crate::http::objects::row_json;
 use crate::records::WeakRecords;
+use crate::records::wire;
 
 /// How deep actions may nest through `db` writes (an action whose write runs an action
 /// whose write runs an action…).
@@ -67,22 +67,21 @@ impl Db {
         let answer = park_on(async move {
             match call {
                 DbCall::Get(object, id) => {
-                    records.get(who, &object, id).await.map(|r| row_json(&r))
+                    records.get(who, &object, id).await.map(|r| wire::row(&r))
                 }
                 DbCall::List(object, query) => {
                     let params = list_params(&query)?;
                     let (total, rows) = records.list(who, &object, &params).await?;
-                    let data: Vec<Value> = rows.iter().map(row_json).collect();
-                    Ok(json!({ "totalRows": total, "data": data }))
+                    Ok(wire::page(total, rows.iter().map(wire::row).collect()))
                 }
                 DbCall::Create(object, data) => records
                     .create(who, &object, data)
                     .await
-                    .map(|r| row_json(&r)),
+                    .map(|r| wire::row(&r)),
                 DbCall::Update(object, id, data) => records
                     .update(who, &object, id, data)
                     .await
-                    .map(|r| row_json(&r)),
+                    .map(|r| wire::row(&r)),
                 DbCall::Remove(object, id) => records
                     .delete(who, &object, id)
                     .await

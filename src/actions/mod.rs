@@ -402,9 +402,7 @@ pub async fn deliver(realtime: &Realtime, emits: Vec<Emit>) {
 }
 
 fn row_value(record: Option<&crate::store::Record>) -> Value {
-    record
-        .map(crate::http::objects::row_json)
-        .unwrap_or(Value::Null)
+    record.map(crate::records::wire::row).unwrap_or(Value::Null)
 }
 
 impl WriteHook for Actions {

@@ -14,6 +14,7 @@ use super::extract::{Body, Caller, Params, parse_id};
 use crate::actions::{Trigger, Upload, action_json, store};
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::records::wire;
 use crate::schema::is_valid_identifier;
 
 pub fn router() -> Router<AppState> {
@@ -58,7 +59,7 @@ async fn list_actions(
         .skip((page - 1).saturating_mul(page_size))
         .take(page_size)
         .collect();
-    Ok(Json(json!({ "totalRows": total, "data": data })))
+    Ok(Json(wire::page(total, data)))
 }
 
 async fn get_action(
@@ -155,7 +156,7 @@ async fn action_logs(
     state.actions.get(id)?;
     let last = number(&params, "last", 100)?;
     let lines = state.actions.logs(id, last);
-    Ok(Json(json!({ "totalRows": lines.len(), "data": lines })))
+    Ok(Json(wire::page(lines.len(), lines)))
 }
 
 fn number(params: &HashMap<String, String>, key: &str, default: usize) -> Result<usize, ApiError> {

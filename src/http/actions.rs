@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::extract::{Caller, Params, parse_id};
-use super::objects::row_json;
 use crate::actions::store::GENERAL;
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::records::wire;
 use crate::schema::Operation;
 
 pub fn router() -> Router<AppState> {
@@ -57,7 +57,7 @@ async fn call_row_action(
     let id = parse_id(&id)?;
     // Reading the row checks the caller may read it (403/404 otherwise).
     let row = state.records.get(&who, &object, id).await?;
-    run(&state, &who, &object, row_json(&row), &params, &body).await
+    run(&state, &who, &object, wire::row(&row), &params, &body).await
 }
 
 async fn call_function(

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::extract::{Body, Caller, Params, parse_id};
 use crate::error::ApiError;
+use crate::records::wire;
 use crate::store::Record;
 
 pub fn router() -> Router<AppState> {
@@ -20,18 +21,9 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// A row as REST answers it: its fields plus Backand's `__metadata`.
-pub fn row_json(record: &Record) -> Value {
-    let mut value = record.to_json();
-    if let Value::Object(map) = &mut value {
-        map.insert("__metadata".into(), json!({ "id": record.id.to_string() }));
-    }
-    value
-}
-
 fn answer(record: &Record, whole: bool) -> Json<Value> {
     if whole {
-        Json(row_json(record))
+        Json(wire::row(record))
     } else {
         Json(json!({ "__metadata": { "id": record.id.to_string() } }))
     }
@@ -44,8 +36,10 @@ async fn list_rows(
     Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     let (total, rows) = state.records.list(&who, &object, &params).await?;
-    let data: Vec<Value> = rows.iter().map(row_json).collect();
-    Ok(Json(json!({ "totalRows": total, "data": data })))
+    Ok(Json(wire::page(
+        total,
+        rows.iter().map(wire::row).collect(),
+    )))
 }
 
 async fn create_row(
@@ -65,7 +59,7 @@ async fn get_row(
     Path((object, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let record = state.records.get(&who, &object, parse_id(&id)?).await?;
-    Ok(Json(row_json(&record)))
+    Ok(Json(wire::row(&record)))
 }
 
 async fn update_row(

@@ -14,7 +14,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::rooms::{self, Feed};
 use super::{Realtime, emit_to};
-use crate::http::objects::row_json;
+use crate::records::wire;
 use crate::records::{BoxFuture, RecordEvent, Verb, WriteHook};
 use crate::schema::ObjectSchema;
 
@@ -44,8 +44,8 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
     };
     let shared = &realtime.shared;
     let owner = event.owner();
-    let row = event.record.as_ref().map(row_json);
-    let previous = event.previous.as_ref().map(row_json);
+    let row = event.record.as_ref().map(wire::row);
+    let previous = event.previous.as_ref().map(wire::row);
     let id = event.id;
 
     let channel = format!("db-{}", object.name);

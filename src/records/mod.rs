@@ -7,6 +7,7 @@
 
 pub mod query;
 mod validate;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;
