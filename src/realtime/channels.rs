@@ -176,7 +176,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 /// The room a `join` of `name` puts this socket in: a plain channel, or for `db-<object>`
 /// the room the permission function picks (refused when the user may not read).
 pub fn room_for(schema: &Schema, who: &Identity, name: &str) -> Result<String, String> {
-    let Some(object_name) = name.strip_prefix("db-") else {
+    let Some(object_name) = rooms::db_channel_object(name) else {
         return Ok(rooms::channel(name));
     };
     let object = schema
@@ -311,7 +311,7 @@ pub fn publication(data: Option<Value>) -> Result<(String, Value), String> {
         _ => return Err("chan_in expects {channel, data}".into()),
     };
     validate_name(&name)?;
-    if name.starts_with("db-") {
+    if rooms::db_channel_object(&name).is_some() {
         return Err(format!(
             "cannot publish into database channel `{name}`: its events come only from committed changes"
         ));

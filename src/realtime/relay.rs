@@ -48,7 +48,7 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
     let previous = event.previous.as_ref().map(wire::row);
     let id = event.id;
 
-    let channel = format!("db-{}", object.name);
+    let channel = rooms::db_channel(&object.name);
     let (name, data) = match event.verb {
         Verb::Created => ("db_created", row.clone().unwrap_or(Value::Null)),
         Verb::Updated => ("db_updated", row.clone().unwrap_or(Value::Null)),

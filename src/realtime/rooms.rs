@@ -50,6 +50,18 @@ pub fn socket(public_id: &str) -> String {
     format!("sock:{public_id}")
 }
 
+/// The name clients `join` for an object's database channel: `db-<object>`.
+pub fn db_channel(object: &str) -> String {
+    format!("{DB_CHANNEL_PREFIX}{object}")
+}
+
+/// The object a `db-<object>` channel name is for; `None` for a plain channel.
+pub fn db_channel_object(name: &str) -> Option<&str> {
+    name.strip_prefix(DB_CHANNEL_PREFIX)
+}
+
+const DB_CHANNEL_PREFIX: &str = "db-";
+
 /// A StaticBackend channel joined by name.
 pub fn channel(name: &str) -> String {
     format!("chan:{name}")
