@@ -31,7 +31,7 @@ impl Access {
 
 /// What `who` may do with `op` on `object`. Admin and the master token pass everything.
 pub fn access(who: &Identity, object: &ObjectSchema, op: Operation) -> Access {
-    if who.master || who.role == "Admin" {
+    if who.is_admin() {
         return Access::All;
     }
     if !object.permissions.roles_for(op).contains(&who.role) {

@@ -10,9 +10,8 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::extract::{Body, Caller, Params, parse_id};
+use super::extract::{AdminCaller, Body, Params, parse_id};
 use crate::actions::{Trigger, Upload, action_json, store};
-use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::records::wire;
 use crate::schema::is_valid_identifier;
@@ -27,22 +26,11 @@ pub fn router() -> Router<AppState> {
         .route("/1/action/config/{id}/logs", get(action_logs))
 }
 
-fn admin_only(who: &Identity) -> Result<(), ApiError> {
-    if who.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "managing actions needs the Admin role or the master token".into(),
-        ))
-    }
-}
-
 async fn list_actions(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    _: AdminCaller,
     Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&who)?;
     let filters = parse_filter(&params)?;
     let mut rows: Vec<Value> = state
         .actions
@@ -64,10 +52,9 @@ async fn list_actions(
 
 async fn get_action(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    _: AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&who)?;
     let id = parse_id(&id)?;
     let action = state.actions.get(id)?;
     Ok(Json(action_json(&action)))
@@ -75,10 +62,9 @@ async fn get_action(
 
 async fn upload_action(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    _: AdminCaller,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&who)?;
     let Body(Value::Object(fields)) = &body else {
         return Err(ApiError::bad("an action is {name, object, trigger, code}"));
     };
@@ -123,11 +109,10 @@ async fn upload_action(
 
 async fn replace_action(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    _: AdminCaller,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&who)?;
     let id = parse_id(&id)?;
     let code = body.text("code")?;
     let action = state.actions.replace(id, code).await?;
@@ -136,10 +121,9 @@ async fn replace_action(
 
 async fn delete_action(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    _: AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&who)?;
     let id = parse_id(&id)?;
     state.actions.remove(id).await?;
     Ok(Json(json!({})))
@@ -147,11 +131,10 @@ async fn delete_action(
 
 async fn action_logs(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    _: AdminCaller,
     Path(id): Path<String>,
     Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
-    admin_only(&who)?;
     let id = parse_id(&id)?;
     state.actions.get(id)?;
     let last = number(&params, "last", 100)?;

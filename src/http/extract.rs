@@ -32,6 +32,25 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// An authenticated caller with the Admin role or the master token (`Identity::is_admin`,
+/// the one Admin decision); anyone else is refused 403.
+pub struct AdminCaller(pub Identity);
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Caller(who) = Caller::from_request_parts(parts, state).await?;
+        if who.is_admin() {
+            Ok(AdminCaller(who))
+        } else {
+            Err(ApiError::Forbidden(
+                "this needs the Admin role or the master token".into(),
+            ))
+        }
+    }
+}
+
 /// Query-string parameters as text; repeated keys keep the last value.
 pub struct Params(pub HashMap<String, String>);
 
