@@ -31,6 +31,17 @@ async fn upload_list_replace_delete_and_logs() {
 
         let (status, body) = upload(&app, &user.cred(), good.clone()).await;
         assert_eq!(status, 403, "a User may not upload: {body}");
+        // Refused before its body is looked at: a broken upload tells it nothing more.
+        let response =
+            crate::common::with_cred(app.client.post(app.url("/1/action/config")), &user.cred())
+                .header("content-type", "application/json")
+                .body("{not json")
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(response.status().as_u16(), 403, "a User's malformed upload");
+        let (status, body) = app.get("/1/action/config/1/logs", &user.cred()).await;
+        assert_eq!(status, 403, "a User may not read logs: {body}");
 
         let (status, created) = upload(&app, &master(), good.clone()).await;
         assert_eq!(status, 200, "{created}");
