@@ -42,27 +42,21 @@ pub struct Limits {
     pub max_per_address: usize,
 }
 
-/// Counts the bytes a connection writes into the counter attached last: a Socket.IO
-/// session attaches its own when a request of that session arrives on the connection,
-/// so its queue can be measured as "queued minus written".
+/// The bytes a connection has written so far. A Socket.IO session reads the tap of the
+/// connection its transport runs on (it is in each request's extensions), so its queue
+/// can be measured as "queued minus written". One relaxed add per write.
 #[derive(Default)]
 pub struct WriteTap {
-    sink: Mutex<Option<Arc<AtomicU64>>>,
+    written: AtomicU64,
 }
 
 impl WriteTap {
-    pub fn attach(&self, counter: Arc<AtomicU64>) {
-        if let Ok(mut sink) = self.sink.lock() {
-            *sink = Some(counter);
-        }
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
-    fn add(&self, n: usize) {
-        if let Ok(sink) = self.sink.lock()
-            && let Some(counter) = sink.as_ref()
-        {
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-        }
+    pub(crate) fn add(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 

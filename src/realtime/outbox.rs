@@ -169,8 +169,10 @@ enum Standing {
 pub struct Outbox {
     /// Bytes of every message handed to the socket's queue.
     queued: AtomicU64,
-    /// Bytes its connections wrote (attached to their `WriteTap`).
-    written: Arc<AtomicU64>,
+    /// What its connections wrote: the current one's tap, as it read when attached,
+    /// and what earlier connections wrote for it.
+    transport: Mutex<Option<(Arc<WriteTap>, u64)>>,
+    written_before: AtomicU64,
     /// Since when it has been behind (it missed a message and has not caught up).
     over_since: Mutex<Option<Instant>>,
     /// Each of its rooms' counters as the last sweep saw them.
@@ -193,7 +195,8 @@ impl Outbox {
     fn new() -> Self {
         Outbox {
             queued: AtomicU64::new(0),
-            written: Arc::default(),
+            transport: Mutex::new(None),
+            written_before: AtomicU64::new(0),
             over_since: Mutex::new(None),
             seen: Mutex::default(),
             left_out: AtomicBool::new(false),
@@ -221,10 +224,38 @@ impl Outbox {
         }
     }
 
+    /// Moves the write counting to `tap`'s connection (a new poll or an upgrade).
+    fn attach(&self, tap: &Arc<WriteTap>) {
+        let Ok(mut transport) = self.transport.lock() else {
+            return;
+        };
+        if let Some((current, _)) = transport.as_ref()
+            && Arc::ptr_eq(current, tap)
+        {
+            return;
+        }
+        if let Some((old, from)) = transport.take() {
+            self.written_before
+                .fetch_add(old.written().saturating_sub(from), Ordering::Relaxed);
+        }
+        *transport = Some((tap.clone(), tap.written()));
+    }
+
+    /// Bytes its connections wrote since it was opened.
+    fn written(&self) -> u64 {
+        let current = match self.transport.lock() {
+            Ok(transport) => transport
+                .as_ref()
+                .map_or(0, |(tap, from)| tap.written().saturating_sub(*from)),
+            Err(_) => 0,
+        };
+        self.written_before.load(Ordering::Relaxed) + current
+    }
+
     /// Bytes still held for the socket. Writes of messages that were not counted here
     /// (heartbeats, the CONNECT answer) would read as credit; it is forgotten.
     fn backlog(&self) -> u64 {
-        let written = self.written.load(Ordering::Relaxed);
+        let written = self.written();
         let queued = self.queued.load(Ordering::Relaxed);
         if written >= queued {
             self.queued.fetch_max(written, Ordering::Relaxed);
@@ -261,7 +292,7 @@ impl Outbox {
 pub(crate) fn open(s: &SocketRef) {
     let outbox = Arc::new(Outbox::new());
     if let Some(tap) = s.req_parts().extensions.get::<Arc<WriteTap>>() {
-        tap.attach(outbox.written.clone());
+        outbox.attach(tap);
     }
     s.extensions.insert(outbox);
 }
@@ -284,7 +315,7 @@ pub async fn attach_transport(
         && let Some(s) = realtime.io().get_socket(sid)
         && let Some(outbox) = of(&s)
     {
-        tap.attach(outbox.written.clone());
+        outbox.attach(tap);
     }
     next.run(request).await
 }
@@ -321,15 +352,17 @@ mod tests {
     #[test]
     fn the_budget_holds_and_a_socket_that_catches_up_is_served_again() {
         let outbox = Outbox::new();
+        let tap = Arc::new(WriteTap::default());
+        outbox.attach(&tap);
         let patience = Duration::from_secs(3600);
         // Nothing queued: even a message over the budget goes.
         assert_eq!(outbox.admit(10_000, 1000, patience), Verdict::Send);
         assert_eq!(outbox.admit(10, 1000, patience), Verdict::Drop);
-        outbox.written.fetch_add(9_500, Ordering::Relaxed);
+        tap.add(9_500);
         assert_eq!(outbox.admit(400, 1000, patience), Verdict::Send);
         assert_eq!(outbox.admit(200, 1000, patience), Verdict::Drop);
         // Writes of uncounted packets are no credit for later.
-        outbox.written.fetch_add(100_000, Ordering::Relaxed);
+        tap.add(100_000);
         assert_eq!(outbox.admit(900, 1000, patience), Verdict::Send);
         assert_eq!(outbox.admit(900, 1000, patience), Verdict::Drop);
         assert_eq!(outbox.admit(900, 1000, Duration::ZERO), Verdict::Disconnect);
