@@ -68,7 +68,7 @@ struct Limits {
     auth_timeout: Duration,
     /// Channels (`join`) one socket may be in at once.
     max_channels: usize,
-    /// Bytes queued for one socket beyond its current message (see `outbox`).
+    /// Bytes a socket may be behind (queued, not yet written; see `outbox`).
     buffer_bytes: u64,
     /// How long a socket may stay over `buffer_bytes` before it is disconnected.
     over_budget_patience: Duration,

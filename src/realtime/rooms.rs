@@ -70,7 +70,10 @@ pub fn channel(name: &str) -> String {
 /// Whether `room` is one a socket joined by name with `join` (a channel or a db
 /// channel's reader room), the rooms `--socket-max-channels` counts.
 pub fn is_joined_channel(room: &str) -> bool {
-    room.starts_with("chan:") || room.starts_with(&format!("{}:", Feed::DbChannel.prefix()))
+    room.starts_with("chan:")
+        || room
+            .strip_prefix(Feed::DbChannel.prefix())
+            .is_some_and(|rest| rest.starts_with(':'))
 }
 
 /// Sockets subscribed to one row through a Sails `get` or `post`.

@@ -384,14 +384,7 @@ impl Polling {
     /// Opens a session and connects namespace `/` with handshake `auth`.
     pub async fn connect(base: &str, auth: Value) -> Polling {
         let client = reqwest::Client::new();
-        let open = client
-            .get(polling_url(base, None))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let open = get_text(&client, &polling_url(base, None)).await;
         let open: Value = serde_json::from_str(open.strip_prefix('0').expect("open packet"))
             .expect("open packet JSON");
         let sid = open["sid"].as_str().unwrap().to_string();
@@ -421,15 +414,7 @@ impl Polling {
                 tokio::time::Instant::now() < deadline,
                 "no such packet in time"
             );
-            let body = self
-                .client
-                .get(&self.url)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let body = get_text(&self.client, &self.url).await;
             for packet in body.split('\u{1e}') {
                 if packet == "2" {
                     self.post("3").await;
@@ -439,6 +424,11 @@ impl Polling {
             }
         }
     }
+}
+
+/// The body of a GET (a poll answers with its packets).
+async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// POSTs `packet` to a polling URL as a client would; status and body.
@@ -466,7 +456,7 @@ pub async fn names_a_session(base: &str, sid: &str) -> bool {
     if !unknown(&post_polling(&client, &url, "3").await.1) {
         return true;
     }
-    if !unknown(&client.get(&url).send().await.unwrap().text().await.unwrap()) {
+    if !unknown(&get_text(&client, &url).await) {
         return true;
     }
     let url = format!(
