@@ -20,8 +20,8 @@ use socketioxide::layer::SocketIoLayer;
 use crate::http::{self, AppState};
 use crate::realtime::{Realtime, relay};
 use crate::records::{Records, WriteHook};
+use crate::schema::value::SqlValue;
 use crate::schema::{self, FieldType};
-use crate::store::value::SqlValue;
 use crate::store::{Store, migrate};
 
 /// A built, not yet serving, livebase.
@@ -110,7 +110,7 @@ pub async fn serve(
     let cors = http::cors_layer(&config.cors_origins);
     let grace = std::time::Duration::from_millis(config.shutdown_grace_ms);
     let router = http::app(app.state);
-    realtime.set_router(Some(router.clone()));
+    realtime.serve(router.clone());
     let router = router
         .layer(app.socket_layer)
         .layer(axum::middleware::from_fn_with_state(
@@ -130,7 +130,8 @@ pub async fn serve(
         max_per_address: config.max_connections_per_address,
     };
     conn::serve(listener, app.tls, router, limits, shutdown, grace).await;
-    realtime.set_router(None);
+    // Idempotent: the shutdown future closed it already unless serving failed.
+    realtime.close().await;
     store.close().await;
     Ok(())
 }

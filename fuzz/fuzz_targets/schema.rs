@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use livebase::schema::{SchemaError, is_valid_identifier, load_files};
 use livebase::store::sql::column_type;
 use livebase::store::statements::{self, ListQuery};
-use livebase::store::value::SqlValue;
+use livebase::schema::value::SqlValue;
 use livebase::store::{Dialect, Sql, Store, migrate};
 use livebase_fuzz::schema_path;
 

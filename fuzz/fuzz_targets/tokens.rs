@@ -32,7 +32,7 @@ use livebase::auth::tokens::{MAX_EXP_SECS, Signer, TokenError, TokenKind, now_se
 use livebase::auth::{Auth, Identity, credentials};
 use livebase::error::{ApiError, INVALID_TOKEN};
 use livebase::store::statements;
-use livebase::store::value::SqlValue;
+use livebase::schema::value::SqlValue;
 use livebase::store::{Store, migrate};
 use livebase_fuzz::example_schema;
 use serde_json::{Map, Value, json};

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use livebase::schema::{ObjectSchema, Schema, load_files};
 use livebase::store::statements::{self, Condition, FilterOp, ListQuery};
-use livebase::store::value::SqlValue;
+use livebase::schema::value::SqlValue;
 use livebase::store::{Dialect, Sql};
 
 /// The example app's schema files, as `fuzz/run` and CI see them.

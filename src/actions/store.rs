@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::records::Verb;
+use crate::schema::value::SqlValue;
 use crate::schema::{FieldType, Schema};
-use crate::store::value::SqlValue;
 use crate::store::{Dialect, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

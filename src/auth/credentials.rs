@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::schema::FieldType;
-use crate::store::value::SqlValue;
+use crate::schema::value::SqlValue;
 use crate::store::{Store, Tx};
 
 /// What authentication needs to know about a user.

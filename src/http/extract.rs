@@ -12,14 +12,10 @@ use serde_json::{Map, Value};
 use super::AppState;
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::realtime::sails::SocketCaller;
 
 /// The authenticated caller. Requests without valid credentials never reach a handler.
 pub struct Caller(pub Identity);
-
-/// Put on a request by the Socket.IO bridge: the socket's identity, which stands in for
-/// credential headers. Only livebase can set an extension; no client header can.
-#[derive(Clone)]
-pub struct SocketCaller(pub Identity);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;

@@ -8,7 +8,8 @@
 //! writes data and never loops over sockets to filter an event.
 //!
 //! - `session`  — authentication, identity rooms, connection limit, auth timeout.
-//! - `channels` — `echo`, `join`, `leave`, `chan_in`, and how commands answer.
+//! - `channels` — `echo`, `join`, `leave`, `chan_in`.
+//! - `reply`    — how every command answers (ack or event), within the byte budget.
 //! - `sails`    — virtual requests through the HTTP router, and subscriptions.
 //! - `relay`    — committed changes (`RecordEvent`) → db, Sails and LoopBack events.
 //! - `outbox`   — what is queued for each socket, in bytes, and its budget.
@@ -17,17 +18,18 @@
 pub mod channels;
 pub mod outbox;
 pub mod relay;
+pub mod reply;
 pub mod rooms;
 pub mod sails;
 pub mod session;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use serde::Serialize;
-use socketioxide::extract::SocketRef;
+use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
@@ -51,10 +53,6 @@ pub(crate) struct Shared {
     limits: Limits,
     /// Sockets admitted and not yet disconnected, for the connection limit.
     connections: AtomicUsize,
-    /// The HTTP router virtual requests run through. Set once serving starts and taken
-    /// away when it stops, so the router (which holds this) is not kept alive forever.
-    router: RwLock<Option<Router>>,
-    io: OnceLock<SocketIo>,
     /// Bytes emitted per room and who is behind (see `outbox`).
     ledger: outbox::Ledger,
     /// Bumped whenever identities are revoked (sign-out, role or email change, user
@@ -75,21 +73,14 @@ struct Limits {
 }
 
 impl Shared {
-    fn router(&self) -> Option<Router> {
-        self.router.read().ok()?.clone()
-    }
-
-    fn io(&self) -> SocketIo {
-        self.io.get().expect("set in Realtime::new").clone()
-    }
-
     fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
     }
 }
 
 impl Realtime {
-    /// The Socket.IO layer to put around the HTTP router, and its handle.
+    /// The Socket.IO layer to put around the HTTP router, and its handle. Sockets are
+    /// admitted once `serve` has given the layer the router virtual requests run through.
     pub fn new(config: &Config, auth: Auth, schema: Arc<Schema>) -> (Realtime, SocketIoLayer) {
         let shared = Arc::new(Shared {
             auth,
@@ -102,8 +93,6 @@ impl Realtime {
                 over_budget_patience: Duration::from_millis(config.socket_ping_timeout_ms),
             },
             connections: AtomicUsize::new(0),
-            router: RwLock::new(None),
-            io: OnceLock::new(),
             epoch: AtomicU64::new(0),
             ledger: outbox::Ledger::default(),
         });
@@ -118,39 +107,55 @@ impl Realtime {
             .ping_interval(Duration::from_millis(config.socket_ping_interval_ms))
             .ping_timeout(Duration::from_millis(config.socket_ping_timeout_ms))
             .build_layer();
-        io.ns("/", session::on_connect.with(session::admit));
-        shared.io.set(io.clone()).ok();
-        tokio::spawn(outbox::keep_accounts(shared.clone()));
         (Realtime { io, shared }, layer)
     }
 
-    /// Lets virtual requests reach `router` (`None` when serving stops).
-    pub fn set_router(&self, router: Option<Router>) {
-        if let Ok(mut slot) = self.shared.router.write() {
-            *slot = router;
-        }
+    /// Opens the namespace: from now on sockets are admitted, and their virtual requests
+    /// run through `router`. `close` undoes it (the router holds this handle).
+    pub fn serve(&self, router: Router) {
+        let admit = move |s: SocketRef,
+                          io: SocketIo,
+                          State(shared): State<Arc<Shared>>,
+                          TryData(auth): TryData<serde_json::Value>| {
+            let router = router.clone();
+            async move {
+                let register = |s: &SocketRef| register(s, &router);
+                session::admit(s, io, shared, auth.ok(), register).await
+            }
+        };
+        self.io.ns("/", session::on_connect.with(admit));
+        tokio::spawn(outbox::keep_accounts(self.shared.clone(), self.io.clone()));
     }
 
     /// Backand `socket.emitUsers`: to every socket of these users (by username).
     pub async fn emit_users<T: Serialize + ?Sized>(&self, event: &str, data: &T, users: &[String]) {
         let rooms = users.iter().map(|u| rooms::user(u)).collect();
-        emit_to(&self.shared, rooms, event, data, "users").await;
+        emit_to(&self.io, &self.shared, rooms, event, data, "users").await;
     }
 
     /// Backand `socket.emitRole`: to every socket whose user has `role`.
     pub async fn emit_role<T: Serialize + ?Sized>(&self, event: &str, data: &T, role: &str) {
-        emit_to(&self.shared, vec![rooms::role(role)], event, data, "role").await;
+        emit_to(
+            &self.io,
+            &self.shared,
+            vec![rooms::role(role)],
+            event,
+            data,
+            "role",
+        )
+        .await;
     }
 
     /// Backand `socket.emitAll`: to every authenticated socket.
     pub async fn emit_all<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
         let rooms = vec![rooms::AUTHENTICATED.to_string()];
-        emit_to(&self.shared, rooms, event, data, "all").await;
+        emit_to(&self.io, &self.shared, rooms, event, data, "all").await;
     }
 
     /// `socket.broadcast(room, …)`: to the members of a channel joined with `join`.
     pub async fn broadcast<T: Serialize + ?Sized>(&self, channel: &str, event: &str, data: &T) {
         emit_to(
+            &self.io,
             &self.shared,
             vec![rooms::channel(channel)],
             event,
@@ -180,9 +185,10 @@ impl Realtime {
         }
     }
 
-    /// Disconnects every socket (shutdown).
+    /// Disconnects every socket and closes the namespace (shutdown).
     pub async fn close(&self) {
         self.io.close().await;
+        self.io.delete_ns("/");
     }
 
     pub(crate) fn schema(&self) -> &Arc<Schema> {
@@ -194,10 +200,19 @@ impl Realtime {
     }
 }
 
+/// Every event handler of an admitted socket.
+fn register(s: &SocketRef, router: &Router) {
+    session::register(s);
+    channels::register(s);
+    sails::register(s, router);
+    s.on_fallback(reply::unknown_event);
+}
+
 /// One room emit, counted. Sockets behind on their byte budget (`outbox`) are left out;
 /// sockets whose message queue is full miss it too and are counted (they are
 /// disconnected at their next heartbeat, which cannot be queued either).
 pub(crate) async fn emit_to<T: Serialize + ?Sized>(
+    io: &SocketIo,
     shared: &Shared,
     rooms: Vec<String>,
     event: &str,
@@ -209,7 +224,7 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
     }
     // After `close` (shutdown) the namespace is gone and `io.to` would panic: requests
     // still draining then commit with nobody left to tell.
-    let Some(root) = shared.io().of("/") else {
+    let Some(root) = io.of("/") else {
         return;
     };
     metrics::counter!("livebase_socket_emits_total", "kind" => kind).increment(1);

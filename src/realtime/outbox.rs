@@ -22,7 +22,9 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde::Serialize;
+use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
 use super::{Realtime, Shared, rooms, session};
@@ -74,26 +76,22 @@ impl Ledger {
 }
 
 /// Sweeps until the server closes.
-pub(super) async fn keep_accounts(shared: Arc<Shared>) {
+pub(super) async fn keep_accounts(shared: Arc<Shared>, io: SocketIo) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(SWEEP_EVERY) => {}
             () = shared.ledger.sweep_now.notified() => {}
         }
-        let Some(io) = shared.io.get() else { continue };
-        if io.of("/").is_none() {
+        let Some(root) = io.of("/") else {
             return;
-        }
-        sweep(&shared);
+        };
+        sweep(&shared, root);
     }
 }
 
 /// Turns room counters into each local socket's queued bytes and decides who is behind
 /// (left out of room emits) and who has been behind too long (disconnected).
-fn sweep(shared: &Shared) {
-    let Some(root) = shared.io.get().and_then(|io| io.of("/")) else {
-        return;
-    };
+fn sweep(shared: &Shared, root: BroadcastOperators) {
     let ledger = &shared.ledger;
     ledger.since_sweep.store(0, Ordering::Relaxed);
     let counters = match ledger.rooms.read() {

@@ -56,6 +56,7 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
     };
     let readers = rooms::readers_of_row(Feed::DbChannel, &object, owner);
     emit_to(
+        realtime.io(),
         shared,
         readers,
         name,
@@ -84,7 +85,7 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
             ),
         };
         let readers = rooms::readers_of_row(Feed::LoopBack, &object, owner);
-        emit_to(shared, readers, &name, &data, "loopback").await;
+        emit_to(realtime.io(), shared, readers, &name, &data, "loopback").await;
     }
 }
 
@@ -130,7 +131,15 @@ async fn sails(
             payload["previous"] = previous.cloned().unwrap_or(Value::Null);
         }
     }
-    emit_to(shared, targets, &object.name, &payload, "sails").await;
+    emit_to(
+        realtime.io(),
+        shared,
+        targets,
+        &object.name,
+        &payload,
+        "sails",
+    )
+    .await;
     if event.verb == Verb::Deleted
         && let Some(root) = realtime.io().of("/")
         && let Err(e) = root.to(row_room.clone()).leave(row_room).await

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
@@ -19,11 +20,10 @@ use socketioxide::extract::{Event, SocketRef, State, TryData};
 use tower::ServiceExt;
 
 use super::Shared;
-use super::channels::Reply;
+use super::reply::Reply;
 use super::rooms::{self, Feed};
 use super::session::{self, NOT_AUTHENTICATED};
 use crate::auth::{Access, Identity, access};
-use crate::http::extract::SocketCaller;
 use crate::schema::{Operation, Schema};
 
 /// Largest response body relayed back in an ack: a socket's queue counts messages, not
@@ -72,18 +72,37 @@ const DROPPED_HEADERS: [&str; 6] = [
     "transfer-encoding",
 ];
 
-pub fn register(s: &SocketRef) {
+/// Put on a virtual request: the socket's identity, which stands in for credential
+/// headers (the HTTP extractors honour it). Only livebase can set an extension; no
+/// client header can.
+#[derive(Clone)]
+pub struct SocketCaller(pub Identity);
+
+/// `router` is what virtual requests run through (`http::app`).
+pub fn register(s: &SocketRef, router: &Router) {
     s.extensions.insert(Budget::new());
     for verb in ["get", "post", "put", "patch", "delete"] {
-        s.on(verb, request);
+        let router = router.clone();
+        s.on(
+            verb,
+            move |s: SocketRef,
+                  State(shared): State<Arc<Shared>>,
+                  Event(event): Event,
+                  TryData(data): TryData<Value>,
+                  reply: Reply| {
+                let router = router.clone();
+                async move { request(s, &shared, &router, event, data.ok(), reply).await }
+            },
+        );
     }
 }
 
 async fn request(
     s: SocketRef,
-    State(shared): State<Arc<Shared>>,
-    Event(event): Event,
-    TryData(data): TryData<Value>,
+    shared: &Shared,
+    router: &Router,
+    event: String,
+    data: Option<Value>,
     reply: Reply,
 ) {
     if !session::settled(&s).await {
@@ -98,7 +117,7 @@ async fn request(
             &format!("at most {MAX_IN_FLIGHT} requests may run at once on one socket"),
         ),
         (Some(who), Ok(_permit)) => {
-            match VirtualRequest::parse(&event, data.ok(), &shared.schema) {
+            match VirtualRequest::parse(&event, data, &shared.schema) {
                 Err(message) => refusal(StatusCode::BAD_REQUEST, &message),
                 Ok(request) => {
                     let method = request.method.clone();
@@ -110,7 +129,7 @@ async fn request(
                         .extensions
                         .get::<ConnectInfo<std::net::SocketAddr>>()
                         .copied();
-                    let answer = shared.call(request.into_http(&who, peer)).await;
+                    let answer = call(router, request.into_http(&who, peer)).await;
                     if answer.0 == StatusCode::OK {
                         subscribe(&s, &shared.schema, &who, &budget, &method, &path, &answer.1);
                     }
@@ -323,48 +342,43 @@ fn parse_headers(given: &Map<String, Value>) -> Result<HeaderMap, String> {
     Ok(headers)
 }
 
-impl Shared {
-    /// Runs a virtual request through the HTTP router.
-    async fn call(&self, request: Result<Request<Body>, String>) -> (StatusCode, Value, Value) {
-        let request = match request {
-            Ok(r) => r,
-            Err(message) => return refusal(StatusCode::BAD_REQUEST, &message),
-        };
-        let Some(router) = self.router() else {
+/// Runs a virtual request through the HTTP router.
+async fn call(
+    router: &Router,
+    request: Result<Request<Body>, String>,
+) -> (StatusCode, Value, Value) {
+    let request = match request {
+        Ok(r) => r,
+        Err(message) => return refusal(StatusCode::BAD_REQUEST, &message),
+    };
+    let response = match router.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let status = response.status();
+    let headers: Map<String, Value> = response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_string(), Value::String(v.to_str().ok()?.into()))))
+        .collect();
+    let bytes = match axum::body::to_bytes(response.into_body(), MAX_RESPONSE_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
             return refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server is starting or stopping",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "the answer is over {MAX_RESPONSE_BYTES} bytes, too large for a socket; ask for a smaller page"
+                ),
             );
-        };
-        let response = match router.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        let status = response.status();
-        let headers: Map<String, Value> = response
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), Value::String(v.to_str().ok()?.into()))))
-            .collect();
-        let bytes = match axum::body::to_bytes(response.into_body(), MAX_RESPONSE_BYTES).await {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                return refusal(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
-                        "the answer is over {MAX_RESPONSE_BYTES} bytes, too large for a socket; ask for a smaller page"
-                    ),
-                );
-            }
-        };
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        (status, body, Value::Object(headers))
-    }
+        }
+    };
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    (status, body, Value::Object(headers))
 }
 
 /// Sails: reading one row subscribes to it; listing watches the object; creating

@@ -12,11 +12,12 @@ use std::sync::atomic::Ordering;
 use axum::http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 
+use super::Shared;
 use super::rooms::{self, Feed};
-use super::{Shared, channels, sails};
 use crate::auth::{Identity, access};
 use crate::error::ApiError;
 use crate::schema::Operation;
@@ -122,10 +123,13 @@ impl std::fmt::Display for Refusal {
 
 /// Connect middleware: the connection limit first (cheap, and a refused socket costs no
 /// token check), then handshake credentials (a bad one refuses with the reason).
+/// `register` puts the socket's event handlers in place.
 pub(crate) async fn admit(
     s: SocketRef,
-    State(shared): State<Arc<Shared>>,
-    TryData(auth): TryData<Value>,
+    io: SocketIo,
+    shared: Arc<Shared>,
+    auth: Option<Value>,
+    register: impl FnOnce(&SocketRef),
 ) -> Result<(), Refusal> {
     let open = shared.connections.fetch_add(1, Ordering::SeqCst);
     if open >= shared.limits.max_connections {
@@ -145,7 +149,7 @@ pub(crate) async fn admit(
     let epoch = shared.epoch();
     let mut who = None;
     let mut until = None;
-    if let Ok(auth) = auth {
+    if let Some(auth) = auth {
         match handshake_identity(&shared, &auth).await {
             Ok(found) => {
                 if let Some((found, expires)) = found {
@@ -159,11 +163,9 @@ pub(crate) async fn admit(
             }
         }
     }
-    // Handlers and rooms are in place before the CONNECT answer leaves. socketioxide
-    // sends it and only then runs the (async, so spawned) connect handler: a client
-    // that emits on `connect` could be read first, and its event was dropped without
-    // a reply (5 of 10,000 `join`s under load in the benchmark harness). If this
-    // socket fails to connect after all, socketioxide removes it from its rooms.
+    // Handlers and rooms are in place before the CONNECT answer leaves: socketioxide
+    // sends it before it runs the (spawned) connect handler, and a client that emits on
+    // `connect` may be read first. A socket that fails to connect leaves its rooms.
     register(&s);
     match who {
         Some(who) => {
@@ -172,9 +174,9 @@ pub(crate) async fn admit(
                 refused("revoked");
                 return Err(Refusal(REVOKED.to_string()));
             }
-            watch_expiry(&s, &shared, &who, until);
+            watch_expiry(&s, &io, &who, until);
         }
-        None => watch_auth_timeout(&s, &shared),
+        None => watch_auth_timeout(&s, &io, &shared),
     }
     Ok(())
 }
@@ -215,23 +217,20 @@ pub(crate) async fn on_connect() {
     metrics::counter!("livebase_socket_connects_total").increment(1);
 }
 
-/// Every event handler of a socket.
-fn register(s: &SocketRef) {
+/// The session's own handlers: disconnect accounting and the two authentication events.
+pub fn register(s: &SocketRef) {
     s.on_disconnect(on_disconnect);
     s.on("login", login);
     s.on("authentication", authentication);
-    channels::register(s);
-    sails::register(s);
-    s.on_fallback(channels::unknown_event);
 }
 
 /// A socket that connected without credentials has `--socket-auth-timeout-ms` to
 /// authenticate with an event, or is told why and disconnected.
-fn watch_auth_timeout(s: &SocketRef, shared: &Shared) {
+fn watch_auth_timeout(s: &SocketRef, io: &SocketIo, shared: &Shared) {
     let timeout = shared.limits.auth_timeout;
     // The id, not the socket: holding it would keep a closed socket (and its
     // connection slot) alive until the timeout.
-    let (io, sid) = (shared.io(), s.id);
+    let (io, sid) = (io.clone(), s.id);
     tokio::spawn(async move {
         tokio::time::sleep(timeout).await;
         let Some(s) = io.get_socket(sid) else {
@@ -256,11 +255,11 @@ fn watch_auth_timeout(s: &SocketRef, shared: &Shared) {
 /// accepted over HTTP (its `exp` plus the verification leeway): then it is told why and
 /// disconnected, unless it authenticated again meanwhile (a new identity, whose own
 /// expiry then applies). Clients reconnect with a fresh token, as after a sign-out.
-fn watch_expiry(s: &SocketRef, shared: &Shared, who: &Arc<Identity>, until: Option<u64>) {
+fn watch_expiry(s: &SocketRef, io: &SocketIo, who: &Arc<Identity>, until: Option<u64>) {
     let Some(until) = until else {
         return;
     };
-    let (io, sid, who) = (shared.io(), s.id, Arc::downgrade(who));
+    let (io, sid, who) = (io.clone(), s.id, Arc::downgrade(who));
     tokio::spawn(async move {
         let refused_from = std::time::UNIX_EPOCH + std::time::Duration::from_secs(until);
         let left = refused_from
@@ -350,7 +349,12 @@ fn welcome(who: &Identity) -> Value {
 
 /// Backand: `login(authorizationHeader, anonymousToken, appName)` → `authorized` or
 /// `notAuthorized`.
-async fn login(s: SocketRef, State(shared): State<Arc<Shared>>, TryData(args): TryData<Args>) {
+async fn login(
+    s: SocketRef,
+    io: SocketIo,
+    State(shared): State<Arc<Shared>>,
+    TryData(args): TryData<Args>,
+) {
     if !settled(&s).await {
         return;
     }
@@ -386,7 +390,7 @@ async fn login(s: SocketRef, State(shared): State<Arc<Shared>>, TryData(args): T
         Ok((who, until)) => {
             let who = Arc::new(who);
             if enter(&s, &shared, &who, epoch) {
-                watch_expiry(&s, &shared, &who, until);
+                watch_expiry(&s, &io, &who, until);
                 s.emit("authorized", &welcome(&who)).ok();
             } else {
                 deny(&s, "notAuthorized", REVOKED);
@@ -399,6 +403,7 @@ async fn login(s: SocketRef, State(shared): State<Arc<Shared>>, TryData(args): T
 /// LoopBack: `authentication({id: token})` → `authenticated` or `unauthorized`.
 async fn authentication(
     s: SocketRef,
+    io: SocketIo,
     State(shared): State<Arc<Shared>>,
     TryData(data): TryData<Value>,
 ) {
@@ -420,7 +425,7 @@ async fn authentication(
         Ok((who, until)) => {
             let who = Arc::new(who);
             if enter(&s, &shared, &who, epoch) {
-                watch_expiry(&s, &shared, &who, Some(until));
+                watch_expiry(&s, &io, &who, Some(until));
                 s.emit("authenticated", &welcome(&who)).ok();
             } else {
                 deny(&s, "unauthorized", REVOKED);

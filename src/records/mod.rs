@@ -19,9 +19,9 @@ use tokio::sync::broadcast;
 
 use crate::auth::{Access, Identity, access, credentials, passwords, secrets};
 use crate::error::ApiError;
+use crate::schema::value::SqlValue;
 use crate::schema::{ObjectSchema, Operation, Schema};
 use crate::store::statements::{self, ListQuery};
-use crate::store::value::SqlValue;
 use crate::store::{Record, Store, Tx, unique_violation_field};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::schema::value::SqlValue;
 use crate::schema::{Field, FieldType, ObjectSchema, json_has_nul};
 use crate::store::statements::{Condition, FilterOp, ListQuery};
-use crate::store::value::SqlValue;
 
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_CONDITIONS: usize = 50;

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::schema::value::SqlValue;
 use crate::schema::{ObjectSchema, Schema};
-use crate::store::value::SqlValue;
 
 /// Keys a client may send back unchanged from a read, which are not fields.
 const METADATA_KEY: &str = "__metadata";

@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
+use super::value::{SqlValue, parse_datetime};
 use super::{Field, FieldType};
-use crate::store::value::{SqlValue, parse_datetime};
 
 const DEFAULT_STRING_MAX: usize = 255;
 

@@ -1,13 +1,15 @@
 //! The application's data model: objects, fields, permissions, row security.
 //!
 //! Owns the in-memory shape of `schema/*.json` once validated. Loading and checking the
-//! files is in `load`; checking a client's value against a field is in `field`. This
-//! module knows nothing of SQL: the store turns a `Schema` into tables.
+//! files is in `load`; checking a client's value against a field is in `field`, and the
+//! typed value it yields is `value::SqlValue`. This module knows nothing of SQL: the
+//! store turns a `Schema` into tables and binds those values.
 
 mod field;
+mod load;
+pub mod value;
 
 pub use field::json_has_nul;
-mod load;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

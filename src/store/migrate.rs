@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use super::sql::{Dialect, column_type};
-use super::value::SqlValue;
 use super::{OWNER_COLUMN, Store, Tx};
+use crate::schema::value::SqlValue;
 use crate::schema::{Field, FieldType, ObjectSchema, Schema, SchemaError};
 use serde::{Deserialize, Serialize};
 

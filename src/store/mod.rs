@@ -10,7 +10,6 @@
 pub mod migrate;
 pub mod sql;
 pub mod statements;
-pub mod value;
 
 use std::str::FromStr;
 use std::sync::Arc;

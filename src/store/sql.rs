@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 
-use super::value::{SqlValue, format_datetime};
+use crate::schema::value::{SqlValue, format_datetime};
 use crate::schema::{FieldType, is_valid_identifier};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

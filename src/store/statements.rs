@@ -1,8 +1,8 @@
 //! The statements behind record CRUD and lists, built from typed, already-validated
 //! input. Field names here come from `ObjectSchema`; values go through `Sql::bind`.
 
-use super::value::SqlValue;
 use super::{OWNER_COLUMN, Sql, push_record_columns};
+use crate::schema::value::SqlValue;
 use crate::schema::{FieldType, ObjectSchema};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -148,7 +148,7 @@ async fn user_token(app: &TestApp, user_id: i64) -> String {
 
 /// Moves a pending reset token's expiry (unix seconds).
 async fn set_reset_expires(app: &TestApp, user_id: i64, expires: i64) {
-    use livebase::store::value::SqlValue;
+    use livebase::schema::value::SqlValue;
     let store = &app.state.store;
     let mut sql = store.sql();
     sql.push("UPDATE lb_credentials SET reset_expires = ")
