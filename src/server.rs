@@ -23,6 +23,7 @@ use crate::records::{Records, WriteHook};
 use crate::schema::value::SqlValue;
 use crate::schema::{self, FieldType};
 use crate::store::{Store, migrate};
+use crate::users::Users;
 
 /// A built, not yet serving, livebase.
 pub struct App {
@@ -64,6 +65,7 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         config.refresh_token_ttl,
     );
     let (realtime, socket_layer) = Realtime::new(&config, auth.clone(), schema.clone());
+    let users = Users::new(auth.clone(), store.clone(), vec![Arc::new(realtime.clone())]);
     let actions = Actions::start(
         &config,
         store.clone(),
@@ -72,18 +74,16 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         auth.secrets().app_name.clone(),
     )
     .await?;
-    let mut hooks: Vec<Arc<dyn WriteHook>> = vec![
-        Arc::new(auth.clone()),
-        Arc::new(realtime.clone()),
-        Arc::new(actions.clone()),
-    ];
+    // Users first: its after hook revokes a changed identity before anything else (an
+    // after action's emits included) can reach the old identity's sockets.
+    let mut hooks: Vec<Arc<dyn WriteHook>> = vec![Arc::new(users.clone()), Arc::new(actions.clone())];
     hooks.extend(extra_hooks);
     let records = Records::new(store.clone(), schema, hooks, config.max_page_size);
-    actions.attach(&records);
     tokio::spawn(relay::run(records.subscribe(), realtime.clone()));
     let state = AppState {
         records,
         auth,
+        users,
         store,
         metrics: http::system::metrics_handle(),
         realtime,

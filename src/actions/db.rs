@@ -3,14 +3,13 @@
 //! Writes go through the write path, so they fire triggers and events; nested actions
 //! run inline on the same pool thread, up to `MAX_DEPTH` deep.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
 use crate::auth::Identity;
 use crate::error::ApiError;
-use crate::records::WeakRecords;
-use crate::records::wire;
+use crate::records::{Records, wire};
 
 /// How deep actions may nest through `db` writes (an action whose write runs an action
 /// whose write runs an action…).
@@ -29,7 +28,7 @@ pub enum DbCall {
 /// What the sandbox calls; runs on a pool thread and blocks it (never an async thread).
 #[derive(Clone)]
 pub struct Db {
-    records: Arc<OnceLock<WeakRecords>>,
+    records: Records,
     runtime: tokio::runtime::Handle,
     who: Identity,
 }
@@ -42,7 +41,7 @@ impl std::fmt::Debug for Db {
 
 impl Db {
     pub fn new(
-        records: Arc<OnceLock<WeakRecords>>,
+        records: Records,
         runtime: tokio::runtime::Handle,
         who: Identity,
     ) -> Self {
@@ -55,11 +54,7 @@ impl Db {
 
     /// Runs `call`; the error is what the action's `catch` sees: `(status, message)`.
     pub fn run(&self, call: DbCall) -> Result<Value, (u16, String)> {
-        let records = self
-            .records
-            .get()
-            .and_then(WeakRecords::upgrade)
-            .ok_or((503, "the database is not available".to_string()))?;
+        let records = &self.records;
         let who = &self.who;
         // Not `Handle::block_on`: a nested action's `db` call happens inside an outer
         // one's, on the same thread, and tokio refuses to block_on within block_on.

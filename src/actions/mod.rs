@@ -27,7 +27,7 @@ use crate::auth::Identity;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::realtime::Realtime;
-use crate::records::{BeforeWrite, BoxFuture, RecordEvent, Verb, WriteHook};
+use crate::records::{BoxFuture, Change, RecordEvent, Records, Staged, Verb, WriteHook};
 use crate::schema::Schema;
 use crate::store::Store;
 use sandbox::{Call, Emit, Failure, Limits, Outcome};
@@ -51,9 +51,6 @@ struct Inner {
     /// The last `LOG_LINES` lines of each action (console output and failures).
     logs: Mutex<HashMap<i64, VecDeque<Value>>>,
     invocations: AtomicU64,
-    /// The write path, for the `db` binding; set by `attach` once it exists (it holds
-    /// this service as a hook, so it is built after).
-    records: Arc<std::sync::OnceLock<crate::records::WeakRecords>>,
     runtime: tokio::runtime::Handle,
     reloading: tokio::sync::Mutex<()>,
     /// Actions (id, version) that hit a limit, and until when their calls run on the
@@ -96,7 +93,6 @@ impl Actions {
                 bytecode: moka::future::Cache::builder().max_capacity(10_000).build(),
                 logs: Mutex::new(HashMap::new()),
                 invocations: AtomicU64::new(0),
-                records: Arc::default(),
                 runtime: tokio::runtime::Handle::current(),
                 reloading: tokio::sync::Mutex::new(()),
                 penalised: Mutex::new(HashMap::new()),
@@ -119,17 +115,12 @@ impl Actions {
         Ok(actions)
     }
 
-    /// Gives actions' `db` binding the write path.
-    pub fn attach(&self, records: &crate::records::Records) {
-        let _ = self.inner.records.set(records.downgrade());
-    }
-
     /// The `db` binding acts as the caller. Writes livebase makes itself (public signup,
     /// the first Admin) pass every check, but an action they trigger must not inherit
     /// that: its `db` acts as an anonymous caller.
-    fn db(&self, who: &Identity) -> Option<db::Db> {
+    fn db(&self, records: &Records, who: &Identity) -> Option<db::Db> {
         Some(db::Db::new(
-            self.inner.records.clone(),
+            records.clone(),
             self.inner.runtime.clone(),
             acting_as(who),
         ))
@@ -193,13 +184,9 @@ impl Actions {
     /// for `db` (an action checking `role === 'Admin'` must not grant anything to
     /// whoever holds the sign-up token).
     fn profile(&self, who: &Identity) -> Value {
-        let who = &acting_as(who);
-        json!({
-            "username": who.username,
-            "role": who.role,
-            "userId": who.user_id.map(|id| id.to_string()),
-            "app": self.inner.app_name,
-        })
+        let mut profile = acting_as(who).profile();
+        profile.insert("app".into(), self.inner.app_name.clone().into());
+        Value::Object(profile)
     }
 
     async fn run(&self, action: &ActionRecord, call: Call) -> Result<Outcome, ApiError> {
@@ -278,6 +265,7 @@ impl Actions {
     /// delivers its emits if it returns without throwing.
     pub async fn call(
         &self,
+        records: &Records,
         who: &Identity,
         object: &str,
         name: &str,
@@ -293,7 +281,7 @@ impl Actions {
             db_row,
             parameters,
             user_profile: self.profile(who),
-            db: self.db(who),
+            db: self.db(records, who),
         };
         let outcome = self.run(&action, call).await?;
         match outcome.result {
@@ -410,8 +398,9 @@ impl WriteHook for Actions {
     /// written) or throw to refuse. Their emits wait for the commit.
     fn before<'a>(
         &'a self,
-        write: BeforeWrite<'a>,
+        write: &'a Change<'a>,
         input: &'a mut Map<String, Value>,
+        staged: &'a mut Staged,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             let trigger = Trigger::before(write.verb);
@@ -422,7 +411,7 @@ impl WriteHook for Actions {
                     db_row: row_value(write.previous),
                     parameters: json!({}),
                     user_profile: self.profile(write.who),
-                    db: self.db(write.who),
+                    db: self.db(write.records, write.who),
                 };
                 let outcome = self.run(&action, call).await?;
                 match outcome.result {
@@ -438,7 +427,7 @@ impl WriteHook for Actions {
                         }
                         if !outcome.emits.is_empty() {
                             let realtime = self.inner.realtime.clone();
-                            write.deferred.push(Box::pin(async move {
+                            staged.defer(Box::pin(async move {
                                 deliver(&realtime, outcome.emits).await;
                             }));
                         }
@@ -452,7 +441,7 @@ impl WriteHook for Actions {
 
     /// After actions, in name order, after the commit: they cannot undo it; a failure
     /// is logged and its emits dropped.
-    fn after<'a>(&'a self, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+    fn after<'a>(&'a self, records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let trigger = Trigger::after(event.verb);
             for action in self.find(&event.object, trigger) {
@@ -466,7 +455,7 @@ impl WriteHook for Actions {
                     db_row,
                     parameters: json!({}),
                     user_profile: self.profile(&event.actor),
-                    db: self.db(&event.actor),
+                    db: self.db(records, &event.actor),
                 };
                 match self.run(&action, call).await {
                     Ok(outcome) if outcome.result.is_ok() => {

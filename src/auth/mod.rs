@@ -1,8 +1,8 @@
-//! Who is calling: credentials in, an `Identity` out; and the account flows (token
-//! grants, sign-out, password change and reset).
+//! Who is calling: credentials in, an `Identity` out; token grants.
 //!
-//! Owns the signing secret, the app tokens and a short-lived cache of user auth facts.
-//! Does not decide what an identity may do: that is `permissions::access`, alone.
+//! Owns the signing secret, the app tokens and a short-lived cache of user auth facts
+//! (`users` says when an entry is stale). Does not decide what an identity may do: that
+//! is `permissions::access`, alone.
 
 pub mod credentials;
 pub mod passwords;
@@ -16,9 +16,9 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use base64::Engine;
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::records::RecordEvent;
 use crate::store::Store;
 use credentials::{Lookup, UserAuth};
 pub use permissions::{Access, access};
@@ -61,7 +61,18 @@ impl Identity {
         self.master || self.role == "Admin"
     }
 
-    fn of_user(user: &UserAuth, master: bool) -> Self {
+    /// The one profile shape, `{username, role, userId}`: what a socket is told when it
+    /// authenticates; REST's profile and actions' `userProfile` add to it.
+    pub fn profile(&self) -> Map<String, Value> {
+        let mut profile = Map::new();
+        profile.insert("username".into(), self.username.clone().into());
+        profile.insert("role".into(), self.role.clone().into());
+        let user_id = self.user_id.map(|id| Value::String(id.to_string()));
+        profile.insert("userId".into(), user_id.unwrap_or(Value::Null));
+        profile
+    }
+
+    pub fn of_user(user: &UserAuth, master: bool) -> Self {
         Identity {
             user_id: Some(user.id),
             username: user.email.clone(),
@@ -103,14 +114,12 @@ struct Inner {
     signer: Signer,
     store: Store,
     /// Role and token version per user id, so a bearer request costs no query. Entries
-    /// are dropped when a `users` row changes (Auth is a write hook) and live 5 s at most,
+    /// are dropped when a `users` row changes (see `users`) and live 5 s at most,
     /// which bounds how stale another node's sign-out can look.
     users: moka::future::Cache<i64, Option<Arc<UserAuth>>>,
     access_ttl: u64,
     refresh_ttl: u64,
 }
-
-const RESET_TTL_SECS: i64 = 3600;
 
 impl Auth {
     pub fn new(secrets: Secrets, store: Store, access_ttl: u64, refresh_ttl: u64) -> Self {
@@ -328,89 +337,10 @@ impl Auth {
             .map(|(u, _)| u))
     }
 
-    /// Every token issued to the user so far stops working.
-    pub async fn sign_out(&self, who: &Identity) -> Result<(), ApiError> {
-        let id = who
-            .user_id
-            .ok_or_else(|| ApiError::bad("anonymous callers have nothing to sign out"))?;
-        credentials::bump_token_version(&self.inner.store, id).await?;
-        self.inner.users.invalidate(&id).await;
-        Ok(())
-    }
-
-    pub async fn change_password(
-        &self,
-        who: &Identity,
-        old: &str,
-        new: &str,
-    ) -> Result<(), ApiError> {
-        let id = who
-            .user_id
-            .ok_or_else(|| ApiError::Forbidden("anonymous callers have no password".into()))?;
-        passwords::check_strength(new).map_err(ApiError::BadRequest)?;
-        let found = credentials::find(&self.inner.store, Lookup::Id(id)).await?;
-        let Some((_, Some(hash))) = found else {
-            return Err(ApiError::bad("this user has no password set"));
-        };
-        if !passwords::verify(old.to_string(), hash).await {
-            return Err(ApiError::bad("the old password is wrong"));
-        }
-        let hash = passwords::hash(new.to_string()).await?;
-        credentials::set_password(&self.inner.store, id, hash).await?;
-        self.inner.users.invalidate(&id).await;
-        Ok(())
-    }
-
-    /// With no mail server, the reset token goes to the server log for the operator.
-    /// The answer never says whether the account exists.
-    pub async fn request_reset(&self, username: &str) -> Result<(), ApiError> {
-        let found = credentials::find(&self.inner.store, Lookup::Email(username)).await?;
-        let secret = secrets::new_token();
-        // Hash either way, so the answer's timing does not tell which accounts exist.
-        let hash = passwords::hash(secret.clone()).await?;
-        let Some((user, _)) = found else {
-            tracing::info!(username, "password reset requested for an unknown user");
-            return Ok(());
-        };
-        let expires = now_secs() as i64 + RESET_TTL_SECS;
-        credentials::set_reset_token(&self.inner.store, user.id, hash, expires).await?;
-        let token = format!("{}.{secret}", user.id);
-        tracing::warn!(
-            user = %user.email,
-            reset_token = %token,
-            "password reset requested; give this reset token to the user (valid 1 hour)"
-        );
-        Ok(())
-    }
-
-    /// Sets the password a reset token was issued for; returns whose it was.
-    pub async fn reset_password(&self, token: &str, new: &str) -> Result<i64, ApiError> {
-        let refused = || ApiError::bad("invalid or expired reset token");
-        passwords::check_strength(new).map_err(ApiError::BadRequest)?;
-        let (id, secret) = token.trim().split_once('.').ok_or_else(refused)?;
-        let id: i64 = id.parse().map_err(|_| refused())?;
-        let Some((hash, expires)) = credentials::reset_token(&self.inner.store, id).await? else {
-            return Err(refused());
-        };
-        if expires < now_secs() as i64 || !passwords::verify(secret.to_string(), hash).await {
-            return Err(refused());
-        }
-        let new_hash = passwords::hash(new.to_string()).await?;
-        credentials::set_password(&self.inner.store, id, new_hash).await?;
-        self.inner.users.invalidate(&id).await;
-        Ok(id)
-    }
-}
-
-/// Cached auth facts of a user are dropped as soon as their row changes, before the
-/// write's response leaves, so a demoted or deleted user's token is judged afresh.
-impl crate::records::WriteHook for Auth {
-    fn after<'a>(&'a self, event: &'a RecordEvent) -> crate::records::BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if event.object == "users" {
-                self.inner.users.invalidate(&event.id).await;
-            }
-        })
+    /// Drops the cached auth facts of a user (`users` owns when: the row changed, the
+    /// credentials were revoked).
+    pub async fn forget(&self, user_id: i64) {
+        self.inner.users.invalidate(&user_id).await;
     }
 }
 

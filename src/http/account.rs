@@ -81,27 +81,27 @@ async fn get_profile(
     State(state): State<AppState>,
     Caller(who): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let app = state.auth.secrets().app_name.clone();
-    let Some(id) = who.user_id else {
-        return Ok(Json(json!({
-            "username": who.username, "role": who.role, "appName": app,
-            "firstName": "", "lastName": "", "fullName": who.username, "userId": Value::Null,
-        })));
+    let (mut profile, first, last, full) = match who.user_id {
+        None => {
+            let full = who.username.clone();
+            (who.profile(), String::new(), String::new(), full)
+        }
+        Some(id) => {
+            let user = state
+                .auth
+                .user(id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound("the user no longer exists".into()))?;
+            let full = user.full_name();
+            let profile = Identity::of_user(&user, false).profile();
+            (profile, user.first_name, user.last_name, full)
+        }
     };
-    let user = state
-        .auth
-        .user(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("the user no longer exists".into()))?;
-    Ok(Json(json!({
-        "username": user.email,
-        "firstName": user.first_name,
-        "lastName": user.last_name,
-        "fullName": user.full_name(),
-        "role": user.role,
-        "userId": user.id.to_string(),
-        "appName": app,
-    })))
+    profile.insert("firstName".into(), first.into());
+    profile.insert("lastName".into(), last.into());
+    profile.insert("fullName".into(), full.into());
+    profile.insert("appName".into(), state.auth.secrets().app_name.clone().into());
+    Ok(Json(Value::Object(profile)))
 }
 
 async fn sign_up(
@@ -158,10 +158,7 @@ async fn change_password(
 ) -> Result<Json<Value>, ApiError> {
     let old = body.text("oldPassword")?;
     let new = body.text("newPassword")?;
-    state.auth.change_password(&who, old, new).await?;
-    // Earlier tokens stop working (the token version moved): so do the sockets they
-    // opened, or a stolen token's socket would outlive the change.
-    state.realtime.disconnect_user(&who.username).await;
+    state.users.change_password(&who, old, new).await?;
     Ok(Json(json!({})))
 }
 
@@ -169,9 +166,7 @@ async fn sign_out(
     State(state): State<AppState>,
     Caller(who): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    state.auth.sign_out(&who).await?;
-    // Its tokens no longer work, so neither may the sockets they opened.
-    state.realtime.disconnect_user(&who.username).await;
+    state.users.sign_out(&who).await?;
     Ok(Json(json!({})))
 }
 
@@ -180,7 +175,7 @@ async fn request_reset_password(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let username = body.text("username")?;
-    state.auth.request_reset(username).await?;
+    state.users.request_reset(username).await?;
     Ok(Json(json!({})))
 }
 
@@ -190,10 +185,6 @@ async fn reset_password(
 ) -> Result<Json<Value>, ApiError> {
     let token = body.text("resetToken")?;
     let new = body.text("newPassword")?;
-    let user_id = state.auth.reset_password(token, new).await?;
-    // As for a password change: the user's sockets go with its earlier tokens.
-    if let Some(user) = state.auth.user(user_id).await? {
-        state.realtime.disconnect_user(&user.email).await;
-    }
+    state.users.reset_password(token, new).await?;
     Ok(Json(json!({})))
 }

@@ -84,6 +84,7 @@ async fn run(
     let answer = state
         .actions
         .call(
+            &state.records,
             who,
             object,
             name,

@@ -29,12 +29,14 @@ use crate::error::ApiError;
 use crate::realtime::Realtime;
 use crate::records::Records;
 use crate::store::Store;
+use crate::users::Users;
 
 /// Everything a handler may need. Cloning is shallow: each field is a handle.
 #[derive(Clone)]
 pub struct AppState {
     pub records: Records,
     pub auth: Auth,
+    pub users: Users,
     pub store: Store,
     pub metrics: PrometheusHandle,
     pub realtime: Realtime,

@@ -187,8 +187,8 @@ impl Realtime {
 
     /// Disconnects every socket and closes the namespace (shutdown).
     pub async fn close(&self) {
+        // Takes the namespace away, and with it the handler that holds the router.
         self.io.close().await;
-        self.io.delete_ns("/");
     }
 
     pub(crate) fn schema(&self) -> &Arc<Schema> {
@@ -197,6 +197,16 @@ impl Realtime {
 
     pub(crate) fn io(&self) -> &SocketIo {
         &self.io
+    }
+}
+
+/// A revoked identity's sockets end: their rooms were chosen for it.
+impl crate::users::OnRevoked for Realtime {
+    fn revoked<'a>(
+        &'a self,
+        revoked: &'a crate::users::Revoked,
+    ) -> crate::records::BoxFuture<'a, ()> {
+        Box::pin(self.disconnect_user(&revoked.username))
     }
 }
 

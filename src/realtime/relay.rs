@@ -15,7 +15,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use super::rooms::{self, Feed};
 use super::{Realtime, emit_to};
 use crate::records::wire;
-use crate::records::{BoxFuture, RecordEvent, Verb, WriteHook};
+use crate::records::{RecordEvent, Verb};
 use crate::schema::ObjectSchema;
 
 /// Delivers every committed change until the write path goes away.
@@ -89,19 +89,6 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
     }
 }
 
-/// A demoted, renamed or deleted user's sockets are ended while the write is still
-/// being answered (hooks run before the response leaves), so no client can see the
-/// answer and still receive events as the old identity.
-impl WriteHook for Realtime {
-    fn after<'a>(&'a self, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if event.object == "users" {
-                forget_changed_identity(self, event).await;
-            }
-        })
-    }
-}
-
 async fn sails(
     realtime: &Realtime,
     object: &ObjectSchema,
@@ -145,24 +132,5 @@ async fn sails(
         && let Err(e) = root.to(row_room.clone()).leave(row_room).await
     {
         tracing::debug!(error = %e, "dropping a deleted row's subscribers");
-    }
-}
-
-/// A socket's rooms were chosen for its user's role and username at authentication; if
-/// either changes, or the user is deleted, its sockets must authenticate again.
-async fn forget_changed_identity(realtime: &Realtime, event: &RecordEvent) {
-    let Some(before) = &event.previous else {
-        return;
-    };
-    let field = |r: &crate::store::Record, f: &str| r.fields.get(f).cloned();
-    let changed = match &event.record {
-        None => true,
-        Some(after) => {
-            field(before, "role") != field(after, "role")
-                || field(before, "email") != field(after, "email")
-        }
-    };
-    if changed && let Some(Value::String(username)) = before.fields.get("email") {
-        realtime.disconnect_user(username).await;
     }
 }

@@ -340,11 +340,7 @@ fn join_identity_rooms(s: &SocketRef, shared: &Shared, who: &Arc<Identity>) {
 }
 
 fn welcome(who: &Identity) -> Value {
-    json!({
-        "username": who.username,
-        "role": who.role,
-        "userId": who.user_id.map(|id| id.to_string()),
-    })
+    Value::Object(who.profile())
 }
 
 /// Backand: `login(authorizationHeader, anonymousToken, appName)` → `authorized` or

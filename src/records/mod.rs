@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
-use crate::auth::{Access, Identity, access, credentials, passwords, secrets};
+use crate::auth::{Access, Identity, access};
 use crate::error::ApiError;
 use crate::schema::value::SqlValue;
 use crate::schema::{ObjectSchema, Operation, Schema};
@@ -31,9 +32,61 @@ pub enum Verb {
     Deleted,
 }
 
+impl Verb {
+    /// The permission a write of this kind needs.
+    pub fn operation(self) -> Operation {
+        match self {
+            Verb::Created => Operation::Create,
+            Verb::Updated => Operation::Update,
+            Verb::Deleted => Operation::Delete,
+        }
+    }
+}
+
+/// One write asked of the write path: `id` names the row for update and delete;
+/// `input` is ignored for a delete.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub verb: Verb,
+    pub object: String,
+    pub id: Option<i64>,
+    pub input: Value,
+}
+
+impl Write {
+    pub fn create(object: &str, input: Value) -> Self {
+        Write {
+            verb: Verb::Created,
+            object: object.to_string(),
+            id: None,
+            input,
+        }
+    }
+
+    pub fn update(object: &str, id: i64, input: Value) -> Self {
+        Write {
+            verb: Verb::Updated,
+            object: object.to_string(),
+            id: Some(id),
+            input,
+        }
+    }
+
+    pub fn delete(object: &str, id: i64) -> Self {
+        Write {
+            verb: Verb::Deleted,
+            object: object.to_string(),
+            id: Some(id),
+            input: Value::Null,
+        }
+    }
+}
+
 /// One committed change. Shared (`Arc`) by every subscriber; never mutated.
 #[derive(Debug, Clone)]
 pub struct RecordEvent {
+    /// Assigned at commit, increasing by one per committed change of this process.
+    pub seq: u64,
     pub object: String,
     pub verb: Verb,
     pub id: i64,
@@ -59,38 +112,80 @@ impl RecordEvent {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What a before hook knows about the write it may change or refuse.
-pub struct BeforeWrite<'a> {
+/// What a hook knows about a write in progress.
+pub struct Change<'a> {
+    /// The write path itself, for hooks that read or write through it (actions' `db`).
+    pub records: &'a Records,
     pub who: &'a Identity,
     pub object: &'a ObjectSchema,
     pub verb: Verb,
     /// The stored row, for update and delete.
     pub previous: Option<&'a Record>,
-    /// Work to do only if the write commits (an action's emits): run right after the
-    /// commit, dropped if the write is refused or fails.
-    pub deferred: &'a mut Vec<BoxFuture<'static, ()>>,
 }
 
-async fn run_deferred(deferred: Vec<BoxFuture<'static, ()>>) {
-    for work in deferred {
-        work.await;
+/// What hooks leave for the later steps of one write: work to run only if it commits
+/// (an action's emits), and values of their own, by type (a new user's password hash).
+#[derive(Default)]
+pub struct Staged {
+    deferred: Vec<BoxFuture<'static, ()>>,
+    values: axum::http::Extensions,
+}
+
+impl Staged {
+    /// Runs right after the commit; dropped if the write is refused or fails.
+    pub fn defer(&mut self, work: BoxFuture<'static, ()>) {
+        self.deferred.push(work);
+    }
+
+    pub fn put<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.values.insert(value);
+    }
+
+    pub fn take<T: Clone + Send + Sync + 'static>(&mut self) -> Option<T> {
+        self.values.remove::<T>()
     }
 }
 
-/// A plug-in point of the write path (actions are one).
+/// A plug-in point of the write path (users and actions are two). Each step of a
+/// write calls every hook, in order.
 pub trait WriteHook: Send + Sync + 'static {
-    /// Runs before the transaction. May change `input` (what it leaves is validated and
-    /// written) or return an error to refuse the write: nothing is written then.
+    /// Before the input is validated: takes out what travels with a write but is not a
+    /// column (a new user's password).
+    fn prepare(
+        &self,
+        _change: &Change<'_>,
+        _input: &mut Map<String, Value>,
+        _staged: &mut Staged,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// After validation, before the transaction. May change `input` (what it leaves is
+    /// validated again and written) or return an error to refuse the write: nothing is
+    /// written then.
     fn before<'a>(
         &'a self,
-        _write: BeforeWrite<'a>,
+        _change: &'a Change<'a>,
         _input: &'a mut Map<String, Value>,
+        _staged: &'a mut Staged,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Inside the transaction, once the row is written (or, for a delete, removed):
+    /// what must commit with it or not at all. An error rolls the write back.
+    fn in_transaction<'a>(
+        &'a self,
+        _change: &'a Change<'a>,
+        _tx: &'a mut Tx,
+        _row: &'a mut Record,
+        _staged: &'a mut Staged,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async { Ok(()) })
     }
 
     /// Runs after commit; cannot undo the write. Failures are the hook's to log.
-    fn after<'a>(&'a self, _event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+    fn after<'a>(&'a self, _records: &'a Records, _event: &'a RecordEvent) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
 }
@@ -104,21 +199,13 @@ pub struct Records {
     inner: Arc<Inner>,
 }
 
-/// See `Records::downgrade`.
-#[derive(Clone)]
-pub struct WeakRecords(std::sync::Weak<Inner>);
-
-impl WeakRecords {
-    pub fn upgrade(&self) -> Option<Records> {
-        self.0.upgrade().map(|inner| Records { inner })
-    }
-}
-
 struct Inner {
     store: Store,
     schema: Arc<Schema>,
     hooks: Vec<Arc<dyn WriteHook>>,
     events: broadcast::Sender<Arc<RecordEvent>>,
+    /// The last sequence number given to a committed change.
+    seq: AtomicU64,
     max_page_size: u32,
 }
 
@@ -136,6 +223,7 @@ impl Records {
                 schema,
                 hooks,
                 events,
+                seq: AtomicU64::new(0),
                 max_page_size,
             }),
         }
@@ -143,12 +231,6 @@ impl Records {
 
     pub fn schema(&self) -> &Arc<Schema> {
         &self.inner.schema
-    }
-
-    /// A handle that does not keep the write path alive, for hooks that call back into
-    /// it (actions' `db` binding): a strong one would be a cycle through the hook list.
-    pub fn downgrade(&self) -> WeakRecords {
-        WeakRecords(Arc::downgrade(&self.inner))
     }
 
     /// Every committed change from now on.
@@ -252,61 +334,7 @@ impl Records {
         object: &str,
         input: Value,
     ) -> Result<Record, ApiError> {
-        let object = self.object(object)?.clone();
-        Self::allowed(who, &object, Operation::Create)?;
-        let mut input = into_map(input)?;
-        let password = take_password(&object, &mut input)?;
-        let schema = &self.inner.schema;
-        validate::for_create(schema, &object, &input, who)?;
-        let mut deferred = Vec::new();
-        for hook in &self.inner.hooks {
-            let write = BeforeWrite {
-                who,
-                object: &object,
-                verb: Verb::Created,
-                previous: None,
-                deferred: &mut deferred,
-            };
-            hook.before(write, &mut input).await?;
-        }
-        let values = validate::for_create(schema, &object, &input, who)?;
-        let password_hash = match password {
-            Some(p) => Some(passwords::hash(p).await?),
-            None => None,
-        };
-
-        let mut tx = self.inner.store.begin().await?;
-        check_references(&mut tx, &object, &values).await?;
-        let mut sql = tx.sql();
-        statements::insert(&mut sql, &object, who.user_id, values);
-        let mut record = tx
-            .fetch_records(&sql, &object)
-            .await
-            .map_err(|e| write_error(e, &object))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("insert returned no row")))?;
-        if object.is_users() {
-            // A user owns their own row, so `owner` row security on users means "self".
-            let mut sql = tx.sql();
-            statements::set_owner(&mut sql, &object, record.id, record.id);
-            tx.execute(&sql).await?;
-            record.owner = Some(record.id);
-            credentials::insert(&mut tx, record.id, password_hash, secrets::new_token()).await?;
-        }
-        tx.commit().await?;
-        run_deferred(deferred).await;
-        self.committed(RecordEvent {
-            object: object.name.clone(),
-            verb: Verb::Created,
-            id: record.id,
-            record: Some(record.clone()),
-            previous: None,
-            input: Value::Object(input),
-            actor: who.clone(),
-        })
-        .await;
-        Ok(record)
+        self.write(who, Write::create(object, input)).await
     }
 
     pub async fn update(
@@ -316,92 +344,109 @@ impl Records {
         id: i64,
         input: Value,
     ) -> Result<Record, ApiError> {
-        let object = self.object(object)?.clone();
-        let scope = Self::allowed(who, &object, Operation::Update)?;
-        let mut input = into_map(input)?;
-        let previous = self.writable_row(who, &object, scope, id).await?;
-        let schema = &self.inner.schema;
-        validate::for_update(schema, &object, id, &input, who)?;
-        let mut deferred = Vec::new();
-        for hook in &self.inner.hooks {
-            let write = BeforeWrite {
-                who,
-                object: &object,
-                verb: Verb::Updated,
-                previous: Some(&previous),
-                deferred: &mut deferred,
-            };
-            hook.before(write, &mut input).await?;
-        }
-        let values = validate::for_update(schema, &object, id, &input, who)?;
-
-        let mut tx = self.inner.store.begin().await?;
-        let previous = lock_row(&mut tx, &object, id, scope).await?;
-        check_references(&mut tx, &object, &values).await?;
-        let mut sql = tx.sql();
-        let record = if statements::update(&mut sql, &object, id, values) {
-            tx.fetch_records(&sql, &object)
-                .await
-                .map_err(|e| write_error(e, &object))?
-                .into_iter()
-                .next()
-                .ok_or_else(|| not_found(&object, id))?
-        } else {
-            previous.clone()
-        };
-        tx.commit().await?;
-        run_deferred(deferred).await;
-        self.committed(RecordEvent {
-            object: object.name.clone(),
-            verb: Verb::Updated,
-            id,
-            record: Some(record.clone()),
-            previous: Some(previous),
-            input: Value::Object(input),
-            actor: who.clone(),
-        })
-        .await;
-        Ok(record)
+        self.write(who, Write::update(object, id, input)).await
     }
 
+    /// Answers the row as it was.
     pub async fn delete(&self, who: &Identity, object: &str, id: i64) -> Result<Record, ApiError> {
-        let object = self.object(object)?.clone();
-        let scope = Self::allowed(who, &object, Operation::Delete)?;
-        let previous = self.writable_row(who, &object, scope, id).await?;
-        let mut input = Map::new();
-        let mut deferred = Vec::new();
-        for hook in &self.inner.hooks {
-            let write = BeforeWrite {
-                who,
-                object: &object,
-                verb: Verb::Deleted,
-                previous: Some(&previous),
-                deferred: &mut deferred,
-            };
-            hook.before(write, &mut input).await?;
+        self.write(who, Write::delete(object, id)).await
+    }
+
+    /// The one write path: permission → the row it changes → prepare → validate →
+    /// before hooks → validate again → transaction (the row, then hooks) → commit →
+    /// deferred work → after hooks → the event. Answers the row as written (as it was,
+    /// for a delete).
+    pub async fn write(&self, who: &Identity, write: Write) -> Result<Record, ApiError> {
+        let Write {
+            verb,
+            object,
+            id,
+            input,
+        } = write;
+        let object = self.object(&object)?.clone();
+        let scope = Self::allowed(who, &object, verb.operation())?;
+        let (mut input, id) = match (verb, id) {
+            (Verb::Created, _) => (into_map(input)?, None),
+            (Verb::Updated, Some(id)) => (into_map(input)?, Some(id)),
+            (Verb::Deleted, Some(id)) => (Map::new(), Some(id)),
+            (_, None) => return Err(ApiError::bad("an update or delete names its row")),
+        };
+        let previous = match id {
+            Some(id) => Some(self.writable_row(who, &object, scope, id).await?),
+            None => None,
+        };
+        let hooks = &self.inner.hooks;
+        let change = Change {
+            records: self,
+            who,
+            object: &object,
+            verb,
+            previous: previous.as_ref(),
+        };
+        let mut staged = Staged::default();
+        for hook in hooks {
+            hook.prepare(&change, &mut input, &mut staged)?;
         }
+        self.validate(&change, id, &input)?;
+        for hook in hooks {
+            hook.before(&change, &mut input, &mut staged).await?;
+        }
+        let values = self.validate(&change, id, &input)?;
 
         let mut tx = self.inner.store.begin().await?;
-        let previous = lock_row(&mut tx, &object, id, scope).await?;
-        let mut sql = tx.sql();
-        statements::delete(&mut sql, &object, id);
-        tx.execute(&sql).await?;
-        if object.is_users() {
-            credentials::delete(&mut tx, id).await?;
+        let (mut row, locked) = match id {
+            None => (insert(&mut tx, &object, who, values).await?, None),
+            Some(id) => {
+                let locked = lock_row(&mut tx, &object, id, scope).await?;
+                let row = if verb == Verb::Deleted {
+                    let mut sql = tx.sql();
+                    statements::delete(&mut sql, &object, id);
+                    tx.execute(&sql).await?;
+                    locked.clone()
+                } else {
+                    update(&mut tx, &object, id, values, &locked).await?
+                };
+                (row, Some(locked))
+            }
+        };
+        for hook in hooks {
+            hook.in_transaction(&change, &mut tx, &mut row, &mut staged)
+                .await?;
         }
         tx.commit().await?;
-        run_deferred(deferred).await;
+        let seq = self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        for work in staged.deferred {
+            work.await;
+        }
         self.committed(RecordEvent {
+            seq,
             object: object.name.clone(),
-            verb: Verb::Deleted,
-            id,
-            record: None,
-            previous: Some(previous.clone()),
+            verb,
+            id: row.id,
+            record: (verb != Verb::Deleted).then(|| row.clone()),
+            previous: locked,
             input: Value::Object(input),
             actor: who.clone(),
         })
         .await;
-        Ok(previous)
+        Ok(row)
+    }
+
+    /// The columns a create or update writes; nothing for a delete.
+    fn validate(
+        &self,
+        change: &Change<'_>,
+        id: Option<i64>,
+        input: &Map<String, Value>,
+    ) -> Result<Vec<(String, SqlValue)>, ApiError> {
+        let schema = &self.inner.schema;
+        match (change.verb, id) {
+            (Verb::Created, _) => validate::for_create(schema, change.object, input, change.who),
+            (Verb::Updated, Some(id)) => {
+                validate::for_update(schema, change.object, id, input, change.who)
+            }
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// The row an update or delete would change: 404 if `who` cannot even read it
@@ -434,7 +479,7 @@ impl Records {
     async fn committed(&self, event: RecordEvent) {
         metrics::counter!("livebase_record_writes_total", "object" => event.object.clone(), "verb" => verb_label(event.verb)).increment(1);
         for hook in &self.inner.hooks {
-            hook.after(&event).await;
+            hook.after(self, &event).await;
         }
         // An error only means nobody is subscribed right now.
         let _ = self.inner.events.send(Arc::new(event));
@@ -461,22 +506,42 @@ fn into_map(input: Value) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// A new user's password travels in the body but is never a column.
-fn take_password(
+async fn insert(
+    tx: &mut Tx,
     object: &ObjectSchema,
-    input: &mut Map<String, Value>,
-) -> Result<Option<String>, ApiError> {
-    if !object.is_users() {
-        return Ok(None);
+    who: &Identity,
+    values: Vec<(String, SqlValue)>,
+) -> Result<Record, ApiError> {
+    check_references(tx, object, &values).await?;
+    let mut sql = tx.sql();
+    statements::insert(&mut sql, object, who.user_id, values);
+    tx.fetch_records(&sql, object)
+        .await
+        .map_err(|e| write_error(e, object))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("insert returned no row")))
+}
+
+/// `previous` is answered when nothing changes.
+async fn update(
+    tx: &mut Tx,
+    object: &ObjectSchema,
+    id: i64,
+    values: Vec<(String, SqlValue)>,
+    previous: &Record,
+) -> Result<Record, ApiError> {
+    check_references(tx, object, &values).await?;
+    let mut sql = tx.sql();
+    if !statements::update(&mut sql, object, id, values) {
+        return Ok(previous.clone());
     }
-    match input.remove("password") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(p)) => {
-            passwords::check_strength(&p).map_err(ApiError::BadRequest)?;
-            Ok(Some(p))
-        }
-        Some(_) => Err(ApiError::bad("field `password` expects a string")),
-    }
+    tx.fetch_records(&sql, object)
+        .await
+        .map_err(|e| write_error(e, object))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| not_found(object, id))
 }
 
 /// Re-reads the row inside the transaction (locked on PostgreSQL; SQLite's single writer

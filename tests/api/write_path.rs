@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use livebase::error::ApiError;
-use livebase::records::{BeforeWrite, BoxFuture, RecordEvent, Verb, WriteHook};
+use livebase::records::{BoxFuture, Change, RecordEvent, Records, Staged, Verb, WriteHook};
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -27,8 +27,9 @@ struct Recorder {
 impl WriteHook for Recorder {
     fn before<'a>(
         &'a self,
-        write: BeforeWrite<'a>,
+        write: &'a Change<'a>,
         input: &'a mut Map<String, Value>,
+        _staged: &'a mut Staged,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if write.object.name != "items" {
@@ -64,7 +65,7 @@ impl WriteHook for Recorder {
         })
     }
 
-    fn after<'a>(&'a self, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+    fn after<'a>(&'a self, _records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if event.object != "items" {
                 return;

@@ -10,13 +10,13 @@ use serde_json::json;
 use crate::common::{Spawn, backends};
 use crate::sio::Incoming;
 use livebase::realtime::Realtime;
-use livebase::records::{BoxFuture, RecordEvent, WriteHook};
+use livebase::records::{BoxFuture, RecordEvent, Records, WriteHook};
 
 /// After every `users` write, emits `after_users_write` to role `User`.
 struct EmitToUsers(Arc<OnceLock<Realtime>>);
 
 impl WriteHook for EmitToUsers {
-    fn after<'a>(&'a self, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+    fn after<'a>(&'a self, _records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if event.object == "users"
                 && let Some(realtime) = self.0.get()

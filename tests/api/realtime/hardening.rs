@@ -13,7 +13,7 @@ use super::{objects, start};
 use crate::common::{ANON, Spawn, backends};
 use crate::sio::{PATIENCE, Sio, raw_ws, send};
 use livebase::error::ApiError;
-use livebase::records::{BeforeWrite, BoxFuture, WriteHook};
+use livebase::records::{BoxFuture, Change, Staged, WriteHook};
 
 #[tokio::test]
 async fn sockets_that_vanish_right_after_connecting_give_their_slot_back() {
@@ -103,8 +103,9 @@ struct Gate(Arc<Semaphore>, Arc<AtomicUsize>);
 impl WriteHook for Gate {
     fn before<'a>(
         &'a self,
-        write: BeforeWrite<'a>,
+        write: &'a Change<'a>,
         _input: &'a mut Map<String, Value>,
+        _staged: &'a mut Staged,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if write.object.name == "posts" {
