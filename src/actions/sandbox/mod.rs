@@ -2,19 +2,26 @@
 //! it defines `backandCallback`) and run one invocation in a fresh context.
 //!
 //! The sandbox exposes nothing of the host: no files, network, environment, process or
-//! timers; only `console` and `socket`, which record into the invocation's outcome
-//! (emits are delivered later, by the caller, and only if the invocation succeeded).
-//! A fresh context per invocation means no invocation sees another's globals. A `Vm`
-//! that hit a limit is dropped and replaced by the pool, so nothing leaks onward.
+//! timers; only `console`, `socket` and `db`, one file each beside this one. `console`
+//! and `socket` record into the invocation's outcome (emits are delivered later, by the
+//! caller, and only if the invocation succeeded). A fresh context per invocation means
+//! no invocation sees another's globals. A `Vm` that hit a limit is dropped and
+//! replaced by the pool, so nothing leaks onward.
 
+mod console;
+mod db;
+mod json;
+mod socket;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rquickjs::context::intrinsic;
-use rquickjs::function::Rest;
 use rquickjs::module::{Declared, WriteOptions};
-use rquickjs::{CaughtError, Context, Ctx, Function, Module, Object, Runtime, Value};
+use rquickjs::{CaughtError, Context, Ctx, Exception, Function, Module, Object, Runtime, Value};
 use serde_json::Value as Json;
 
 /// Per-invocation limits.
@@ -25,11 +32,8 @@ pub struct Limits {
     pub stack: usize,
 }
 
-/// Longest console line kept, and most lines kept per invocation.
+/// Longest console line kept, and longest thrown message reported.
 const MAX_LOG_LINE: usize = 4096;
-const MAX_LOG_LINES: usize = 200;
-/// Most emits one invocation may hold.
-const MAX_EMITS: usize = 1000;
 /// Most bytes one invocation may hand out of the engine — its result, changed
 /// `userInput`, emitted data and log lines together — and never more than its memory
 /// limit: a huge result is refused rather than copied into a response.
@@ -94,7 +98,7 @@ pub struct Call {
     pub db_row: Json,
     pub parameters: Json,
     pub user_profile: Json,
-    pub db: Option<super::db::Db>,
+    pub db: Option<crate::actions::db::Db>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,12 +122,13 @@ impl Outcome {
     }
 }
 
+/// What `backandCallback` handed back, as JSON: its result and its `userInput`.
+type Returned = (Json, Json);
+
 /// The standard library an action sees: everything QuickJS offers except `WeakRef` and
 /// `FinalizationRegistry` (they would let code run after the action returned, in the
 /// next caller's invocation) and `DOMException` (nothing here throws it). Building the
-/// context is nearly all of a no-op invocation's cost (`cargo bench --bench pool`):
-/// measured here, 32 µs for the base objects alone, 77 µs for `Context::full`, 71 µs
-/// for this set.
+/// context is nearly all of a no-op invocation's cost (`cargo bench --bench pool`).
 type Intrinsics = (
     intrinsic::Date,
     intrinsic::Eval,
@@ -208,80 +213,55 @@ impl Vm {
         result
     }
 
-    /// Runs one invocation of compiled `bytecode` in a fresh context.
+    /// Runs one invocation of compiled `bytecode` in a fresh context: start it, run the
+    /// action, run what it left queued, let the context go, then collect the outcome.
     pub fn invoke(&mut self, bytecode: &[u8], call: &Call) -> Outcome {
-        let mut outcome =
-            Outcome::unrun(call.user_input.clone(), Failure::Internal("not run".into()));
         let context = match fresh_context(&self.runtime) {
             Ok(c) => c,
             Err(e) => {
                 self.spent = true;
-                outcome.result = Err(Failure::Limit(format!(
+                let failure = Failure::Limit(format!(
                     "could not start the action (memory limit of {} MiB?): {e}",
                     self.limits.memory / (1024 * 1024)
-                )));
-                return outcome;
+                ));
+                return Outcome::unrun(call.user_input.clone(), failure);
             }
         };
         self.arm();
-        let clock = self.clock();
         let output_limit = self.limits.memory.min(MAX_OUTPUT);
-        let recorded = Recorded {
-            budget: std::rc::Rc::new(std::cell::Cell::new(output_limit)),
-            limit: output_limit,
-            clock: Some(clock.clone()),
-            ..Recorded::default()
+        let invocation = Rc::new(Invocation::new(self.clock(), output_limit));
+        let result = context.with(|ctx| self.run(&ctx, bytecode, call, &invocation));
+        self.run_leftover_jobs(&invocation.clock);
+        let result = self.verdict(result);
+        self.release(context);
+        invocation.outcome(call, result)
+    }
+
+    /// The action's run inside its context, an error mapped to why it failed.
+    fn run<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        bytecode: &[u8],
+        call: &Call,
+        invocation: &Rc<Invocation>,
+    ) -> Result<Returned, Failure> {
+        let run = || -> rquickjs::Result<Returned> {
+            install_bindings(ctx, call, invocation)?;
+            evaluate(ctx, bytecode, call, invocation)
         };
-        let result = context.with(|ctx| {
-            let run = || -> rquickjs::Result<(Json, Json)> {
-                install_bindings(&ctx, &recorded)?;
-                if let Some(db) = &call.db {
-                    install_db(&ctx, db, &clock)?;
-                }
-                // Safety: the bytes come from `Vm::compile` of this same QuickJS build.
-                let module: Module<'_, Declared> = unsafe { Module::load(ctx.clone(), bytecode)? };
-                let (module, done) = module.eval()?;
-                settle(&ctx, &done, &clock)?;
-                let callback: Function = module.get("backandCallback")?;
-                let args = [
-                    &call.user_input,
-                    &call.db_row,
-                    &call.parameters,
-                    &call.user_profile,
-                ]
-                .map(|v| ctx.json_parse(v.to_string()));
-                let [a, b, c, d] = args;
-                let user_input = a?;
-                let returned: Value = callback.call((user_input.clone(), b?, c?, d?))?;
-                let returned = match returned.as_promise() {
-                    Some(promise) => settle(&ctx, promise, &clock)?,
-                    None => returned,
-                };
-                Ok((
-                    to_json_spent(&ctx, returned, &recorded, "the action's result")?,
-                    to_json_spent(&ctx, user_input, &recorded, "the action's userInput")?,
-                ))
-            };
-            match run() {
-                Ok(v) => Ok(v),
-                // Ran out of what it may hand out (and did not recover): a limit, like
-                // the memory limit, whatever the error it let propagate says.
-                Err(_) if recorded.exhausted.borrow().is_some() => {
-                    let what = recorded.exhausted.borrow().clone().unwrap_or_default();
-                    Err(Failure::Limit(format!(
-                        "{what}: over the {} MiB an invocation may hand out of the engine \
-                         (its result, emits and log lines together; the memory limit \
-                         applies inside it)",
-                        output_limit / (1024 * 1024)
-                    )))
-                }
-                Err(e) => Err(self.failure(&ctx, e)),
-            }
-        });
-        // Jobs the action left queued (a `.then` after returning) run now, on its
-        // deadline: QuickJS queues them per runtime, and the next invocation must not
-        // run them or pay for them.
-        let mut result = result;
+        match run() {
+            Ok(v) => Ok(v),
+            // Ran out of what it may hand out (and did not recover): a limit, like the
+            // memory limit, whatever the error it let propagate says.
+            Err(_) if invocation.exhausted.borrow().is_some() => Err(invocation.over_budget()),
+            Err(e) => Err(self.failure(ctx, e)),
+        }
+    }
+
+    /// Jobs the action left queued (a `.then` after returning) run now, on its
+    /// deadline: QuickJS queues them per runtime, and the next invocation must not run
+    /// them or pay for them.
+    fn run_leftover_jobs(&mut self, clock: &Clock) {
         while self.runtime.is_job_pending() && !self.interrupted.load(Ordering::Relaxed) {
             if clock.expired() {
                 self.interrupted.store(true, Ordering::Relaxed);
@@ -294,6 +274,11 @@ impl Vm {
                 Err(_) => self.spent = true,
             }
         }
+    }
+
+    /// The run's result, overruled by a limit the runtime hit meanwhile.
+    fn verdict(&mut self, result: Result<Returned, Failure>) -> Result<Returned, Failure> {
+        let mut result = result;
         if self.interrupted.load(Ordering::Relaxed) {
             self.spent = true;
             result = Err(self.time_limit());
@@ -309,6 +294,12 @@ impl Vm {
                 " (QuickJS threw null: out of memory, unless the action threw null itself)",
             ));
         }
+        result
+    }
+
+    /// Disarms the clock and frees the invocation's context, marking the Vm spent if
+    /// anything of the invocation outlives it.
+    fn release(&mut self, context: Context) {
         self.disarm();
         drop(context);
         self.runtime.run_gc();
@@ -318,28 +309,14 @@ impl Vm {
             self.spent = true;
         }
         // What this invocation allocated should be gone with its context. An action
-        // that caught its own out-of-memory error and returned normally left the
-        // runtime nearly full (the next action on this thread then ran out of memory at
-        // once): whatever keeps it, a runtime still holding over half its limit is
-        // replaced, so the next invocation never pays for this one.
+        // that catches its own out-of-memory error and returns normally leaves the
+        // runtime nearly full, and the next action on this thread would run out of
+        // memory at once: whatever keeps it, a runtime still holding over half its
+        // limit is replaced, so the next invocation never pays for this one.
         let held = self.runtime.memory_usage().malloc_size.max(0) as usize;
         if held > self.limits.memory / 2 {
             self.spent = true;
         }
-        let Recorded { logs, emits, .. } = recorded;
-        outcome.logs = logs.take();
-        outcome.emits = emits.take();
-        match result {
-            Ok((value, user_input)) => {
-                outcome.result = Ok(value);
-                outcome.user_input = user_input;
-            }
-            Err(failure) => {
-                outcome.result = Err(failure);
-                outcome.emits.clear();
-            }
-        }
-        outcome
     }
 
     fn clock(&self) -> Clock {
@@ -386,29 +363,11 @@ impl Vm {
             return Failure::Limit("the action returned a promise that never settles".into());
         }
         let caught = CaughtError::from_error(ctx, error);
-        // Limits are recognised by what the engine throws (its own error, with its own
-        // message and no `status`), never by words a user's message happens to contain.
-        let engine_error = |e: &rquickjs::Exception<'_>, name: &str, text: &str| {
-            status_of(e.as_object()).is_none()
-                && e.message().as_deref() == Some(text)
-                && e.as_object()
-                    .get::<_, Option<String>>("name")
-                    .ok()
-                    .flatten()
-                    .as_deref()
-                    == Some(name)
-        };
         let (message, status) = match &caught {
             CaughtError::Exception(e) => {
-                if engine_error(e, "InternalError", "out of memory") {
+                if let Some(limit) = self.engine_limit(e) {
                     self.spent = true;
-                    return self.memory_limit("");
-                }
-                if engine_error(e, "RangeError", "Maximum call stack size exceeded")
-                    || engine_error(e, "InternalError", "stack overflow")
-                {
-                    self.spent = true;
-                    return Failure::Limit("stack limit exceeded (recursion too deep)".into());
+                    return limit;
                 }
                 (e.message().unwrap_or_default(), status_of(e.as_object()))
             }
@@ -422,34 +381,117 @@ impl Vm {
                 self.spent = true;
                 return self.memory_limit("");
             }
-            CaughtError::Value(v) => {
-                let as_json = || {
-                    to_json(ctx, v.clone())
-                        .map(|j| j.to_string())
-                        .unwrap_or_default()
-                };
-                match v.as_object() {
-                    Some(o) => (
-                        o.get::<_, Option<String>>("message")
-                            .ok()
-                            .flatten()
-                            .unwrap_or_else(as_json),
-                        status_of(o),
-                    ),
-                    None => (
-                        v.as_string()
-                            .and_then(|s| s.to_string().ok())
-                            .unwrap_or_else(as_json),
-                        None,
-                    ),
-                }
-            }
+            CaughtError::Value(v) => thrown_value(ctx, v),
             CaughtError::Error(e) => return Failure::Internal(e.to_string()),
         };
         let mut message = message;
         truncate(&mut message, MAX_LOG_LINE);
         Failure::Thrown { message, status }
     }
+
+    /// The limit an exception means, if the engine threw it for running out of memory
+    /// or stack.
+    fn engine_limit(&self, e: &Exception<'_>) -> Option<Failure> {
+        if is_engine_error(e, "InternalError", "out of memory") {
+            return Some(self.memory_limit(""));
+        }
+        if is_engine_error(e, "RangeError", "Maximum call stack size exceeded")
+            || is_engine_error(e, "InternalError", "stack overflow")
+        {
+            return Some(Failure::Limit(
+                "stack limit exceeded (recursion too deep)".into(),
+            ));
+        }
+        None
+    }
+}
+
+/// Limits are recognised by what the engine throws (its own error, with its own message
+/// and no `status`), never by words a user's message happens to contain.
+fn is_engine_error(e: &Exception<'_>, name: &str, text: &str) -> bool {
+    status_of(e.as_object()).is_none()
+        && e.message().as_deref() == Some(text)
+        && e.as_object()
+            .get::<_, Option<String>>("name")
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(name)
+}
+
+/// The message and status of a thrown non-Error: an object's `message` and `status`,
+/// a string as it is, anything else as JSON.
+fn thrown_value<'js>(ctx: &Ctx<'js>, v: &Value<'js>) -> (String, Option<u16>) {
+    let as_json = || {
+        json::to_json(ctx, v.clone())
+            .map(|j| j.to_string())
+            .unwrap_or_default()
+    };
+    match v.as_object() {
+        Some(o) => (
+            o.get::<_, Option<String>>("message")
+                .ok()
+                .flatten()
+                .unwrap_or_else(as_json),
+            status_of(o),
+        ),
+        None => (
+            v.as_string()
+                .and_then(|s| s.to_string().ok())
+                .unwrap_or_else(as_json),
+            None,
+        ),
+    }
+}
+
+/// The globals an action may use besides the standard library; `db` only when the
+/// caller has one.
+fn install_bindings(
+    ctx: &Ctx<'_>,
+    call: &Call,
+    invocation: &Rc<Invocation>,
+) -> rquickjs::Result<()> {
+    console::install(ctx, invocation)?;
+    socket::install(ctx, invocation)?;
+    if let Some(db) = &call.db {
+        db::install(ctx, db, invocation)?;
+    }
+    Ok(())
+}
+
+/// Loads and evaluates the module, then calls `backandCallback` with the call's
+/// arguments, waiting for a returned promise, and hands its result and `userInput` out
+/// of the engine.
+fn evaluate<'js>(
+    ctx: &Ctx<'js>,
+    bytecode: &[u8],
+    call: &Call,
+    invocation: &Invocation,
+) -> rquickjs::Result<Returned> {
+    let clock = &invocation.clock;
+    // Safety: the bytes come from `Vm::compile` of this same QuickJS build.
+    let module: Module<'_, Declared> = unsafe { Module::load(ctx.clone(), bytecode)? };
+    let (module, done) = module.eval()?;
+    settle(ctx, &done, clock)?;
+    let callback: Function = module.get("backandCallback")?;
+    let args = [
+        &call.user_input,
+        &call.db_row,
+        &call.parameters,
+        &call.user_profile,
+    ]
+    .map(|v| ctx.json_parse(v.to_string()));
+    let [a, b, c, d] = args;
+    let user_input = a?;
+    let returned: Value = callback.call((user_input.clone(), b?, c?, d?))?;
+    let returned = match returned.as_promise() {
+        Some(promise) => settle(ctx, promise, clock)?,
+        None => returned,
+    };
+    Ok((
+        json::to_json_spent(ctx, returned, invocation, "the action's result")?,
+        json::to_json_spent(ctx, user_input, invocation, "the action's userInput")?,
+    ))
 }
 
 /// The running invocation's deadline, for code outside QuickJS's interrupt checks
@@ -474,6 +516,85 @@ impl Clock {
             return Err(rquickjs::Exception::throw_internal(ctx, "interrupted"));
         }
         Ok(())
+    }
+}
+
+/// Everything one invocation holds outside the engine, shared by its bindings: what it
+/// logged and emitted, what it may still hand out, and its deadline.
+struct Invocation {
+    logs: RefCell<Vec<LogLine>>,
+    emits: RefCell<Vec<Emit>>,
+    /// Bytes the invocation may still hold outside QuickJS's own memory limit (emitted
+    /// data waiting for delivery, log lines).
+    budget: Cell<usize>,
+    /// What the budget started at.
+    limit: usize,
+    /// Set when the budget refused something: what it refused.
+    exhausted: RefCell<Option<String>>,
+    clock: Clock,
+}
+
+impl Invocation {
+    fn new(clock: Clock, limit: usize) -> Invocation {
+        Invocation {
+            logs: RefCell::default(),
+            emits: RefCell::default(),
+            budget: Cell::new(limit),
+            limit,
+            exhausted: RefCell::default(),
+            clock,
+        }
+    }
+
+    /// Takes `bytes` from the budget, or throws.
+    fn spend(&self, ctx: &Ctx<'_>, bytes: usize, what: &str) -> rquickjs::Result<()> {
+        let left = self.budget.get();
+        if bytes > left {
+            self.exhausted
+                .borrow_mut()
+                .get_or_insert_with(|| what.to_string());
+            return Err(rquickjs::Exception::throw_range(
+                ctx,
+                &format!(
+                    "{what}: this invocation has used up the memory it may hand out of the \
+                     engine ({} MiB for its result, emits and log lines together)",
+                    self.limit / (1024 * 1024)
+                ),
+            ));
+        }
+        self.budget.set(left - bytes);
+        Ok(())
+    }
+
+    /// The failure of an invocation that ran out of budget and let the error propagate.
+    fn over_budget(&self) -> Failure {
+        let what = self.exhausted.borrow().clone().unwrap_or_default();
+        Failure::Limit(format!(
+            "{what}: over the {} MiB an invocation may hand out of the engine \
+             (its result, emits and log lines together; the memory limit \
+             applies inside it)",
+            self.limit / (1024 * 1024)
+        ))
+    }
+
+    /// The outcome: logs always, emits and the changed `userInput` only on success.
+    fn outcome(&self, call: &Call, result: Result<Returned, Failure>) -> Outcome {
+        let logs = std::mem::take(&mut *self.logs.borrow_mut());
+        let emits = std::mem::take(&mut *self.emits.borrow_mut());
+        match result {
+            Ok((value, user_input)) => Outcome {
+                result: Ok(value),
+                user_input,
+                logs,
+                emits,
+            },
+            Err(failure) => Outcome {
+                result: Err(failure),
+                user_input: call.user_input.clone(),
+                logs,
+                emits: Vec::new(),
+            },
+        }
     }
 }
 
@@ -533,23 +654,7 @@ fn compile_error(ctx: &Ctx<'_>, error: rquickjs::Error) -> CompileError {
             column: None,
         };
     }
-    // QuickJS puts `at <file>:<line>:<column>` in the stack of a syntax error.
-    let (line, column) = stack
-        .lines()
-        .find_map(|l| {
-            let tail = l.trim().rsplit(':').take(2).collect::<Vec<_>>();
-            match tail.as_slice() {
-                [c, l] => Some((
-                    l.trim_matches(|ch: char| !ch.is_ascii_digit())
-                        .parse()
-                        .ok()?,
-                    c.trim_matches(|ch: char| !ch.is_ascii_digit())
-                        .parse()
-                        .ok()?,
-                )),
-                _ => None,
-            }
-        })
+    let (line, column) = position_in(&stack)
         .map(|(l, c)| (Some(l), Some(c)))
         .unwrap_or((None, None));
     CompileError {
@@ -559,6 +664,25 @@ fn compile_error(ctx: &Ctx<'_>, error: rquickjs::Error) -> CompileError {
     }
 }
 
+/// The line and column of a syntax error: QuickJS puts `at <file>:<line>:<column>` in
+/// its stack.
+fn position_in(stack: &str) -> Option<(u32, u32)> {
+    stack.lines().find_map(|l| {
+        let tail = l.trim().rsplit(':').take(2).collect::<Vec<_>>();
+        match tail.as_slice() {
+            [c, l] => Some((
+                l.trim_matches(|ch: char| !ch.is_ascii_digit())
+                    .parse()
+                    .ok()?,
+                c.trim_matches(|ch: char| !ch.is_ascii_digit())
+                    .parse()
+                    .ok()?,
+            )),
+            _ => None,
+        }
+    })
+}
+
 fn status_of(object: &Object<'_>) -> Option<u16> {
     let status: Option<f64> = object.get("status").ok().flatten();
     status
@@ -566,213 +690,7 @@ fn status_of(object: &Object<'_>) -> Option<u16> {
         .map(|s| s as u16)
 }
 
-/// `to_json`, first taking the JSON text's size from the invocation's budget.
-fn to_json_spent<'js>(
-    ctx: &Ctx<'js>,
-    value: Value<'js>,
-    recorded: &Recorded,
-    what: &str,
-) -> rquickjs::Result<Json> {
-    json_of(ctx, value, Some((recorded, what)))
-}
-
-fn to_json<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Json> {
-    json_of(ctx, value, None)
-}
-
-/// A JS value as JSON (`undefined` and functions as null), its text size optionally
-/// charged to a budget. Never silently `null`: nesting past 128 levels or a lone
-/// surrogate is an error.
-fn json_of<'js>(
-    ctx: &Ctx<'js>,
-    value: Value<'js>,
-    budget: Option<(&Recorded, &str)>,
-) -> rquickjs::Result<Json> {
-    if value.is_undefined() || value.is_function() {
-        return Ok(Json::Null);
-    }
-    let Some(text) = ctx.json_stringify(value)? else {
-        return Ok(Json::Null);
-    };
-    let text = text.to_string()?;
-    if let Some((recorded, what)) = budget {
-        recorded.spend(ctx, text.len(), what)?;
-    }
-    serde_json::from_str(&text).map_err(|e| {
-        rquickjs::Exception::throw_type(ctx, &format!("the value cannot be sent as JSON: {e}"))
-    })
-}
-
-#[derive(Default)]
-struct Recorded {
-    logs: std::rc::Rc<std::cell::RefCell<Vec<LogLine>>>,
-    emits: std::rc::Rc<std::cell::RefCell<Vec<Emit>>>,
-    /// Bytes the invocation may still hold outside QuickJS's own memory limit (emitted
-    /// data waiting for delivery, log lines).
-    budget: std::rc::Rc<std::cell::Cell<usize>>,
-    /// What the budget started at.
-    limit: usize,
-    /// Set when the budget refused something.
-    exhausted: std::rc::Rc<std::cell::RefCell<Option<String>>>,
-    clock: Option<Clock>,
-}
-
-impl Recorded {
-    fn check(&self, ctx: &Ctx<'_>) -> rquickjs::Result<()> {
-        match &self.clock {
-            Some(clock) => clock.check(ctx),
-            None => Ok(()),
-        }
-    }
-
-    /// Takes `bytes` from the budget, or throws.
-    fn spend(&self, ctx: &Ctx<'_>, bytes: usize, what: &str) -> rquickjs::Result<()> {
-        let left = self.budget.get();
-        if bytes > left {
-            self.exhausted
-                .borrow_mut()
-                .get_or_insert_with(|| what.to_string());
-            return Err(rquickjs::Exception::throw_range(
-                ctx,
-                &format!(
-                    "{what}: this invocation has used up the memory it may hand out of the \
-                     engine ({} MiB for its result, emits and log lines together)",
-                    self.limit / (1024 * 1024)
-                ),
-            ));
-        }
-        self.budget.set(left - bytes);
-        Ok(())
-    }
-}
-
-trait Take<T> {
-    fn take(self) -> Vec<T>;
-}
-
-impl<T> Take<T> for std::rc::Rc<std::cell::RefCell<Vec<T>>> {
-    fn take(self) -> Vec<T> {
-        std::mem::take(&mut *self.borrow_mut())
-    }
-}
-
-/// `console.log/warn/error` and `socket.emitUsers/emitRole/emitAll/broadcast`.
-fn install_bindings<'js>(ctx: &Ctx<'js>, recorded: &Recorded) -> rquickjs::Result<()> {
-    let globals = ctx.globals();
-    let console = Object::new(ctx.clone())?;
-    let recorder = std::rc::Rc::new(Recorded {
-        logs: recorded.logs.clone(),
-        emits: recorded.emits.clone(),
-        budget: recorded.budget.clone(),
-        limit: recorded.limit,
-        exhausted: recorded.exhausted.clone(),
-        clock: recorded.clock.clone(),
-    });
-    for level in ["log", "warn", "error"] {
-        let logs = recorded.logs.clone();
-        let r = recorder.clone();
-        let log = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
-            r.check(&ctx)?;
-            let mut text = args
-                .0
-                .into_iter()
-                .map(|v| match v.as_string() {
-                    Some(s) => s.to_string().unwrap_or_default(),
-                    None => to_json(&ctx, v).map(|j| j.to_string()).unwrap_or_default(),
-                })
-                .collect::<Vec<_>>()
-                .join(" ");
-            truncate(&mut text, MAX_LOG_LINE);
-            let mut logs = logs.borrow_mut();
-            if logs.len() < MAX_LOG_LINES {
-                logs.push(LogLine { level, text });
-            }
-            rquickjs::Result::Ok(())
-        })?;
-        console.set(level, log)?;
-    }
-    globals.set("console", console)?;
-
-    let socket = Object::new(ctx.clone())?;
-    let emits = recorded.emits.clone();
-    let r = recorder.clone();
-    // Checks the clock, takes the size of the data and of the names (event, room, role,
-    // users: `names` bytes) from the budget, records the emit. The names were copied
-    // out of the engine to call us; counted here, they cannot be kept beyond it.
-    let push =
-        move |ctx: &Ctx<'js>, names: usize, data: Value<'js>, emit: &dyn Fn(Json) -> Emit| {
-            r.check(ctx)?;
-            if emits.borrow().len() >= MAX_EMITS {
-                return Err(rquickjs::Exception::throw_range(
-                    ctx,
-                    &format!("an action may emit at most {MAX_EMITS} events"),
-                ));
-            }
-            r.spend(ctx, names, "socket emit")?;
-            let data = to_json_spent(ctx, data, &r, "socket emit")?;
-            emits.borrow_mut().push(emit(data));
-            rquickjs::Result::Ok(())
-        };
-    let p = push.clone();
-    socket.set(
-        "emitUsers",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, event: String, data: Value<'js>, users: Vec<String>| {
-                let names = event.len() + users.iter().map(String::len).sum::<usize>();
-                p(&ctx, names, data, &|data| Emit::Users {
-                    event: event.clone(),
-                    data,
-                    users: users.clone(),
-                })
-            },
-        )?,
-    )?;
-    let p = push.clone();
-    socket.set(
-        "emitRole",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, event: String, data: Value<'js>, role: String| {
-                p(&ctx, event.len() + role.len(), data, &|data| Emit::Role {
-                    event: event.clone(),
-                    data,
-                    role: role.clone(),
-                })
-            },
-        )?,
-    )?;
-    let p = push.clone();
-    socket.set(
-        "emitAll",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, event: String, data: Value<'js>| {
-                p(&ctx, event.len(), data, &|data| Emit::All {
-                    event: event.clone(),
-                    data,
-                })
-            },
-        )?,
-    )?;
-    let p = push;
-    socket.set(
-        "broadcast",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, room: String, event: String, data: Value<'js>| {
-                p(&ctx, room.len() + event.len(), data, &|data| Emit::Room {
-                    room: room.clone(),
-                    event: event.clone(),
-                    data,
-                })
-            },
-        )?,
-    )?;
-    globals.set("socket", socket)?;
-    Ok(())
-}
-
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
 fn truncate(text: &mut String, max: usize) {
     if text.len() > max {
         let mut end = max;
@@ -782,103 +700,4 @@ fn truncate(text: &mut String, max: usize) {
         text.truncate(end);
         text.push('…');
     }
-}
-
-/// `db.get/list/create/update/remove`: synchronous for the action; a refusal throws an
-/// Error carrying the REST status (`e.status`) and message. The deadline is checked
-/// around each call: a loop of calls runs too few JS steps to be interrupted.
-fn install_db<'js>(ctx: &Ctx<'js>, db: &super::db::Db, clock: &Clock) -> rquickjs::Result<()> {
-    use super::db::DbCall;
-    let object = Object::new(ctx.clone())?;
-    fn answer<'js>(
-        ctx: &Ctx<'js>,
-        db: &super::db::Db,
-        clock: &Clock,
-        call: DbCall,
-    ) -> rquickjs::Result<Value<'js>> {
-        clock.check(ctx)?;
-        let answer = db.run(call);
-        clock.check(ctx)?;
-        match answer {
-            Ok(json) => ctx.json_parse(json.to_string()),
-            Err((status, message)) => {
-                let error = rquickjs::Exception::from_message(ctx.clone(), &message)?;
-                error.as_object().set("status", status)?;
-                Err(error.throw())
-            }
-        }
-    }
-    fn id_of(ctx: &Ctx<'_>, value: &Value<'_>) -> rquickjs::Result<i64> {
-        let number = value
-            .as_number()
-            .or_else(|| value.as_string()?.to_string().ok()?.parse::<f64>().ok());
-        match number {
-            Some(n) if n.fract() == 0.0 && (1.0..9.0e15).contains(&n) => Ok(n as i64),
-            _ => Err(rquickjs::Exception::throw_type(
-                ctx,
-                "a row id is a positive integer",
-            )),
-        }
-    }
-    let (d, c) = (db.clone(), clock.clone());
-    object.set(
-        "get",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, name: String, id: Value<'js>| {
-                let id = id_of(&ctx, &id)?;
-                answer(&ctx, &d, &c, DbCall::Get(name, id))
-            },
-        )?,
-    )?;
-    let (d, c) = (db.clone(), clock.clone());
-    object.set(
-        "list",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, name: String, query: rquickjs::function::Opt<Value<'js>>| {
-                let query = match query.0 {
-                    Some(q) => to_json(&ctx, q)?,
-                    None => Json::Null,
-                };
-                answer(&ctx, &d, &c, DbCall::List(name, query))
-            },
-        )?,
-    )?;
-    let (d, c) = (db.clone(), clock.clone());
-    object.set(
-        "create",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, name: String, data: Value<'js>| {
-                let data = to_json(&ctx, data)?;
-                answer(&ctx, &d, &c, DbCall::Create(name, data))
-            },
-        )?,
-    )?;
-    let (d, c) = (db.clone(), clock.clone());
-    object.set(
-        "update",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, name: String, id: Value<'js>, data: Value<'js>| {
-                let id = id_of(&ctx, &id)?;
-                let data = to_json(&ctx, data)?;
-                answer(&ctx, &d, &c, DbCall::Update(name, id, data))
-            },
-        )?,
-    )?;
-    let (d, c) = (db.clone(), clock.clone());
-    object.set(
-        "remove",
-        Function::new(
-            ctx.clone(),
-            move |ctx: Ctx<'js>, name: String, id: Value<'js>| {
-                let id = id_of(&ctx, &id)?;
-                answer(&ctx, &d, &c, DbCall::Remove(name, id))
-            },
-        )?,
-    )?;
-    ctx.globals().set("db", object)?;
-    Ok(())
 }
