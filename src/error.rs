@@ -1,4 +1,4 @@
-//! The one error type at the HTTP (and later socket) boundary.
+//! The one error type at the client boundary.
 //!
 //! Every failure a client can see is an `ApiError`; its `IntoResponse` picks the status
 //! and answers `{"Message": "…"}` as Backand did. Internal errors are logged in full and

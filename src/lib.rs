@@ -1,22 +1,26 @@
 //! livebase: a self-hosted realtime backend in one binary.
 //!
-//! Layout (each module's own `//!` says what it owns and what it must not do):
-//! - `config`  — flags and environment variables.
-//! - `server`  — start-up (secrets, schema, database, first Admin) and serving.
-//! - `schema`  — `schema/*.json` loaded and validated into objects and fields.
-//! - `store`   — SQLite | PostgreSQL behind one handle; all dynamic SQL is built here.
-//! - `auth`    — credentials → `Identity`; tokens, passwords; the one permission decision.
-//! - `records` — the write path (validate → before hooks → transaction → commit → after
-//!   hooks → `RecordEvent`) and record reads.
-//! - `actions` — user JavaScript in QuickJS on its own threads: triggers (a write hook)
-//!   and on-demand calls, with emits held until the write commits.
-//! - `http`    — the REST surface, per resource, with its extractors.
-//! - `realtime` — Socket.IO on the same port: socket auth, rooms, channels, db events,
-//!   Sails requests and LoopBack names, all filtered by the one permission function.
-//! - `error`   — the one error type every client-facing failure becomes.
-//! - `conn`    — the accept loop: header-read timeout, per-address cap, write-stall
-//!   guard, and the write tap that measures each socket's queue.
-//! - `tls`     — HTTPS/WSS on the listener (`--tls-cert`/`--tls-key`), with rustls.
+//! Layers, top to bottom. A module imports only from layers below it (or from the
+//! leaves), never from one above; `layers::imports_only_go_down` checks it.
+//!
+//! 1. `server`   — start-up (secrets, schema, database, first Admin) and serving.
+//! 2. `http`     — the REST surface, per resource, with its extractors.
+//! 3. `actions`  — user JavaScript in QuickJS on its own threads: triggers (a write hook)
+//!    and on-demand calls, with emits held until the write commits.
+//! 4. `realtime` — Socket.IO on the same port: socket auth, rooms, channels, db events,
+//!    Sails requests and LoopBack names, all filtered by the one permission function.
+//! 5. `users`    — what a `users` row means to auth: password, credentials, cache, and
+//!    the one revocation event (realtime listens to it).
+//! 6. `records`  — the one write pipeline (`Write` → hooks → transaction → commit →
+//!    `RecordEvent` with its sequence number) and record reads; the wire form of rows.
+//! 7. `auth`     — credentials → `Identity`; tokens, passwords; the one permission decision.
+//! 8. `store`    — SQLite | PostgreSQL behind one handle; all dynamic SQL is built here.
+//! 9. `schema`   — `schema/*.json` loaded and validated into objects and fields, and
+//!    the typed values fields accept.
+//!
+//! Leaves, usable from every layer and importing none: `config` (flags and environment),
+//! `error` (the one client-facing error type), `conn` (the accept loop: header-read
+//! timeout, per-address cap, write-stall guard, the write tap) and `tls`.
 
 pub mod actions;
 pub mod auth;
@@ -31,3 +35,84 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod users;
+
+#[cfg(test)]
+mod layers {
+    use std::path::Path;
+
+    /// Top to bottom, as in the map above.
+    const LAYERS: [&str; 9] = [
+        "server", "http", "actions", "realtime", "users", "records", "auth", "store", "schema",
+    ];
+    const LEAVES: [&str; 4] = ["config", "error", "conn", "tls"];
+
+    fn rank(module: &str) -> Option<usize> {
+        LAYERS.iter().position(|l| *l == module)
+    }
+
+    /// `crate::<module>` named anywhere outside a comment in `source`.
+    fn imports(source: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for line in source.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            let mut rest = code;
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                found.push(name);
+            }
+        }
+        found
+    }
+
+    fn walk(dir: &Path, top: Option<&str>, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("src is readable") {
+            let path = entry.expect("src entry").path();
+            let name = path.file_stem().unwrap().to_string_lossy().to_string();
+            let module = top.map_or(name.clone(), str::to_string);
+            if path.is_dir() {
+                walk(&path, Some(&module), out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let source = std::fs::read_to_string(&path).expect("source is readable");
+                for import in imports(&source) {
+                    out.push((module.clone(), import));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn imports_only_go_down() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut edges = Vec::new();
+        walk(&src, None, &mut edges);
+        assert!(edges.len() > 50, "the walk found the sources");
+        let mut wrong = Vec::new();
+        for (from, to) in &edges {
+            if from == to || from == "lib" || from == "main" {
+                continue;
+            }
+            let fine = match (rank(from), rank(to)) {
+                (_, None) if LEAVES.contains(&to.as_str()) => {
+                    // A leaf imports no layer; leaves may use each other (conn → tls).
+                    true
+                }
+                (None, Some(_)) => false,
+                (Some(a), Some(b)) => a < b,
+                (_, None) => false,
+            };
+            if !fine {
+                wrong.push(format!("{from} → {to}"));
+            }
+        }
+        wrong.sort();
+        wrong.dedup();
+        assert!(
+            wrong.is_empty(),
+            "imports against the layer order: {wrong:?}"
+        );
+    }
+}

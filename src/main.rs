@@ -13,7 +13,7 @@ fn main() {
 
 /// glibc raises its mmap threshold each time a large block is freed, up to 32 MiB, after
 /// which argon2's 19 MiB blocks come from per-thread heaps and stay resident after
-/// use: ten sign-ups left ~200 MiB behind (measured by the benchmark harness). A fixed
+/// use, so memory grows with every burst of sign-ups. A fixed
 /// threshold keeps every allocation of 1 MiB or more in its own mapping, given back
 /// when freed.
 fn return_large_allocations_to_the_os() {

@@ -22,8 +22,8 @@ pub fn check_strength(password: &str) -> Result<(), String> {
 }
 
 /// At most this many hashes at once (one per core). Each argon2 run takes 19 MiB and a
-/// core for tens of milliseconds: unbounded, a burst of sign-ins or sign-ups grew the
-/// process by 19 MiB per concurrent request (up to 512 blocking threads) and starved
+/// core for tens of milliseconds: unbounded, a burst of sign-ins or sign-ups would grow
+/// the process by 19 MiB per concurrent request (up to 512 blocking threads) and starve
 /// everything else. Callers past the limit wait their turn.
 fn hashing_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();

@@ -43,7 +43,7 @@ pub const LEEWAY_SECS: u64 = 5;
 /// Latest `exp` accepted: 9999-12-31T23:59:59Z. Only a holder of the secret can sign a
 /// later one (livebase issues `now + ttl`), but it would overflow the arithmetic that
 /// turns `exp` into a moment (`exp + leeway`, `UNIX_EPOCH + exp`): a panic in debug
-/// builds, a wrapped expiry in release ones (found by `fuzz/` target tokens).
+/// builds, a wrapped expiry in release ones.
 pub const MAX_EXP_SECS: u64 = 253_402_300_799;
 
 pub struct Signer {

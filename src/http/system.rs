@@ -37,8 +37,8 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             // Histogram samples pile up in the recorder until something drains them; with
-            // `install_recorder` that is our job. Without this, a server nobody scrapes
-            // grew by every request's duration sample (found by the benchmark harness).
+            // `install_recorder` that is our job: else a server nobody scrapes grows by
+            // one sample per request.
             let upkeep = handle.clone();
             std::thread::Builder::new()
                 .name("livebase-metrics-upkeep".into())

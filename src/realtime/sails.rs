@@ -180,7 +180,7 @@ impl VirtualRequest {
         };
         // A fragment never reaches an HTTP server, so drop it as a client would: left
         // in, `Uri` would drop it together with the query built from `data`, and the
-        // subscription would look at a path the router never saw (found by `fuzz/`).
+        // subscription would look at a path the router never saw.
         let url = match url.split_once('#') {
             Some((before, _)) => before.to_string(),
             None => url,
@@ -436,8 +436,8 @@ mod tests {
     use crate::schema::load_files;
     use std::path::Path;
 
-    /// Found by `fuzz/` target socket_events: a fragment in the url made `Uri` drop the
-    /// query built from `data` (a `get` ran unfiltered) and the alias go unresolved.
+    /// A fragment in the url must not make `Uri` drop the query built from `data` (a
+    /// `get` would run unfiltered) nor leave the alias unresolved.
     #[test]
     fn a_fragment_in_the_url_is_dropped_like_a_client_would() {
         let dir = Path::new("schema");

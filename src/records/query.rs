@@ -18,9 +18,8 @@ const MAX_IN_VALUES: usize = 1000;
 const MAX_SEARCH_CHARS: usize = 200;
 /// Longest value of `startsWith`, `endsWith`, `contains` and `notContains`. On SQLite
 /// these become a Unicode case-insensitive regex, which the regex crate refuses past
-/// its compiled-size limit (about 44,000 characters of `k`): that surfaced as a 500,
-/// and each such value cost a large compile per query (found while writing the
-/// regex check of `fuzz/` target list_query).
+/// its compiled-size limit (about 44,000 characters of `k`): past it a query fails
+/// with a 500, and each such value costs a large compile per query.
 const MAX_MATCH_CHARS: usize = 1000;
 const MAX_PAGE_NUMBER: u32 = 1_000_000_000;
 
@@ -50,7 +49,7 @@ pub fn parse(
 ) -> Result<ListQuery, ApiError> {
     let page_size = match params.get("pageSize") {
         // A server configured with `--max-page-size` below the default never answers
-        // more rows than that limit, asked or not (found by `fuzz/` target list_query).
+        // more rows than that limit, asked or not.
         None => DEFAULT_PAGE_SIZE.min(max_page_size),
         Some(s) => parse_bounded("pageSize", s, max_page_size)?,
     };
@@ -335,8 +334,8 @@ mod tests {
             .collect()
     }
 
-    /// Found by `fuzz/` target list_query: with `--max-page-size` below 20, a list
-    /// that named no page size still answered 20 rows.
+    /// With `--max-page-size` below the default 20, a list that names no page size
+    /// answers at most that maximum.
     #[test]
     fn the_default_page_size_respects_the_configured_maximum() {
         let query = parse(&items(), &HashMap::new(), 5).unwrap();
@@ -345,8 +344,8 @@ mod tests {
         assert_eq!(query.page_size, DEFAULT_PAGE_SIZE);
     }
 
-    /// Found while writing `fuzz/` target list_query's regex check: a 44,431-character
-    /// `contains` value made SQLite's REGEXP fail (a 500); now a 400 names the limit.
+    /// A text-match value past `MAX_MATCH_CHARS` is a 400 naming the limit, not a REGEXP
+    /// failure (500) on SQLite.
     #[test]
     fn text_match_values_are_bounded() {
         for op in ["startsWith", "endsWith", "contains", "notContains"] {

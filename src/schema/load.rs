@@ -197,8 +197,7 @@ fn build_object(
     // SQLite compares table and column names ignoring ASCII case, so `LB_schema` is
     // the internal `lb_schema` table and `Items` the `items` table there (PostgreSQL
     // keeps them apart): names that differ only in case are refused on both, or the
-    // server would alter its own tables, or fail to start with a bare SQL error
-    // (found with `fuzz/` target schema).
+    // server would alter its own tables, or fail to start with a bare SQL error.
     if RESERVED_OBJECTS.contains(&name.as_str()) || has_internal_prefix(&name) {
         return Err(err(None, format!("object name `{name}` is reserved")));
     }
@@ -483,7 +482,7 @@ mod tests {
             ),
             ("general.json", r#"{"name":"general"}"#, None, "reserved"),
             // Case variants SQLite would confuse with a livebase table or column, or
-            // with another field (found with `fuzz/` target schema).
+            // with another field.
             (
                 "LB_schema.json",
                 r#"{"name":"LB_schema"}"#,

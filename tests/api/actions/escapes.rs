@@ -1,4 +1,4 @@
-//! Ways around the sandbox's limits found in review: jobs that keep forking, finalizers
+//! Ways around the sandbox's limits: jobs that keep forking, finalizers
 //! that would run in the next caller's invocation, loops of host calls the interrupt
 //! check never sees, and memory held outside the engine.
 

@@ -291,9 +291,8 @@ async fn memory_bombs_stop_at_the_memory_limit() {
         if !fine {
             problems.push(format!("`hoard_and_swallow`: {status} {body}"));
         }
-        // Twice: the pool's threads take turns, and on an idle machine the first call
-        // lands on the thread that did not hoard (that is how this once passed while a
-        // full runtime was being kept). One of the two reaches the hoarder's runtime.
+        // Twice: the pool's threads take turns, and the first call may land on the thread
+        // that did not hoard; one of the two reaches the hoarder's runtime.
         for _ in 0..2 {
             if let Err(problem) = serving_after(&app, "hoard_and_swallow").await {
                 problems.push(problem);

@@ -8,7 +8,7 @@ use super::support::*;
 use crate::common::backends;
 
 // ---------------------------------------------------------------------------------------
-// C. Channels
+// Channels
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -286,13 +286,12 @@ async fn channels_refuse_publishing_into_db_channels() {
 }
 
 /// A client that emits the moment it is connected (socket.io clients flush their
-/// buffered emits on `connect`) must be answered. livebase's connect handler used to be
-/// async, which socketioxide runs as a task spawned after the CONNECT answer: a `join`
-/// read before that task ran found no handler and was dropped silently (the benchmark
-/// harness saw 5 of 10,000 under load). Many sockets at once, each sending `join` in
+/// buffered emits on `connect`) must be answered: socketioxide runs an async connect
+/// handler as a task spawned after the CONNECT answer, so the handlers are put in place
+/// by the connect middleware, before it. Many sockets at once, each sending `join` in
 /// the same task that read the CONNECT answer, on a multi-threaded runtime, keep the
-/// server busy enough to show it — sometimes: the race is timing-bound, so this test
-/// can miss the old bug on a given run (it did not fail in 3 runs before the fix).
+/// server busy enough to expose the race, sometimes: it is timing-bound, so a run can
+/// pass without that ordering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_sent_the_instant_the_socket_connects_is_answered() {
     let backend = crate::common::Backend::Sqlite;

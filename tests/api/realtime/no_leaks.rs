@@ -2162,7 +2162,7 @@ async fn no_leaked_events_over_every_path() {
     }
 }
 
-/// Found by the property test above: socketioxide sends a socket's CONNECT answer and
+/// socketioxide sends a socket's CONNECT answer and
 /// only then marks it connected, while it already handles the client's next packets (on
 /// another thread of a multi-threaded runtime, as the server runs in production). A
 /// client that joins or authenticates the moment it sees CONNECT must still be answered

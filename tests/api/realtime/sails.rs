@@ -9,7 +9,7 @@ use crate::common::{ANON, Spawn, backends, basic_header, master};
 use crate::sio::Sio;
 
 // ---------------------------------------------------------------------------------------
-// A. Sails virtual requests
+// Sails virtual requests
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -709,7 +709,7 @@ async fn sails_unknown_routes_answer_404() {
 }
 
 // ---------------------------------------------------------------------------------------
-// B. Sails subscriptions
+// Sails subscriptions
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
