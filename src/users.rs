@@ -148,9 +148,9 @@ impl Users {
         }
         let new_hash = passwords::hash(new.to_string()).await?;
         credentials::set_password(&self.inner.store, id, new_hash).await?;
-        self.inner.auth.forget(id).await;
-        if let Some(user) = self.inner.auth.user(id).await? {
-            self.revoke(id, &user.email).await;
+        match self.inner.auth.user(id).await? {
+            Some(user) => self.revoke(id, &user.email).await,
+            None => self.inner.auth.forget(id).await,
         }
         Ok(())
     }
@@ -248,9 +248,9 @@ impl WriteHook for Users {
             if event.object != "users" {
                 return;
             }
-            self.inner.auth.forget(event.id).await;
-            if let Some(username) = identity_changed(event) {
-                self.revoke(event.id, &username).await;
+            match identity_changed(event) {
+                Some(username) => self.revoke(event.id, &username).await,
+                None => self.inner.auth.forget(event.id).await,
             }
         })
     }

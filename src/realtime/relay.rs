@@ -75,7 +75,7 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
     )
     .await;
 
-    if object.events.iter().any(|e| e == "loopback") {
+    if object.publishes_loopback() {
         let (name, data) = match event.verb {
             Verb::Created => (format!("/{}/POST", object.name), row.clone()),
             Verb::Updated => (format!("/{}/{id}/PUT", object.name), row.clone()),

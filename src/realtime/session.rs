@@ -329,7 +329,7 @@ fn join_identity_rooms(s: &SocketRef, shared: &Shared, who: &Arc<Identity>) {
         rooms::AUTHENTICATED.to_string(),
     ];
     for object in shared.schema.objects.values() {
-        if object.events.iter().any(|e| e == "loopback")
+        if object.publishes_loopback()
             && let Some(room) =
                 rooms::reader(Feed::LoopBack, object, access(who, object, Operation::Read))
         {

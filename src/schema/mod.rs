@@ -165,6 +165,11 @@ impl ObjectSchema {
     pub fn is_users(&self) -> bool {
         self.name == "users"
     }
+
+    /// Whether its changes are also published under LoopBack event names.
+    pub fn publishes_loopback(&self) -> bool {
+        self.events.iter().any(|e| e == "loopback")
+    }
 }
 
 /// The validated model. Cloning is shallow: objects are shared behind `Arc`.
