@@ -1,9 +1,11 @@
 //! The write path and record reads.
 //!
-//! Every create, update and delete, from any source, goes through `Records`:
-//! permission → validate → before hooks → validate again (hooks may change the input) →
-//! one transaction → commit → after hooks → one `RecordEvent` on the bus. Actions attach
-//! as `WriteHook`s; realtime and caches subscribe to the bus. Nothing else writes rows.
+//! Every create, update and delete, from any source, is one `Write` through
+//! `Records::write`: permission → prepare → validate → before hooks → validate again
+//! (hooks may change the input) → one transaction (the row, then each hook's part) →
+//! commit → deferred work → after hooks → one `RecordEvent`, numbered at commit, on the
+//! bus. Users and actions plug in as `WriteHook`s; realtime subscribes to the bus.
+//! Nothing else writes rows. `wire` is the JSON form of a row and of a page.
 
 pub mod query;
 mod validate;
