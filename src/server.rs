@@ -65,7 +65,11 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         config.refresh_token_ttl,
     );
     let (realtime, socket_layer) = Realtime::new(&config, auth.clone(), schema.clone());
-    let users = Users::new(auth.clone(), store.clone(), vec![Arc::new(realtime.clone())]);
+    let users = Users::new(
+        auth.clone(),
+        store.clone(),
+        vec![Arc::new(realtime.clone())],
+    );
     let actions = Actions::start(
         &config,
         store.clone(),
@@ -76,7 +80,8 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
     .await?;
     // Users first: its after hook revokes a changed identity before anything else (an
     // after action's emits included) can reach the old identity's sockets.
-    let mut hooks: Vec<Arc<dyn WriteHook>> = vec![Arc::new(users.clone()), Arc::new(actions.clone())];
+    let mut hooks: Vec<Arc<dyn WriteHook>> =
+        vec![Arc::new(users.clone()), Arc::new(actions.clone())];
     hooks.extend(extra_hooks);
     let records = Records::new(store.clone(), schema, hooks, config.max_page_size);
     tokio::spawn(relay::run(records.subscribe(), realtime.clone()));

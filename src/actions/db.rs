@@ -40,11 +40,7 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    pub fn new(
-        records: Records,
-        runtime: tokio::runtime::Handle,
-        who: Identity,
-    ) -> Self {
+    pub fn new(records: Records, runtime: tokio::runtime::Handle, who: Identity) -> Self {
         Db {
             records,
             runtime,

@@ -100,7 +100,10 @@ async fn get_profile(
     profile.insert("firstName".into(), first.into());
     profile.insert("lastName".into(), last.into());
     profile.insert("fullName".into(), full.into());
-    profile.insert("appName".into(), state.auth.secrets().app_name.clone().into());
+    profile.insert(
+        "appName".into(),
+        state.auth.secrets().app_name.clone().into(),
+    );
     Ok(Json(Value::Object(profile)))
 }
 
