@@ -8,7 +8,8 @@
 //!   action returns, so JSON → JS and JS → JSON are both paid.
 //! - `vm/invoke_emit`: an action calling `socket.emitAll` once (the binding's cost).
 //! - `pool/invoke_noop`: the no-op through `Pool::invoke` from a current-thread tokio
-//!   runtime: the queue hop to the pool thread and the oneshot back included.
+//!   runtime: the lane choice, the queue hop to the pool thread and the oneshot back
+//!   included.
 //! - `vm/compile_small`: compiling the no-op source (what a bytecode-cache miss costs).
 //!
 //! Each bench checks the outcome once before measuring, so a broken path cannot
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use livebase::actions::pool::Pool;
+use livebase::actions::pool::{Key, Pool};
 use livebase::actions::sandbox::{Call, Emit, Limits, Outcome, Vm};
 use serde_json::{Map, Value, json};
 
@@ -31,6 +32,9 @@ const ECHO_ROW: &str =
     "function backandCallback(userInput, dbRow, parameters, userProfile) { return dbRow; }";
 const EMIT: &str = "function backandCallback(userInput, dbRow, parameters, userProfile) { \
                     socket.emitAll('x', {a: 1}); return null; }";
+
+/// The action version the pool bench calls: never penalised, so always the main lane.
+const KEY: Key = (1, 1);
 
 /// The server's defaults (`--action-time-limit-ms 1000`, 64 MiB, 1024 KiB).
 fn limits() -> Limits {
@@ -168,10 +172,10 @@ fn pool_benches(c: &mut Criterion) {
     let empty = call(Value::Null, Value::Null);
 
     // 4. The same no-op through the queue and the oneshot.
-    let outcome = rt.block_on(pool.invoke(noop.clone(), empty.clone()));
+    let outcome = rt.block_on(pool.invoke(KEY, noop.clone(), empty.clone()));
     assert_null(&outcome);
     c.bench_function("pool/invoke_noop", |b| {
-        b.iter(|| black_box(rt.block_on(pool.invoke(noop.clone(), empty.clone()))))
+        b.iter(|| black_box(rt.block_on(pool.invoke(KEY, noop.clone(), empty.clone()))))
     });
 }
 

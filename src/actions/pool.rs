@@ -3,12 +3,14 @@
 //!
 //! Two lanes: the main one, a thread per core, and a penalty lane of one thread at
 //! the lowest CPU priority (`SCHED_IDLE` on Linux) for actions that recently hit a
-//! limit (`Lane::Penalty`, chosen by `actions::Actions`). An action stuck in infinite
-//! loops or memory bombs then queues behind itself instead of occupying every thread
-//! for its full time limit, and burns only CPU nobody else wants. The penalty lane
-//! holds a bounded queue; a call that would wait too long is refused, saying why.
+//! limit. The pool picks the lane itself: an action version `penalise`d runs on the
+//! penalty lane for `PENALTY`. An action stuck in infinite loops or memory bombs then
+//! queues behind itself instead of occupying every thread for its full time limit,
+//! and burns only CPU nobody else wants. The penalty lane holds a bounded queue; a
+//! call that would wait too long is refused, saying why.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -40,16 +42,22 @@ enum Job {
 
 /// Which threads a call runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
+enum Lane {
     Main,
     /// For actions that recently hit a limit: one low-priority thread.
     Penalty,
 }
 
+/// How long an action that hit a limit stays on the penalty lane (renewed by each
+/// further limit it hits; a new version starts clean).
+pub const PENALTY: Duration = Duration::from_secs(30);
 /// Calls the penalty lane holds (running and waiting) before it refuses more.
 const PENALTY_QUEUE: usize = 16;
 /// How many time limits a penalty-lane call may wait before it is refused unrun.
 const PENALTY_WAIT_LIMITS: u32 = 4;
+
+/// An action version, `(id, version)`: what a penalty applies to.
+pub type Key = (i64, i64);
 
 /// Handle to the pool. Cloning is shallow; the threads end when every handle is gone.
 #[derive(Clone)]
@@ -57,6 +65,9 @@ pub struct Pool {
     jobs: mpsc::Sender<Job>,
     penalty: mpsc::Sender<Job>,
     penalty_held: Arc<AtomicUsize>,
+    /// Action versions that hit a limit, and until when their calls take the penalty
+    /// lane: one misbehaving action cannot take every thread.
+    penalised: Arc<Mutex<HashMap<Key, Instant>>>,
     limits: Limits,
 }
 
@@ -93,12 +104,51 @@ impl Pool {
             jobs,
             penalty,
             penalty_held: Arc::new(AtomicUsize::new(0)),
+            penalised: Arc::new(Mutex::new(HashMap::new())),
             limits,
         })
     }
 
+    /// Runs a call of action version `key`: inline if nested in an action running on
+    /// this thread, else queued on the lane the action's recent limits pick.
+    pub async fn invoke(&self, key: Key, bytecode: Arc<Vec<u8>>, call: Call) -> Outcome {
+        if let Some(nested) = self.inline(&bytecode, &call) {
+            return nested;
+        }
+        self.invoke_in(self.lane(key), bytecode, call).await
+    }
+
+    /// An action version that hit a limit runs on the penalty lane for `PENALTY` from now.
+    pub fn penalise(&self, key: Key, name: &str) {
+        let Ok(mut penalised) = self.penalised.lock() else {
+            return;
+        };
+        let until = Instant::now() + PENALTY;
+        if penalised.insert(key, until).is_none() {
+            tracing::warn!(action = %name, "action hit a limit: its calls run one at a time, at low priority, for {} s", PENALTY.as_secs());
+        }
+        // Versions replaced or long quiet: forget them.
+        let now = Instant::now();
+        penalised.retain(|_, until| *until > now);
+    }
+
+    /// The lane an action's next call runs on: the penalty lane while it is penalised.
+    fn lane(&self, key: Key) -> Lane {
+        let Ok(mut penalised) = self.penalised.lock() else {
+            return Lane::Main;
+        };
+        match penalised.get(&key) {
+            Some(until) if *until > Instant::now() => Lane::Penalty,
+            Some(_) => {
+                penalised.remove(&key);
+                Lane::Main
+            }
+            None => Lane::Main,
+        }
+    }
+
     /// Runs an action nested in one running on this thread, or `None` off the pool.
-    pub fn inline(&self, bytecode: &[u8], call: &Call) -> Option<Outcome> {
+    fn inline(&self, bytecode: &[u8], call: &Call) -> Option<Outcome> {
         let depth = DEPTH.get();
         if depth == 0 {
             return None;
@@ -154,12 +204,7 @@ impl Pool {
         answer.await.map_err(|_| gone())?
     }
 
-    /// Runs a call on the main lane.
-    pub async fn invoke(&self, bytecode: Arc<Vec<u8>>, call: Call) -> Outcome {
-        self.invoke_in(Lane::Main, bytecode, call).await
-    }
-
-    pub async fn invoke_in(&self, lane: Lane, bytecode: Arc<Vec<u8>>, call: Call) -> Outcome {
+    async fn invoke_in(&self, lane: Lane, bytecode: Arc<Vec<u8>>, call: Call) -> Outcome {
         let (reply, answer) = oneshot::channel();
         let user_input = call.user_input.clone();
         let failed =

@@ -94,7 +94,7 @@ pub fn check_trigger(object: &str, trigger: Trigger) -> Result<(), String> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActionRecord {
+pub struct Action {
     pub id: i64,
     pub name: String,
     pub object: String,
@@ -239,7 +239,7 @@ pub async fn upsert(store: &Store, file: &ActionFile) -> Result<(), sqlx::Error>
 
 /// Every action, ordered by object, trigger and name (byte order, whatever the
 /// database's collation: triggers run in this order).
-pub async fn list(store: &Store) -> Result<Vec<ActionRecord>, sqlx::Error> {
+pub async fn list(store: &Store) -> Result<Vec<Action>, sqlx::Error> {
     let mut sql = store.sql();
     sql.push(
         "SELECT id, name, object, trigger_name, code, version FROM lb_actions \
@@ -258,10 +258,10 @@ pub async fn list(store: &Store) -> Result<Vec<ActionRecord>, sqlx::Error> {
             ],
         )
         .await?;
-    let mut all: Vec<ActionRecord> = rows
+    let mut all: Vec<Action> = rows
         .into_iter()
         .filter_map(|r| {
-            Some(ActionRecord {
+            Some(Action {
                 id: r[0].as_i64()?,
                 name: r[1].as_str()?.to_string(),
                 object: r[2].as_str()?.to_string(),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::extract::{AdminCaller, Body, Params, parse_id};
-use crate::actions::{Trigger, Upload, action_json, store};
+use crate::actions::{Action, Trigger, Upload, store};
 use crate::error::ApiError;
 use crate::records::wire;
 use crate::schema::is_valid_identifier;
@@ -140,6 +140,19 @@ async fn action_logs(
     let last = number(&params, "last", 100)?;
     let lines = state.actions.logs(id, last);
     Ok(Json(wire::page(lines.len(), lines)))
+}
+
+/// An action as `/1/action/config` shows it.
+fn action_json(action: &Action) -> Value {
+    json!({
+        "id": action.id,
+        "name": action.name,
+        "object": action.object,
+        "trigger": action.trigger.as_str(),
+        "code": action.code,
+        "version": action.version,
+        "actionType": if action.object == store::GENERAL { "Function" } else { "Action" },
+    })
 }
 
 fn number(params: &HashMap<String, String>, key: &str, default: usize) -> Result<usize, ApiError> {

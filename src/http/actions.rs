@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::extract::{Caller, Params, parse_id};
+use crate::actions::OnDemand;
 use crate::actions::store::GENERAL;
 use crate::auth::Identity;
 use crate::error::ApiError;
@@ -86,11 +87,13 @@ async fn run(
         .call(
             &state.records,
             who,
-            object,
-            name,
-            db_row,
-            parameters(params)?,
-            user_input(body)?,
+            OnDemand {
+                object,
+                name,
+                db_row,
+                parameters: parameters(params)?,
+                user_input: user_input(body)?,
+            },
         )
         .await?;
     Ok(Json(answer))

@@ -1,0 +1,38 @@
+//! What an action emits leaves for `Realtime` only once the action has succeeded: when
+//! an on-demand or after action returns, and for a before action when its write
+//! commits (never, if the write is refused or fails).
+
+use super::Actions;
+use super::sandbox::Emit;
+use crate::realtime::Realtime;
+use crate::records::Staged;
+
+impl Actions {
+    /// Sends what a successful action emitted.
+    pub(super) async fn deliver(&self, emits: Vec<Emit>) {
+        send(&self.inner.realtime, emits).await;
+    }
+
+    /// Holds a before action's emits until its write commits.
+    pub(super) fn deliver_on_commit(&self, staged: &mut Staged, emits: Vec<Emit>) {
+        if emits.is_empty() {
+            return;
+        }
+        let realtime = self.inner.realtime.clone();
+        staged.defer(Box::pin(async move {
+            send(&realtime, emits).await;
+        }));
+    }
+}
+
+/// Sends what an action emitted, now that it may leave.
+async fn send(realtime: &Realtime, emits: Vec<Emit>) {
+    for emit in emits {
+        match emit {
+            Emit::Users { event, data, users } => realtime.emit_users(&event, &data, &users).await,
+            Emit::Role { event, data, role } => realtime.emit_role(&event, &data, &role).await,
+            Emit::All { event, data } => realtime.emit_all(&event, &data).await,
+            Emit::Room { room, event, data } => realtime.broadcast(&room, &event, &data).await,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The catalog: every action in memory, re-read from `lb_actions` after each change,
+//! with its bytecode compiled once per version; and uploading, replacing and removing
+//! actions, each compiled first so the catalog only ever holds code that compiles.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use super::store::{self, Action, Trigger};
+use super::{Actions, sandbox};
+use crate::error::ApiError;
+use crate::schema::Schema;
+
+pub(super) struct Registry {
+    /// Every action, sorted by (object, trigger, name): triggers run in name order.
+    actions: RwLock<Vec<Arc<Action>>>,
+    /// Bytecode per (action id, version): compiled once, reused by every invocation.
+    bytecode: moka::future::Cache<(i64, i64), Arc<Vec<u8>>>,
+    /// Serialises `reload`.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    pub(super) fn new() -> Registry {
+        Registry {
+            actions: RwLock::new(Vec::new()),
+            bytecode: moka::future::Cache::builder().max_capacity(10_000).build(),
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// What `/1/action/config` uploads.
+pub struct Upload {
+    pub name: String,
+    pub object: String,
+    pub trigger: Trigger,
+    pub code: String,
+}
+
+impl Actions {
+    /// Stores the files of the actions directory (refusing to start on one that does
+    /// not compile), then reads the catalog.
+    pub(super) async fn load(&self, dir: &Path, schema: &Schema) -> anyhow::Result<()> {
+        store::create_table(&self.inner.store).await?;
+        for file in store::read_dir(dir, Some(schema))? {
+            self.compile(&file.name, &file.code)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {}", file.path.display(), e.describe()))?;
+            store::upsert(&self.inner.store, &file).await?;
+        }
+        self.reload().await
+    }
+
+    /// Re-reads the registry from the database. Serialised, so two changes at once
+    /// cannot leave the older list in place.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let registry = &self.inner.registry;
+        let _one_at_a_time = registry.reloading.lock().await;
+        let all = store::list(&self.inner.store).await?;
+        if let Ok(mut actions) = registry.actions.write() {
+            *actions = all.into_iter().map(Arc::new).collect();
+        }
+        Ok(())
+    }
+
+    pub async fn compile(&self, name: &str, code: &str) -> Result<Vec<u8>, sandbox::CompileError> {
+        self.inner.pool.compile(name, code).await
+    }
+
+    /// The actions of `object` for `trigger`, in the order they run.
+    pub(super) fn find(&self, object: &str, trigger: Trigger) -> Vec<Arc<Action>> {
+        self.inner
+            .registry
+            .actions
+            .read()
+            .map(|r| {
+                r.iter()
+                    .filter(|a| a.object == object && a.trigger == trigger)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn on_demand(&self, object: &str, name: &str) -> Option<Arc<Action>> {
+        self.find(object, Trigger::OnDemand)
+            .into_iter()
+            .find(|a| a.name == name)
+    }
+
+    /// The action's bytecode, compiled on its version's first call.
+    pub(super) async fn bytecode(&self, action: &Action) -> Result<Arc<Vec<u8>>, ApiError> {
+        let key = (action.id, action.version);
+        let cache = &self.inner.registry.bytecode;
+        if let Some(code) = cache.get(&key).await {
+            return Ok(code);
+        }
+        let code = self
+            .compile(&action.name, &action.code)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "action `{}`: {}",
+                    action.name,
+                    e.describe()
+                ))
+            })?;
+        let code = Arc::new(code);
+        cache.insert(key, code.clone()).await;
+        Ok(code)
+    }
+
+    /// Every action, as stored.
+    pub fn all(&self) -> Vec<Arc<Action>> {
+        self.inner
+            .registry
+            .actions
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn by_id(&self, id: i64) -> Option<Arc<Action>> {
+        self.all().into_iter().find(|a| a.id == id)
+    }
+
+    /// `by_id`, or the 404 every action route answers.
+    pub fn get(&self, id: i64) -> Result<Arc<Action>, ApiError> {
+        self.by_id(id).ok_or_else(|| not_found(id))
+    }
+
+    /// Compiles, then stores a new action. Requests running meanwhile keep the
+    /// registry snapshot they started with.
+    pub async fn upload(&self, upload: Upload) -> Result<Arc<Action>, ApiError> {
+        self.compile(&upload.name, &upload.code)
+            .await
+            .map_err(compile_or_refuse)?;
+        let id = store::insert(
+            &self.inner.store,
+            &upload.object,
+            upload.trigger,
+            &upload.name,
+            &upload.code,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "`{}` already has a {} action named `{}`",
+                upload.object,
+                upload.trigger.as_str(),
+                upload.name
+            ))
+        })?;
+        self.reload().await.map_err(ApiError::Internal)?;
+        self.by_id(id)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("uploaded action vanished")))
+    }
+
+    /// Compiles, then stores new code for an action as its next version.
+    pub async fn replace(&self, id: i64, code: &str) -> Result<Arc<Action>, ApiError> {
+        let current = self.get(id)?;
+        self.compile(&current.name, code)
+            .await
+            .map_err(compile_or_refuse)?;
+        if !store::replace_code(&self.inner.store, id, code).await? {
+            return Err(not_found(id));
+        }
+        self.reload().await.map_err(ApiError::Internal)?;
+        self.by_id(id)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("replaced action vanished")))
+    }
+
+    /// Deletes an action and its log.
+    pub async fn remove(&self, id: i64) -> Result<(), ApiError> {
+        if !store::delete(&self.inner.store, id).await? {
+            return Err(not_found(id));
+        }
+        self.inner.logs.forget(id);
+        self.reload().await.map_err(ApiError::Internal)?;
+        Ok(())
+    }
+}
+
+fn compile_or_refuse(error: sandbox::CompileError) -> ApiError {
+    ApiError::BadRequest(format!("the action does not compile: {}", error.describe()))
+}
+
+fn not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("no action with id {id}"))
+}

@@ -1,0 +1,84 @@
+//! Trigger actions as a `WriteHook` of the write path: before actions may change or
+//! refuse a write; after actions run once it has committed and cannot undo it.
+
+use serde_json::{Map, Value, json};
+
+use super::sandbox::Call;
+use super::store::Trigger;
+use super::{Actions, failure};
+use crate::error::ApiError;
+use crate::records::{BoxFuture, Change, RecordEvent, Records, Staged, Verb, WriteHook};
+
+impl WriteHook for Actions {
+    /// Before actions, in name order: each may change `userInput` (what it leaves is
+    /// written) or throw to refuse. Their emits wait for the commit.
+    fn before<'a>(
+        &'a self,
+        write: &'a Change<'a>,
+        input: &'a mut Map<String, Value>,
+        staged: &'a mut Staged,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            let trigger = Trigger::before(write.verb);
+            let actions = self.find(&write.object.name, trigger);
+            for action in actions {
+                let call = Call {
+                    user_input: Value::Object(input.clone()),
+                    db_row: row_value(write.previous),
+                    parameters: json!({}),
+                    user_profile: self.profile(write.who),
+                    db: self.db(write.records, write.who),
+                };
+                let outcome = self.run(&action, call).await?;
+                match outcome.result {
+                    Ok(_) => {
+                        match outcome.user_input {
+                            Value::Object(changed) => *input = changed,
+                            _ => {
+                                return Err(ApiError::BadRequest(format!(
+                                    "action `{}` left userInput not an object",
+                                    action.name
+                                )));
+                            }
+                        }
+                        self.deliver_on_commit(staged, outcome.emits);
+                    }
+                    Err(failure) => return Err(failure::refusal(&action, failure)),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// After actions, in name order, after the commit: they cannot undo it; a failure
+    /// is logged and its emits dropped.
+    fn after<'a>(&'a self, records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let trigger = Trigger::after(event.verb);
+            for action in self.find(&event.object, trigger) {
+                let db_row = match event.verb {
+                    Verb::Created => row_value(event.record.as_ref()),
+                    _ => row_value(event.previous.as_ref()),
+                };
+                let user_input = event.input.clone();
+                let call = Call {
+                    user_input,
+                    db_row,
+                    parameters: json!({}),
+                    user_profile: self.profile(&event.actor),
+                    db: self.db(records, &event.actor),
+                };
+                match self.run(&action, call).await {
+                    Ok(outcome) if outcome.result.is_ok() => self.deliver(outcome.emits).await,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(action = %action.name, error = %e, "after action"),
+                }
+            }
+        })
+    }
+}
+
+/// `dbRow`: the row as the wire shows it, or `null` when there is none.
+fn row_value(record: Option<&crate::store::Record>) -> Value {
+    record.map(crate::records::wire::row).unwrap_or(Value::Null)
+}
