@@ -1,5 +1,5 @@
-//! Rate limits on the credential routes — `/token`, sign-up and the password-reset
-//! pair — per client address, with tower_governor: guessing passwords, or creating
+//! Rate limits on the credential routes — `/token`, sign-up, the password-reset pair
+//! and the password change — per client address, with tower_governor: guessing passwords, or creating
 //! accounts in bulk, costs an attacker time (and argon2 CPU it cannot multiply), while
 //! other clients and every other route are unaffected. `--auth-rate-per-minute 0`
 //! turns it off.

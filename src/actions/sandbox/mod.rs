@@ -35,8 +35,9 @@ pub struct Limits {
 /// Longest console line kept, and longest thrown message reported.
 const MAX_LOG_LINE: usize = 4096;
 /// Most bytes one invocation may hand out of the engine — its result, changed
-/// `userInput`, emitted data and log lines together — and never more than its memory
-/// limit: a huge result is refused rather than copied into a response.
+/// `userInput` and emitted data together (log lines have their own caps) — and never
+/// more than its memory limit: a huge result is refused rather than copied into a
+/// response.
 const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 
 /// A syntax error or a missing `backandCallback`, with where it is.
@@ -525,7 +526,7 @@ struct Invocation {
     logs: RefCell<Vec<LogLine>>,
     emits: RefCell<Vec<Emit>>,
     /// Bytes the invocation may still hold outside QuickJS's own memory limit (emitted
-    /// data waiting for delivery, log lines).
+    /// data waiting for delivery; log lines are capped by count and length instead).
     budget: Cell<usize>,
     /// What the budget started at.
     limit: usize,
