@@ -18,7 +18,7 @@
 use http::Method;
 use libfuzzer_sys::fuzz_target;
 use livebase::auth::{Access, Identity, access};
-use livebase::http::extract::SocketCaller;
+use livebase::realtime::sails::SocketCaller;
 use livebase::realtime::channels::{channel_name, publication, room_for, validate_name};
 use livebase::realtime::sails::virtual_request;
 use livebase::schema::Operation;
