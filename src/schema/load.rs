@@ -184,139 +184,163 @@ fn build_object(
     object_names: &[String],
     roles: &[String],
 ) -> Result<ObjectSchema, SchemaError> {
-    let err = |field: Option<&str>, msg: String| SchemaError::new(path, field, msg);
     let name = raw.name;
-    if !is_valid_identifier(&name) {
-        return Err(err(
-            None,
-            format!(
-                "object name `{name}` must start with a letter and hold only letters, digits and _ (at most 63)"
-            ),
-        ));
-    }
-    // SQLite compares table and column names ignoring ASCII case, so `LB_schema` is
-    // the internal `lb_schema` table and `Items` the `items` table there (PostgreSQL
-    // keeps them apart): names that differ only in case are refused on both, or the
-    // server would alter its own tables, or fail to start with a bare SQL error.
-    if RESERVED_OBJECTS.contains(&name.as_str()) || has_internal_prefix(&name) {
-        return Err(err(None, format!("object name `{name}` is reserved")));
-    }
-    if let Some(other) = object_names
-        .iter()
-        .find(|other| **other != name && other.eq_ignore_ascii_case(&name))
-    {
-        return Err(err(
-            None,
-            format!(
-                "object name `{name}` differs from `{other}` only in letter case; SQLite would store both in one table"
-            ),
-        ));
-    }
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    if stem != name {
-        return Err(err(
-            None,
-            format!("the file must be named after its object: `{name}.json`"),
-        ));
-    }
+    check_object_name(path, &name, object_names)?;
     let is_users = name == "users";
-
     let mut fields = Vec::new();
     if is_users {
         fields.extend(users_builtin_fields());
     }
     for (field_name, rf) in raw.fields {
-        let fname = field_name.as_str();
-        if !is_valid_identifier(fname) {
-            return Err(err(
-                Some(fname),
-                "field names must start with a letter and hold only letters, digits and _".into(),
-            ));
-        }
-        if fname.eq_ignore_ascii_case("id") || has_internal_prefix(fname) {
-            return Err(err(Some(fname), "this field name is reserved".into()));
-        }
-        if is_users
-            && USER_BUILTIN_FIELDS
-                .iter()
-                .any(|b| b.eq_ignore_ascii_case(fname))
-        {
-            return Err(err(
-                Some(fname),
-                "is a built-in field of users and cannot be redeclared".into(),
-            ));
-        }
-        if let Some(other) = fields.iter().find(|f| f.name.eq_ignore_ascii_case(fname)) {
-            return Err(err(
-                Some(fname),
-                format!(
-                    "differs from field `{}` only in letter case; SQLite would make them one column",
-                    other.name
-                ),
-            ));
-        }
-        let ty = match (rf.ty.as_str(), &rf.object) {
-            ("string", None) => FieldType::String,
-            ("text", None) => FieldType::Text,
-            ("int", None) => FieldType::Int,
-            ("float", None) => FieldType::Float,
-            ("bool", None) => FieldType::Bool,
-            ("datetime", None) => FieldType::Datetime,
-            ("json", None) => FieldType::Json,
-            ("user", None) => FieldType::User,
-            ("ref", Some(target)) => {
-                if !object_names.contains(target) {
-                    return Err(err(
-                        Some(fname),
-                        format!("refers to object `{target}`, which no schema file defines"),
-                    ));
-                }
-                FieldType::Ref(target.clone())
-            }
-            ("ref", None) => {
-                return Err(err(
-                    Some(fname),
-                    "a `ref` field needs `\"object\": \"<name>\"`".into(),
-                ));
-            }
-            (_, Some(_)) => {
-                return Err(err(
-                    Some(fname),
-                    "`object` is only allowed on `ref` fields".into(),
-                ));
-            }
-            (other, None) => {
-                return Err(err(
-                    Some(fname),
-                    format!(
-                        "unknown type `{other}` (expected string, text, int, float, bool, datetime, json, user or ref)"
-                    ),
-                ));
-            }
-        };
-        if rf.max_length.is_some() && !ty.is_textual() {
-            return Err(err(
-                Some(fname),
-                "`maxLength` applies only to string and text fields".into(),
-            ));
-        }
-        let field = Field {
-            name: field_name.clone(),
-            ty,
-            required: rf.required,
-            unique: rf.unique,
-            default: rf.default,
-            max_length: rf.max_length,
-        };
-        if let Some(default) = &field.default {
-            field
-                .check_value(default)
-                .map_err(|m| err(Some(fname), format!("default does not fit the type: {m}")))?;
-        }
+        let field = build_field(path, field_name, rf, &fields, is_users, object_names)?;
         fields.push(field);
     }
+    let permissions = permissions_of(path, raw.permissions, roles)?;
+    let row_security = row_security_of(path, raw.row_security.as_deref())?;
+    for style in &raw.events {
+        if style != "loopback" {
+            return Err(SchemaError::new(
+                path,
+                None,
+                format!("events: unknown style `{style}` (expected loopback)"),
+            ));
+        }
+    }
+    Ok(ObjectSchema {
+        name,
+        fields,
+        permissions,
+        row_security,
+        events: raw.events,
+        file: path.to_path_buf(),
+    })
+}
 
-    let permissions = match raw.permissions {
+/// An identifier, not reserved, not a case variant of another object, and the name of
+/// its file.
+fn check_object_name(path: &Path, name: &str, object_names: &[String]) -> Result<(), SchemaError> {
+    let err = |msg: String| SchemaError::new(path, None, msg);
+    if !is_valid_identifier(name) {
+        return Err(err(format!(
+            "object name `{name}` must start with a letter and hold only letters, digits and _ (at most 63)"
+        )));
+    }
+    // SQLite compares table and column names ignoring ASCII case, so `LB_schema` is
+    // the internal `lb_schema` table and `Items` the `items` table there (PostgreSQL
+    // keeps them apart): names that differ only in case are refused on both, or the
+    // server would alter its own tables, or fail to start with a bare SQL error.
+    if RESERVED_OBJECTS.contains(&name) || has_internal_prefix(name) {
+        return Err(err(format!("object name `{name}` is reserved")));
+    }
+    if let Some(other) = object_names
+        .iter()
+        .find(|other| **other != name && other.eq_ignore_ascii_case(name))
+    {
+        return Err(err(format!(
+            "object name `{name}` differs from `{other}` only in letter case; SQLite would store both in one table"
+        )));
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if stem != name {
+        return Err(err(format!(
+            "the file must be named after its object: `{name}.json`"
+        )));
+    }
+    Ok(())
+}
+
+/// One declared field, checked against the fields before it (`fields`).
+fn build_field(
+    path: &Path,
+    field_name: String,
+    rf: RawField,
+    fields: &[Field],
+    is_users: bool,
+    object_names: &[String],
+) -> Result<Field, SchemaError> {
+    let fname = field_name.as_str();
+    let err = |msg: String| SchemaError::new(path, Some(fname), msg);
+    if !is_valid_identifier(fname) {
+        return Err(err(
+            "field names must start with a letter and hold only letters, digits and _".into(),
+        ));
+    }
+    if fname.eq_ignore_ascii_case("id") || has_internal_prefix(fname) {
+        return Err(err("this field name is reserved".into()));
+    }
+    if is_users
+        && USER_BUILTIN_FIELDS
+            .iter()
+            .any(|b| b.eq_ignore_ascii_case(fname))
+    {
+        return Err(err(
+            "is a built-in field of users and cannot be redeclared".into()
+        ));
+    }
+    if let Some(other) = fields.iter().find(|f| f.name.eq_ignore_ascii_case(fname)) {
+        return Err(err(format!(
+            "differs from field `{}` only in letter case; SQLite would make them one column",
+            other.name
+        )));
+    }
+    let ty = field_type(&rf, object_names).map_err(err)?;
+    if rf.max_length.is_some() && !ty.is_textual() {
+        return Err(err(
+            "`maxLength` applies only to string and text fields".into()
+        ));
+    }
+    let field = Field {
+        name: field_name.clone(),
+        ty,
+        required: rf.required,
+        unique: rf.unique,
+        default: rf.default,
+        max_length: rf.max_length,
+    };
+    if let Some(default) = &field.default {
+        field
+            .check_value(default)
+            .map_err(|m| err(format!("default does not fit the type: {m}")))?;
+    }
+    Ok(field)
+}
+
+/// A field's `type` (and `object`, for a `ref`), or what is wrong with them.
+fn field_type(rf: &RawField, object_names: &[String]) -> Result<FieldType, String> {
+    Ok(match (rf.ty.as_str(), &rf.object) {
+        ("string", None) => FieldType::String,
+        ("text", None) => FieldType::Text,
+        ("int", None) => FieldType::Int,
+        ("float", None) => FieldType::Float,
+        ("bool", None) => FieldType::Bool,
+        ("datetime", None) => FieldType::Datetime,
+        ("json", None) => FieldType::Json,
+        ("user", None) => FieldType::User,
+        ("ref", Some(target)) => {
+            if !object_names.contains(target) {
+                return Err(format!(
+                    "refers to object `{target}`, which no schema file defines"
+                ));
+            }
+            FieldType::Ref(target.clone())
+        }
+        ("ref", None) => return Err("a `ref` field needs `\"object\": \"<name>\"`".into()),
+        (_, Some(_)) => return Err("`object` is only allowed on `ref` fields".into()),
+        (other, None) => {
+            return Err(format!(
+                "unknown type `{other}` (expected string, text, int, float, bool, datetime, json, user or ref)"
+            ));
+        }
+    })
+}
+
+/// Admin only when not given; every role named must exist.
+fn permissions_of(
+    path: &Path,
+    raw: Option<RawPermissions>,
+    roles: &[String],
+) -> Result<Permissions, SchemaError> {
+    let permissions = match raw {
         None => Permissions::admin_only(),
         Some(p) => Permissions {
             read: p.read,
@@ -333,7 +357,8 @@ fn build_object(
     ] {
         for role in permissions.roles_for(op) {
             if !roles.contains(role) {
-                return Err(err(
+                return Err(SchemaError::new(
+                    path,
                     None,
                     format!(
                         "permissions.{}: unknown role `{role}` (known: {}; declare more in {ROLES_FILE})",
@@ -344,33 +369,20 @@ fn build_object(
             }
         }
     }
-    let row_security = match raw.row_security.as_deref() {
-        None | Some("none") => RowSecurity::None,
-        Some("owner") => RowSecurity::Owner,
-        Some("ownerWrite") => RowSecurity::OwnerWrite,
-        Some(other) => {
-            return Err(err(
-                None,
-                format!("rowSecurity `{other}` is not one of none, owner, ownerWrite"),
-            ));
-        }
-    };
-    for style in &raw.events {
-        if style != "loopback" {
-            return Err(err(
-                None,
-                format!("events: unknown style `{style}` (expected loopback)"),
-            ));
-        }
+    Ok(permissions)
+}
+
+fn row_security_of(path: &Path, raw: Option<&str>) -> Result<RowSecurity, SchemaError> {
+    match raw {
+        None | Some("none") => Ok(RowSecurity::None),
+        Some("owner") => Ok(RowSecurity::Owner),
+        Some("ownerWrite") => Ok(RowSecurity::OwnerWrite),
+        Some(other) => Err(SchemaError::new(
+            path,
+            None,
+            format!("rowSecurity `{other}` is not one of none, owner, ownerWrite"),
+        )),
     }
-    Ok(ObjectSchema {
-        name,
-        fields,
-        permissions,
-        row_security,
-        events: raw.events,
-        file: path.to_path_buf(),
-    })
 }
 
 /// `lb_…` names belong to livebase's own tables, columns and indexes, in any case.
