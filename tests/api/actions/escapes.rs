@@ -202,9 +202,15 @@ async fn an_action_that_hits_its_limits_cannot_take_every_thread() {
             answer
         }));
     }
-    // Let the burst queue up, then the other action is answered at once, ten times,
-    // while the spins still run: at most the ones refused outright have finished.
+    // Let the burst queue up (the 8 past the penalty lane's 16 are refused outright;
+    // on a loaded machine their answers take a while), then the other action is
+    // answered at once, ten times, while the held spins still run.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 8 && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let finished_before = done.load(std::sync::atomic::Ordering::SeqCst);
     for _ in 0..10 {
         assert_eq!(call(&app, "ok").await, (200, json!("ok")));
