@@ -1,7 +1,7 @@
 //! The `db` binding: `db.get/list/create/update/remove(object, …)` from an action, as
 //! the action's caller (the same permission checks as REST; the same filter language).
 //! Writes go through the write path, so they fire triggers and events; nested actions
-//! run inline on the same pool thread, up to `MAX_DEPTH` deep.
+//! run inline on the same pool thread, up to `pool::MAX_DEPTH` deep.
 
 use std::sync::Arc;
 
@@ -10,10 +10,6 @@ use serde_json::{Value, json};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::records::{Records, wire};
-
-/// How deep actions may nest through `db` writes (an action whose write runs an action
-/// whose write runs an action…).
-pub const MAX_DEPTH: usize = 3;
 
 /// One `db` call from JavaScript.
 #[derive(Debug)]

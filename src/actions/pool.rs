@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::db::MAX_DEPTH;
 use super::sandbox::{Call, CompileError, Failure, Limits, Outcome, Vm};
 
 /// Native stack of a pool thread: well above the JS stack limit, so QuickJS reports a
@@ -70,6 +69,10 @@ pub struct Pool {
     penalised: Arc<Mutex<HashMap<Key, Instant>>>,
     limits: Limits,
 }
+
+/// How deep actions may nest through `db` writes (an action whose write runs an action
+/// whose write runs an action…).
+pub const MAX_DEPTH: usize = 3;
 
 thread_local! {
     /// How many actions are running on this thread, one inside another's `db` write
