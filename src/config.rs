@@ -121,7 +121,8 @@ pub struct Config {
     #[arg(long, env = "LIVEBASE_REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// Allowed CORS origins, comma separated; `*` allows any.
+    /// Allowed CORS origins, comma separated; `*` allows any. An allowed origin is
+    /// answered with itself and credentials allowed.
     #[arg(long, env = "LIVEBASE_CORS_ORIGINS", default_value = "*")]
     pub cors_origins: String,
 

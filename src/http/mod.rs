@@ -152,6 +152,11 @@ async fn no_method(method: Method, uri: Uri) -> impl IntoResponse {
 /// Browser apps live on other origins; the Backand SDK sends these headers. The server
 /// puts this around Socket.IO as well (long-polling is plain cross-origin HTTP), so it
 /// is not part of `app()`: applied twice, it would answer with duplicate headers.
+///
+/// An allowed origin is reflected with `Access-Control-Allow-Credentials: true` (and
+/// `Vary: Origin`): socket.io 2.x browser builds poll with credentials, and browsers
+/// refuse `*` for those. livebase reads no cookie and never asks a browser for Basic
+/// credentials, so credentials mode gives a page nothing its tokens do not.
 pub fn cors_layer(origins: &str) -> CorsLayer {
     let headers = [
         "authorization",
@@ -170,10 +175,11 @@ pub fn cors_layer(origins: &str) -> CorsLayer {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers(headers);
+        .allow_headers(headers)
+        .allow_credentials(true);
     let origins = origins.trim();
     if origins == "*" || origins.is_empty() {
-        return layer.allow_origin(AllowOrigin::any());
+        return layer.allow_origin(AllowOrigin::mirror_request());
     }
     let list: Vec<HeaderValue> = origins
         .split(',')

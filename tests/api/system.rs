@@ -63,7 +63,10 @@ async fn cors_allows_the_backand_headers_from_configured_origins() {
     let resp = preflight(&any, "https://app.example").await;
     assert!(resp.status().is_success(), "{}", resp.status());
     let h = resp.headers();
-    assert_eq!(h["access-control-allow-origin"], "*");
+    // Credentialed requests (socket.io 2.x polling) need the origin itself, never `*`.
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_varies_by_origin(h);
     let allowed = h["access-control-allow-headers"]
         .to_str()
         .unwrap()
@@ -118,6 +121,8 @@ async fn cors_allows_the_backand_headers_from_configured_origins() {
             .collect();
         if origin == "https://good.example" {
             assert_eq!(allowed, ["https://good.example"], "{origin}");
+            assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
+            assert_varies_by_origin(resp.headers());
         } else {
             assert!(allowed.is_empty(), "{origin}: {allowed:?}");
         }
@@ -139,6 +144,37 @@ async fn cors_allows_the_backand_headers_from_configured_origins() {
             .iter()
             .count(),
         1
+    );
+    assert_eq!(rest.headers()["access-control-allow-credentials"], "true");
+    assert_varies_by_origin(rest.headers());
+
+    // With the default `*`, polling from any origin is answered with that origin.
+    let resp = any
+        .client
+        .get(any.url("/socket.io/?EIO=3&transport=polling"))
+        .header("Origin", "http://localhost:5173")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
+}
+
+/// A cache must not hand one origin's answer to another.
+fn assert_varies_by_origin(headers: &reqwest::header::HeaderMap) {
+    let vary: Vec<String> = headers
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_lowercase())
+        .collect();
+    assert!(
+        vary.iter()
+            .any(|v| v.split(',').any(|h| h.trim() == "origin")),
+        "Vary: {vary:?}"
     );
 }
 
