@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -149,18 +150,23 @@ pub(crate) async fn admit(
     let epoch = shared.epoch();
     let mut who = None;
     let mut until = None;
-    if let Some(auth) = auth {
-        match handshake_identity(&shared, &auth).await {
-            Ok(found) => {
-                if let Some((found, expires)) = found {
-                    who = Some(Arc::new(found));
-                    until = expires;
-                }
-            }
-            Err(e) => {
-                refused("auth");
-                return Err(Refusal(e.to_string()));
-            }
+    let found = match auth.as_ref() {
+        Some(auth) => handshake_identity(&shared, auth).await,
+        None => Ok(None),
+    };
+    let found = match found {
+        Ok(None) => handshake_request_identity(&shared, s.req_parts()).await,
+        other => other,
+    };
+    match found {
+        Ok(Some((found, expires))) => {
+            who = Some(Arc::new(found));
+            until = expires;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            refused("auth");
+            return Err(Refusal(e.to_string()));
         }
     }
     // Handlers and rooms are in place before the CONNECT answer leaves: socketioxide
@@ -185,8 +191,33 @@ fn refused(reason: &'static str) {
     metrics::counter!("livebase_socket_refusals_total", "reason" => reason).increment(1);
 }
 
-/// `auth: {token}` (with or without `Bearer `) or `auth: {anonymousToken}`; no
-/// credentials at all means the socket will authenticate with an event.
+/// Credentials on the handshake request itself, as sails.io.js and socket.io 2.x
+/// clients send them (they have no `auth` payload): `?token=<access token>` on its URL,
+/// or `Authorization` / `AnonymousToken` headers, read exactly as REST reads them.
+async fn handshake_request_identity(
+    shared: &Shared,
+    request: &Parts,
+) -> Result<Option<(Identity, Option<u64>)>, ApiError> {
+    let token = request.uri.query().and_then(|query| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find_map(|(name, value)| (name == "token").then_some(value))
+    });
+    if let Some(token) = token {
+        let (who, until) = shared.auth.identify_bearer_expiring(&token).await?;
+        return Ok(Some((who, Some(until))));
+    }
+    let headers = &request.headers;
+    if headers.contains_key("authorization") || headers.contains_key("anonymoustoken") {
+        return shared.auth.identify_expiring(headers).await.map(Some);
+    }
+    Ok(None)
+}
+
+/// `auth: {token}` (with or without `Bearer `) or `auth: {anonymousToken}`; none of
+/// them there means the handshake request itself is looked at, and no credentials at
+/// all that the socket will authenticate with an event.
 async fn handshake_identity(
     shared: &Shared,
     auth: &Value,

@@ -50,7 +50,29 @@ impl Sio {
     /// Connects to namespace `/` with an optional handshake `auth`; `Err` carries the
     /// `connect_error` message.
     pub async fn connect(base: &str, auth: Option<Value>) -> Result<Sio, String> {
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url(base, 4))
+        Sio::connect_request(base, "", &[], auth).await
+    }
+
+    /// As `connect`, with `query` appended to the handshake URL (`&token=…`) and
+    /// `headers` on the handshake request, as sails.io.js-era clients authenticate.
+    pub async fn connect_request(
+        base: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        auth: Option<Value>,
+    ) -> Result<Sio, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("{}{query}", ws_url(base, 4))
+            .into_client_request()
+            .map_err(|e| format!("request: {e}"))?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
             .await
             .map_err(|e| format!("websocket: {e}"))?;
         let (mut sink, mut stream) = ws.split();

@@ -239,6 +239,77 @@ async fn handshake_token_with_or_without_bearer_prefix_authenticates() {
     }
 }
 
+/// sails.io.js and socket.io 2.x clients have no `auth` payload: they put the token in
+/// the handshake URL (`io.sails.query = 'token=…'`) or an `Authorization` header on the
+/// handshake request (`io.sails.headers`).
+#[tokio::test]
+async fn the_handshake_request_may_carry_the_token_in_its_query_or_headers() {
+    let backend = &backends()[0];
+    let app = start(backend).await;
+    let alice = app.user("alice@x.test", "User").await;
+    let bob = app.user("bob@x.test", "ReadOnly").await;
+    let mut by_query =
+        Sio::connect_request(&app.base, &format!("&token={}", alice.token), &[], None)
+            .await
+            .expect("a token in the handshake query authenticates");
+    let bearer = format!("Bearer {}", alice.token);
+    let mut by_header = Sio::connect_request(&app.base, "", &[("authorization", &bearer)], None)
+        .await
+        .expect("an Authorization header on the handshake authenticates");
+    let mut by_anonymous_header =
+        Sio::connect_request(&app.base, "", &[("anonymoustoken", ANON)], None)
+            .await
+            .expect("an AnonymousToken header on the handshake authenticates");
+    let mut none = unauthenticated(&app).await;
+    for s in [&mut by_query, &mut by_header] {
+        assert_identity(
+            &app,
+            s,
+            &alice.email,
+            "User",
+            &bob.email,
+            "ReadOnly",
+            "sqlite",
+        )
+        .await;
+        assert_eq!(s.call("echo", json!("hi")).await, json!("hi"));
+    }
+    emit_role(&app, "to_public", json!({}), "Public").await;
+    assert_eq!(by_anonymous_header.expect("to_public").await, json!({}));
+    assert_hears_nothing(&app, &mut by_query, &mut none, "no credentials at all").await;
+
+    // A bad token there is refused as in `auth`, with the reason; the `auth` payload,
+    // when there is one, is what counts.
+    let refused = Sio::connect_request(&app.base, "&token=garbage", &[], None)
+        .await
+        .err()
+        .expect("a bad token in the query is refused");
+    assert!(refused.contains("token"), "{refused}");
+    let bad_header = Sio::connect_request(&app.base, "", &[("authorization", "Bearer nope")], None)
+        .await
+        .err()
+        .expect("a bad Authorization header is refused");
+    assert!(bad_header.contains("token"), "{bad_header}");
+    let mut auth_wins = Sio::connect_request(
+        &app.base,
+        &format!("&token={}", alice.token),
+        &[],
+        Some(json!({ "anonymousToken": ANON })),
+    )
+    .await
+    .expect("the auth payload authenticates");
+    emit_users(&app, "to_alice", json!({}), &alice.email).await;
+    emit_role(&app, "to_public_again", json!({}), "Public").await;
+    assert_eq!(auth_wins.expect("to_public_again").await, json!({}));
+    assert!(
+        auth_wins
+            .try_expect("to_alice", Duration::from_millis(200))
+            .await
+            .is_none(),
+        "the query's token must not add to the auth payload's identity"
+    );
+}
+
 #[tokio::test]
 async fn handshake_with_a_bad_token_is_refused_with_the_reason() {
     for backend in backends() {
