@@ -118,6 +118,8 @@ pub async fn serve(
     realtime.serve(router.clone());
     let router = router
         .layer(app.socket_layer)
+        // Outside the Socket.IO layer, which would take its paths for engine.io's.
+        .layer(axum::middleware::from_fn(http::client_script::serve))
         .layer(axum::middleware::from_fn_with_state(
             realtime.clone(),
             crate::realtime::outbox::attach_transport,

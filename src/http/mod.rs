@@ -6,6 +6,7 @@
 pub mod account;
 pub mod action_config;
 pub mod actions;
+pub mod client_script;
 pub mod extract;
 pub mod limits;
 pub mod objects;

@@ -192,3 +192,75 @@ async fn a_redis_url_is_refused_until_multi_node_is_supported() {
     // Refused before anything was written.
     assert!(!dir.path().join("data").exists(), "nothing written");
 }
+
+/// The Backand docs' set-up step loads `/socket.io/socket.io.js` from the server: it is
+/// socket.io-client's own build, with socket.io's headers and revalidation.
+#[tokio::test]
+async fn the_socket_io_browser_client_is_served_beside_the_sockets() {
+    let app = Spawn::new(&Backend::Sqlite).start().await;
+    let get = |path: &'static str, etag: Option<&'static str>| {
+        let mut request = app.client.get(app.url(path));
+        if let Some(tag) = etag {
+            request = request.header("If-None-Match", tag);
+        }
+        request.send()
+    };
+    let version = livebase::http::client_script::VERSION;
+    for (path, kind, starts) in [
+        (
+            "/socket.io/socket.io.js",
+            "application/javascript",
+            "/*!\n * Socket.IO v",
+        ),
+        (
+            "/socket.io/socket.io.min.js",
+            "application/javascript",
+            "/*!\n * Socket.IO v",
+        ),
+        (
+            "/socket.io/socket.io.esm.min.js",
+            "application/javascript",
+            "/*!\n * Socket.IO v",
+        ),
+        ("/socket.io/socket.io.js.map", "application/json", "{"),
+        ("/socket.io/socket.io.min.js.map", "application/json", "{"),
+    ] {
+        let resp = get(path, None).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers().clone();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}: {:?}",
+            h["content-type"]
+        );
+        assert_eq!(h["etag"], format!("\"{version}\""), "{path}");
+        assert_eq!(h["cache-control"], "public, max-age=0", "{path}");
+        let body = resp.text().await.unwrap();
+        assert!(body.starts_with(starts), "{path}: {}", &body[..40]);
+        if !path.ends_with(".map") {
+            assert!(body.contains(&format!("Socket.IO v{version}")), "{path}");
+        }
+    }
+    // Revalidation answers 304 with no body, for the tag and its weak form.
+    let strong: &'static str = Box::leak(format!("\"{version}\"").into_boxed_str());
+    let weak: &'static str = Box::leak(format!("W/\"{version}\"").into_boxed_str());
+    for tag in [strong, weak] {
+        let resp = get("/socket.io/socket.io.min.js", Some(tag)).await.unwrap();
+        assert_eq!(resp.status(), 304, "{tag}");
+        assert!(resp.text().await.unwrap().is_empty());
+    }
+    let stale = get("/socket.io/socket.io.min.js", Some("\"1.0.0\""))
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    // Other paths under /socket.io/ are still engine.io's, and sockets still connect.
+    let other = get("/socket.io/socket.io.msgpack.min.js", None)
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 400);
+    let poll = get("/socket.io/?EIO=4&transport=polling", None)
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), 200);
+    assert!(poll.text().await.unwrap().starts_with("0{"));
+}
