@@ -13,6 +13,7 @@ use axum::response::Response;
 
 /// The socket.io-client version of the files (their ETag, as socket.io servers use).
 pub const VERSION: &str = include_str!("client/VERSION");
+const ETAG: &str = concat!("\"", include_str!("client/VERSION"), "\"");
 
 const FILES: [(&str, &[u8]); 6] = [
     ("socket.io.js", include_bytes!("client/socket.io.js")),
@@ -51,7 +52,6 @@ pub async fn serve(request: Request, next: Next) -> Response {
     else {
         return next.run(request).await;
     };
-    let etag = format!("\"{VERSION}\"");
     let matches = request
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -60,7 +60,7 @@ pub async fn serve(request: Request, next: Next) -> Response {
             given
                 .split(',')
                 .map(str::trim)
-                .any(|tag| tag == etag || tag.strip_prefix("W/") == Some(&etag) || tag == "*")
+                .any(|tag| tag == ETAG || tag.strip_prefix("W/") == Some(ETAG) || tag == "*")
         });
     let content_type = if name.ends_with(".map") {
         "application/json; charset=utf-8"
@@ -82,10 +82,7 @@ pub async fn serve(request: Request, next: Next) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=0"),
     );
-    headers.insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag).expect("a version"),
-    );
+    headers.insert(header::ETAG, HeaderValue::from_static(ETAG));
     if status == StatusCode::OK {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));

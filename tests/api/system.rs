@@ -198,7 +198,7 @@ async fn a_redis_url_is_refused_until_multi_node_is_supported() {
 #[tokio::test]
 async fn the_socket_io_browser_client_is_served_beside_the_sockets() {
     let app = Spawn::new(&Backend::Sqlite).start().await;
-    let get = |path: &'static str, etag: Option<&'static str>| {
+    let get = |path: &str, etag: Option<String>| {
         let mut request = app.client.get(app.url(path));
         if let Some(tag) = etag {
             request = request.header("If-None-Match", tag);
@@ -242,14 +242,14 @@ async fn the_socket_io_browser_client_is_served_beside_the_sockets() {
         }
     }
     // Revalidation answers 304 with no body, for the tag and its weak form.
-    let strong: &'static str = Box::leak(format!("\"{version}\"").into_boxed_str());
-    let weak: &'static str = Box::leak(format!("W/\"{version}\"").into_boxed_str());
-    for tag in [strong, weak] {
-        let resp = get("/socket.io/socket.io.min.js", Some(tag)).await.unwrap();
+    for tag in [format!("\"{version}\""), format!("W/\"{version}\"")] {
+        let resp = get("/socket.io/socket.io.min.js", Some(tag.clone()))
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 304, "{tag}");
         assert!(resp.text().await.unwrap().is_empty());
     }
-    let stale = get("/socket.io/socket.io.min.js", Some("\"1.0.0\""))
+    let stale = get("/socket.io/socket.io.min.js", Some("\"1.0.0\"".into()))
         .await
         .unwrap();
     assert_eq!(stale.status(), 200);
