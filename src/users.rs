@@ -24,6 +24,9 @@ pub struct Revoked {
     pub user_id: i64,
     /// The username the user's sockets authenticated as (the old one, after a change).
     pub username: String,
+    /// The sign-in that made the change (a password change): it stays signed in, its
+    /// sockets too; every other session of the user ends.
+    pub kept_session: Option<Arc<str>>,
 }
 
 /// Who must act on a revocation (realtime: the user's sockets end).
@@ -66,11 +69,12 @@ impl Users {
     }
 
     /// The user's cached auth facts are dropped, then every listener is told.
-    async fn revoke(&self, user_id: i64, username: &str) {
+    async fn revoke(&self, user_id: i64, username: &str, kept_session: Option<Arc<str>>) {
         self.inner.auth.forget(user_id).await;
         let revoked = Revoked {
             user_id,
             username: username.to_string(),
+            kept_session,
         };
         for listener in &self.inner.listeners {
             listener.revoked(&revoked).await;
@@ -83,11 +87,13 @@ impl Users {
             .user_id
             .ok_or_else(|| ApiError::bad("anonymous callers have nothing to sign out"))?;
         credentials::bump_token_version(&self.inner.store, id).await?;
-        self.revoke(id, &who.username).await;
+        self.revoke(id, &who.username, None).await;
         Ok(())
     }
 
-    /// It checks the current password; earlier tokens and their sockets stop working.
+    /// It checks the current password; earlier tokens and their sockets stop working,
+    /// except those of the session that made the change: the Backand SDK goes on with
+    /// the token it holds (a second change, a refresh), and its socket stays.
     pub async fn change_password(
         &self,
         who: &Identity,
@@ -106,8 +112,9 @@ impl Users {
             return Err(ApiError::bad("the old password is wrong"));
         }
         let hash = passwords::hash(new.to_string()).await?;
-        credentials::set_password(&self.inner.store, id, hash).await?;
-        self.revoke(id, &who.username).await;
+        let keep = who.session.clone();
+        credentials::set_password(&self.inner.store, id, hash, keep.as_deref()).await?;
+        self.revoke(id, &who.username, keep).await;
         Ok(())
     }
 
@@ -147,9 +154,9 @@ impl Users {
             return Err(refused());
         }
         let new_hash = passwords::hash(new.to_string()).await?;
-        credentials::set_password(&self.inner.store, id, new_hash).await?;
+        credentials::set_password(&self.inner.store, id, new_hash, None).await?;
         match self.inner.auth.user(id).await? {
-            Some(user) => self.revoke(id, &user.email).await,
+            Some(user) => self.revoke(id, &user.email, None).await,
             None => self.inner.auth.forget(id).await,
         }
         Ok(())
@@ -249,7 +256,7 @@ impl WriteHook for Users {
                 return;
             }
             match identity_changed(event) {
-                Some(username) => self.revoke(event.id, &username).await,
+                Some(username) => self.revoke(event.id, &username, None).await,
                 None => self.inner.auth.forget(event.id).await,
             }
         })

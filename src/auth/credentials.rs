@@ -17,6 +17,10 @@ pub struct UserAuth {
     pub last_name: String,
     pub role: String,
     pub token_version: i64,
+    /// The session (`Claims::sid`) that last changed the password: its tokens stay
+    /// valid although they carry the version before the change. Any later revocation
+    /// clears it.
+    pub kept_session: Option<String>,
 }
 
 impl UserAuth {
@@ -33,13 +37,14 @@ pub enum Lookup<'a> {
     UserToken(&'a str),
 }
 
-const TYPES: [FieldType; 8] = [
+const TYPES: [FieldType; 9] = [
     FieldType::Int,
     FieldType::Text,
     FieldType::Text,
     FieldType::Text,
     FieldType::Text,
     FieldType::Int,
+    FieldType::Text,
     FieldType::Text,
     FieldType::Text,
 ];
@@ -51,7 +56,7 @@ pub async fn find(
 ) -> Result<Option<(UserAuth, Option<String>)>, sqlx::Error> {
     let mut sql = store.sql();
     sql.push(
-        r#"SELECT u."id", u."email", u."firstName", u."lastName", u."role", c.token_version, c.password_hash, c.user_token FROM "users" u JOIN lb_credentials c ON c.user_id = u."id" WHERE "#,
+        r#"SELECT u."id", u."email", u."firstName", u."lastName", u."role", c.token_version, c.password_hash, c.user_token, c.kept_session FROM "users" u JOIN lb_credentials c ON c.user_id = u."id" WHERE "#,
     );
     match by {
         Lookup::Id(id) => sql.push(r#"u."id" = "#).bind(SqlValue::Int(id)),
@@ -73,6 +78,7 @@ pub async fn find(
                 last_name: text(&r[3]),
                 role: text(&r[4]),
                 token_version: r[5].as_i64().unwrap_or_default(),
+                kept_session: r[8].as_str().map(str::to_string),
             },
             r[6].as_str().map(str::to_string),
         )
@@ -117,19 +123,31 @@ pub async fn delete(tx: &mut Tx, user_id: i64) -> Result<(), sqlx::Error> {
     tx.execute(&sql).await.map(|_| ())
 }
 
-/// Sets a new password hash and, with it, invalidates every token issued so far.
-pub async fn set_password(store: &Store, user_id: i64, hash: String) -> Result<(), sqlx::Error> {
+/// Sets a new password hash and, with it, invalidates every token issued so far except
+/// those of the session `keep` (the one that made the change, if any).
+pub async fn set_password(
+    store: &Store,
+    user_id: i64,
+    hash: String,
+    keep: Option<&str>,
+) -> Result<(), sqlx::Error> {
     let mut sql = store.sql();
     sql.push("UPDATE lb_credentials SET password_hash = ")
         .bind(SqlValue::Text(hash))
-        .push(", token_version = token_version + 1, reset_token_hash = NULL, reset_expires = NULL WHERE user_id = ")
-        .bind(SqlValue::Int(user_id));
+        .push(", token_version = token_version + 1, reset_token_hash = NULL, reset_expires = NULL, kept_session = ");
+    match keep {
+        Some(session) => sql.bind(SqlValue::Text(session.to_string())),
+        None => sql.push("NULL"),
+    };
+    sql.push(" WHERE user_id = ").bind(SqlValue::Int(user_id));
     store.execute(&sql).await.map(|_| ())
 }
 
 pub async fn bump_token_version(store: &Store, user_id: i64) -> Result<(), sqlx::Error> {
     let mut sql = store.sql();
-    sql.push("UPDATE lb_credentials SET token_version = token_version + 1 WHERE user_id = ")
+    sql.push(
+        "UPDATE lb_credentials SET token_version = token_version + 1, kept_session = NULL WHERE user_id = ",
+    )
         .bind(SqlValue::Int(user_id));
     store.execute(&sql).await.map(|_| ())
 }

@@ -35,6 +35,9 @@ pub struct Identity {
     pub role: String,
     /// Authenticated with the master token: passes every permission check.
     pub master: bool,
+    /// The sign-in (`Claims::sid`) an access token belongs to; `None` for other
+    /// credentials. A password change keeps this session and ends the others.
+    pub session: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -44,6 +47,7 @@ impl Identity {
             username: "Guest".into(),
             role: "Public".into(),
             master: false,
+            session: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl Identity {
             username: "system".into(),
             role: "Admin".into(),
             master: true,
+            session: None,
         }
     }
 
@@ -78,6 +83,7 @@ impl Identity {
             username: user.email.clone(),
             role: user.role.clone(),
             master,
+            session: None,
         }
     }
 }
@@ -201,8 +207,10 @@ impl Auth {
             .verify(token, TokenKind::Access)
             .map_err(|_| ApiError::invalid_token())?;
         let user = self.current_user(&claims).await?;
+        let mut who = Identity::of_user(&user, false);
+        who.session = claims.sid.as_deref().map(Arc::from);
         Ok((
-            Identity::of_user(&user, false),
+            who,
             // jsonwebtoken refuses once `exp + leeway < now`, in whole seconds.
             claims.exp + tokens::LEEWAY_SECS + 1,
         ))
@@ -246,12 +254,11 @@ impl Auth {
             })
             .await
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("user lookup: {e}")))?;
+        let current = |u: &UserAuth| {
+            u.token_version == claims.tv || (claims.sid.is_some() && u.kept_session == claims.sid)
+        };
         match user {
-            Some(u)
-                if u.token_version == claims.tv && claims.app == self.inner.secrets.app_name =>
-            {
-                Ok(u)
-            }
+            Some(u) if current(&u) && claims.app == self.inner.secrets.app_name => Ok(u),
             _ => {
                 self.inner.users.invalidate(&id).await;
                 Err(ApiError::invalid_token())
@@ -259,8 +266,10 @@ impl Auth {
         }
     }
 
-    fn issue(&self, user: &UserAuth) -> TokenResponse {
+    /// Tokens for `user` in the sign-in `session` (a new one when `None`).
+    fn issue(&self, user: &UserAuth, session: Option<String>) -> TokenResponse {
         let now = now_secs();
+        let sid = session.unwrap_or_else(secrets::new_token);
         let claims = |kind, ttl| Claims {
             sub: user.id.to_string(),
             tv: user.token_version,
@@ -268,6 +277,7 @@ impl Auth {
             app: self.inner.secrets.app_name.clone(),
             iat: now,
             exp: now + ttl,
+            sid: Some(sid.clone()),
         };
         TokenResponse {
             access_token: self
@@ -306,7 +316,7 @@ impl Auth {
         if !passwords::verify(password.to_string(), hash).await {
             return Err(refused());
         }
-        Ok(self.issue(&user))
+        Ok(self.issue(&user, None))
     }
 
     /// Refresh grant: a refresh token issued since the user last signed out.
@@ -320,7 +330,7 @@ impl Auth {
                 TokenError::Invalid => ApiError::Unauthorized("invalid refresh token".into()),
             })?;
         let user = self.current_user(&claims).await?;
-        Ok(self.issue(&user))
+        Ok(self.issue(&user, claims.sid))
     }
 
     /// Tokens for a user just created (signup).
@@ -328,7 +338,7 @@ impl Auth {
         let (user, _) = credentials::find(&self.inner.store, Lookup::Id(user_id))
             .await?
             .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
-        Ok(self.issue(&user))
+        Ok(self.issue(&user, None))
     }
 
     pub async fn user(&self, user_id: i64) -> Result<Option<UserAuth>, ApiError> {

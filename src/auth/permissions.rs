@@ -81,6 +81,7 @@ mod tests {
             username: "u".into(),
             role: role.into(),
             master: false,
+            session: None,
         }
     }
 

@@ -23,6 +23,10 @@ pub struct Claims {
     pub app: String,
     pub iat: u64,
     pub exp: u64,
+    /// The sign-in these tokens belong to (kept across refreshes): a password change
+    /// keeps its own session signed in and ends the others (`UserAuth::kept_session`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl Claims {
@@ -104,6 +108,7 @@ mod tests {
             app: "a".into(),
             iat: now_secs(),
             exp,
+            sid: None,
         }
     }
 

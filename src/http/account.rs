@@ -136,9 +136,9 @@ async fn sign_up(
             "signing up cannot choose a role".into(),
         ));
     }
-    // Backand's free-form `parameters` are for actions; they are not columns.
-    input.remove("parameters");
+    let parameters = input.remove("parameters");
     let mut row: Map<String, Value> = input;
+    signup_parameters(&state, parameters, &mut row)?;
     row.insert("role".into(), Value::String("User".into()));
     let record = state
         .records
@@ -152,6 +152,45 @@ async fn sign_up(
         map.insert("token".into(), map["access_token"].clone());
     }
     Ok(Json(answer))
+}
+
+/// The SDK's `signup(…, parameters)`: each parameter fills the `users` field of that
+/// name (a field the schema adds, such as `nickname`). A name that is no such field, or
+/// a field the sign-up sets itself, is refused by name, so nothing is silently dropped.
+fn signup_parameters(
+    state: &AppState,
+    parameters: Option<Value>,
+    row: &mut Map<String, Value>,
+) -> Result<(), ApiError> {
+    let parameters = match parameters {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(ApiError::bad("`parameters` must be an object")),
+    };
+    let users = state
+        .records
+        .schema()
+        .object("users")
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no users object")))?;
+    for (name, value) in parameters {
+        if ["role", "password", "confirmPassword"].contains(&name.as_str()) {
+            return Err(ApiError::Forbidden(format!(
+                "signup parameter `{name}` cannot be set by signing up"
+            )));
+        }
+        if users.field(&name).is_none() {
+            return Err(ApiError::bad(format!(
+                "signup parameter `{name}` is not a field of users"
+            )));
+        }
+        if row.contains_key(&name) {
+            return Err(ApiError::bad(format!(
+                "signup parameter `{name}` is already given in the body"
+            )));
+        }
+        row.insert(name, value);
+    }
+    Ok(())
 }
 
 async fn change_password(
@@ -173,21 +212,20 @@ async fn sign_out(
     Ok(Json(json!({})))
 }
 
+/// Answered with `200` and no body, as Backand did: the SDK hands the body on as the
+/// result, and its callers compare it with the empty string.
 async fn request_reset_password(
     State(state): State<AppState>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<StatusCode, ApiError> {
     let username = body.text("username")?;
     state.users.request_reset(username).await?;
-    Ok(Json(json!({})))
+    Ok(StatusCode::OK)
 }
 
-async fn reset_password(
-    State(state): State<AppState>,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+async fn reset_password(State(state): State<AppState>, body: Body) -> Result<StatusCode, ApiError> {
     let token = body.text("resetToken")?;
     let new = body.text("newPassword")?;
     state.users.reset_password(token, new).await?;
-    Ok(Json(json!({})))
+    Ok(StatusCode::OK)
 }

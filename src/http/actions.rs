@@ -12,7 +12,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::extract::{Caller, Params, parse_id};
+use super::extract::{Caller, Params, parameters, parse_id};
 use crate::actions::OnDemand;
 use crate::actions::store::GENERAL;
 use crate::auth::Identity;
@@ -105,14 +105,6 @@ fn action_name(params: &HashMap<String, String>) -> Result<&str, ApiError> {
         .map(String::as_str)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad("the query parameter `name` names the action to run"))
-}
-
-fn parameters(params: &HashMap<String, String>) -> Result<Value, ApiError> {
-    match params.get("parameters") {
-        None => Ok(json!({})),
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| ApiError::bad(format!("`parameters` is not JSON: {e}"))),
-    }
 }
 
 fn user_input(body: &Bytes) -> Result<Value, ApiError> {

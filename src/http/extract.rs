@@ -69,6 +69,66 @@ impl Params {
     }
 }
 
+/// `?parameters={json}` (an object when absent), with the Backand SDK's extra encoding
+/// undone (see `unescape_sdk_parameters`).
+pub fn parameters(params: &HashMap<String, String>) -> Result<Value, ApiError> {
+    let Some(text) = params.get("parameters") else {
+        return Ok(Value::Object(Default::default()));
+    };
+    let mut value: Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::bad(format!("`parameters` is not JSON: {e}")))?;
+    unescape_sdk_parameters(&mut value);
+    Ok(value)
+}
+
+/// The Backand SDK percent-encodes a string parameter that contains `+` before it
+/// serialises the parameters (top-level values, and values of objects in a top-level
+/// array), so `"a+b"` arrives as `"a%2Bb"`. Such a value is decoded back; any other
+/// string is left exactly as sent. `encodeURIComponent` output always has `%2B` for the
+/// `+` and only its own alphabet, which is what is recognised: a caller's own `"50%"`
+/// or `"x%41"` is not SDK output and stays as written.
+pub fn unescape_sdk_parameters(value: &mut Value) {
+    fn fix(value: &mut Value) {
+        if let Value::String(text) = value
+            && let Some(decoded) = sdk_decoded(text)
+        {
+            *text = decoded;
+        }
+    }
+    match value {
+        Value::Object(map) => map.values_mut().for_each(fix),
+        Value::Array(items) => {
+            for item in items {
+                if let Value::Object(map) = item {
+                    map.values_mut().for_each(fix);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn sdk_decoded(text: &str) -> Option<String> {
+    let component_alphabet = |c: char| c.is_ascii_alphanumeric() || "-_.!~*'()%".contains(c);
+    if !text.contains("%2B") || !text.chars().all(component_alphabet) {
+        return None;
+    }
+    // Every `%` must start an escape, or the text was not percent-encoded at all.
+    let bytes = text.as_bytes();
+    let escapes_only = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if !escapes_only {
+        return None;
+    }
+    let decoded = percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()?;
+    Some(decoded.into_owned())
+}
+
 /// A request body read within the size limit and parsed as JSON, or as a form when the
 /// content type says so (`/token` is form-encoded by the Backand SDK). An empty body is
 /// `null`.
@@ -131,5 +191,41 @@ pub fn parse_id(text: &str) -> Result<i64, ApiError> {
         _ => Err(ApiError::bad(format!(
             "row id must be a positive integer, got `{text}`"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdk_escaped_parameters_arrive_as_written_and_others_untouched() {
+        // What `encodeURIComponent` makes of each, as the SDK sends values with a `+`.
+        let cases = [
+            ("a%2Bb", "a+b"),
+            (
+                "x%2B%20%25%20%26%20%40%20%23%20~%20%5E%20(%20)",
+                "x+ % & @ # ~ ^ ( )",
+            ),
+            ("%E2%82%AC%2B1", "€+1"),
+        ];
+        for (sent, meant) in cases {
+            let mut value = serde_json::json!({ "p": sent, "list": 1 });
+            unescape_sdk_parameters(&mut value);
+            assert_eq!(value["p"], meant, "{sent}");
+            let mut value = serde_json::json!([{ "p": sent }]);
+            unescape_sdk_parameters(&mut value);
+            assert_eq!(value[0]["p"], meant, "{sent} in an array");
+        }
+        // No `+` in them: the SDK sent them as written, so they stay.
+        for kept in ["50%", "x%41", "%2b", "a%2Bb c", "%2B%", "a+b", "%FF%2B"] {
+            let mut value = serde_json::json!({ "p": kept });
+            unescape_sdk_parameters(&mut value);
+            assert_eq!(value["p"], kept);
+        }
+        // Deeper values are never SDK-escaped.
+        let mut value = serde_json::json!({ "o": { "p": "a%2Bb" } });
+        unescape_sdk_parameters(&mut value);
+        assert_eq!(value["o"]["p"], "a%2Bb");
     }
 }

@@ -47,7 +47,7 @@ pub struct AppState {
 
 pub fn app(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .merge(objects::router())
         .merge(actions::router())
         .merge(action_config::router())
@@ -64,7 +64,40 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    // Routing happens inside: a layer on the routes themselves would run too late.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .map_request(collapse_slashes)
+            .service(routes),
+    )
+}
+
+/// `//1/action/config` is `/1/action/config`: the Backand SDK joins its `apiUrl` and a
+/// path that already starts with `/`, and Backand's server answered both the same.
+fn collapse_slashes(mut request: axum::extract::Request) -> axum::extract::Request {
+    let uri = request.uri();
+    if !uri.path().contains("//") {
+        return request;
+    }
+    let mut path = String::with_capacity(uri.path().len());
+    for c in uri.path().chars() {
+        if !(c == '/' && path.ends_with('/')) {
+            path.push(c);
+        }
+    }
+    if let Some(query) = uri.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    let mut parts = uri.clone().into_parts();
+    if let Ok(path_and_query) = path.parse() {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(collapsed) = Uri::from_parts(parts) {
+            *request.uri_mut() = collapsed;
+        }
+    }
+    request
 }
 
 /// Most bytes of a refused body read and thrown away so its sender sees the 413.

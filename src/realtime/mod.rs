@@ -166,11 +166,17 @@ impl Realtime {
     }
 
     /// Ends every socket of a user whose credentials or role changed: their rooms were
-    /// chosen for the old identity.
-    pub async fn disconnect_user(&self, username: &str) {
+    /// chosen for the old identity. The sockets of `kept_session` (the sign-in that
+    /// changed its own password) stay: their identity did not change.
+    pub async fn disconnect_user(&self, username: &str, kept_session: Option<&str>) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         let Some(root) = self.io.of("/") else { return };
-        if let Err(e) = root.to(rooms::user(username)).disconnect().await {
+        let targets = root.to(rooms::user(username));
+        let targets = match kept_session {
+            Some(session) => targets.except(rooms::session(session)),
+            None => targets,
+        };
+        if let Err(e) = targets.disconnect().await {
             tracing::debug!(error = %e, "disconnecting a user's sockets");
         }
     }
@@ -206,7 +212,7 @@ impl crate::users::OnRevoked for Realtime {
         &'a self,
         revoked: &'a crate::users::Revoked,
     ) -> crate::records::BoxFuture<'a, ()> {
-        Box::pin(self.disconnect_user(&revoked.username))
+        Box::pin(self.disconnect_user(&revoked.username, revoked.kept_session.as_deref()))
     }
 }
 

@@ -45,6 +45,12 @@ pub fn role(role: &str) -> String {
     format!("role:{role}")
 }
 
+/// The sockets of one sign-in (an access token's session), which a password change
+/// made by that sign-in leaves connected.
+pub fn session(session: &str) -> String {
+    format!("sess:{session}")
+}
+
 /// One socket alone, by its public id: how an emit leaves out a socket that is behind.
 pub fn socket(public_id: &str) -> String {
     format!("sock:{public_id}")
@@ -132,6 +138,7 @@ mod tests {
             username: format!("u{id}@x"),
             role: role.into(),
             master: false,
+            session: None,
         }
     }
 

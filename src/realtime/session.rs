@@ -359,6 +359,9 @@ fn join_identity_rooms(s: &SocketRef, shared: &Shared, who: &Arc<Identity>) {
         rooms::role(&who.role),
         rooms::AUTHENTICATED.to_string(),
     ];
+    if let Some(session) = &who.session {
+        joined.push(rooms::session(session));
+    }
     for object in shared.schema.objects.values() {
         if object.publishes_loopback()
             && let Some(room) =

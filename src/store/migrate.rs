@@ -29,7 +29,7 @@ pub(crate) async fn create_internal_tables(store: &Store) -> anyhow::Result<()> 
             "CREATE TABLE IF NOT EXISTS lb_credentials (user_id {id_type} PRIMARY KEY, \
              password_hash TEXT, user_token TEXT NOT NULL UNIQUE, \
              token_version {id_type} NOT NULL DEFAULT 0, \
-             reset_token_hash TEXT, reset_expires {id_type})"
+             reset_token_hash TEXT, reset_expires {id_type}, kept_session TEXT)"
         ),
     ];
     let mut tx = store.begin().await?;
@@ -39,7 +39,27 @@ pub(crate) async fn create_internal_tables(store: &Store) -> anyhow::Result<()> 
         sql.push(&text);
         tx.execute(&sql).await?;
     }
+    add_kept_session(&mut tx).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Databases made before sessions were kept across a password change lack the column.
+async fn add_kept_session(tx: &mut Tx) -> Result<(), sqlx::Error> {
+    let mut sql = tx.sql();
+    if tx.dialect() == Dialect::Postgres {
+        sql.push("ALTER TABLE lb_credentials ADD COLUMN IF NOT EXISTS kept_session TEXT");
+        return tx.execute(&sql).await.map(|_| ());
+    }
+    sql.push(
+        "SELECT COUNT(*) FROM pragma_table_info('lb_credentials') WHERE name = 'kept_session'",
+    );
+    let found = tx.fetch(&sql, &[FieldType::Int]).await?;
+    if found.first().and_then(|r| r[0].as_i64()) == Some(0) {
+        let mut sql = tx.sql();
+        sql.push("ALTER TABLE lb_credentials ADD COLUMN kept_session TEXT");
+        tx.execute(&sql).await?;
+    }
     Ok(())
 }
 

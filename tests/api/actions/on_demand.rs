@@ -1,8 +1,8 @@
 //! On-demand actions and functions, and what hostile code gets.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::common::{Spawn, backends, master};
+use crate::common::{Spawn, backends, enc, master};
 
 const ECHO: &str = r#"
 function backandCallback(userInput, dbRow, parameters, userProfile) {
@@ -39,6 +39,61 @@ async fn a_function_returns_what_the_action_returns() {
     );
     let (status, body) = app.get("/1/function/general/echo", &master()).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// What the Backand SDK's `fn.get(name, parameters)` puts on the wire: a string value
+/// that contains `+` is `encodeURIComponent`-ed before the object is serialised, and the
+/// whole is encoded again. The action must see each value exactly as the caller wrote it.
+fn sdk_query(parameters: &Value) -> String {
+    let mut escaped = parameters.clone();
+    for value in escaped.as_object_mut().unwrap().values_mut() {
+        if let Value::String(text) = value
+            && text.contains('+')
+        {
+            *text = enc(text);
+        }
+    }
+    format!("parameters={}", enc(&escaped.to_string()))
+}
+
+#[tokio::test]
+async fn parameters_arrive_exactly_as_the_sdk_caller_wrote_them() {
+    let backend = &backends()[0];
+    let app = Spawn::new(backend)
+        .action("general/onDemand/echo.js", ECHO)
+        .start()
+        .await;
+    let written = json!({
+        "all": "a+b % & @ # ~ ^ ( ) c",
+        "plus": "1+1=2",
+        "percent": "50%",
+        "looks_escaped": "x%41%2b",
+        "unicode": "€+ü",
+        "n": 3,
+    });
+    let (status, body) = app
+        .get(
+            &format!("/1/function/general/echo?{}", sdk_query(&written)),
+            &master(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["parameters"], written);
+    // The SDK's `invoke` joins `apiUrl/` and a path starting with `/`.
+    let (status, body) = app
+        .get(
+            "//1/function/general/echo?parameters=%7B%22a%22%3A1%7D",
+            &master(),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["parameters"]),
+        (200, &json!({ "a": 1 })),
+        "{body}"
+    );
+    let (status, body) = app.get("//1/action/config?filter=%5B%5D", &master()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["totalRows"].as_u64().unwrap() >= 1, "{body}");
 }
 
 #[tokio::test]

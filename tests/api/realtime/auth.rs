@@ -997,7 +997,12 @@ async fn a_password_change_disconnects_that_users_sockets_only() {
         let app = start(&backend).await;
         let alice = app.user("alice@x.test", "User").await;
         let bob = app.user("bob@x.test", "User").await;
-        let mut alices = app.socket(&alice.token).await;
+        // Alice signed in twice (two browsers); she changes her password in the first.
+        let (status, second) = app.login(&alice.email, &alice.password).await;
+        assert_eq!(status, 200, "{be}: {second}");
+        let second = second["access_token"].as_str().unwrap().to_string();
+        let mut changing = app.socket(&alice.token).await;
+        let mut elsewhere = app.socket(&second).await;
         let mut bobs = app.socket(&bob.token).await;
 
         let (status, body) = app
@@ -1008,22 +1013,17 @@ async fn a_password_change_disconnects_that_users_sockets_only() {
             )
             .await;
         assert_eq!(status, 200, "{be}: changePassword: {body}");
-        // Her earlier tokens stopped working; a socket opened with one must not stay.
+        // The other sign-in's tokens stopped working; a socket opened with one must not
+        // stay.
         assert!(
-            alices.closed_within(PATIENCE).await,
-            "{be}: a socket of a user whose password changed stays open"
+            elsewhere.closed_within(PATIENCE).await,
+            "{be}: a socket of another session of a user whose password changed stays open"
         );
-        assert_identity(
-            &app,
-            &mut bobs,
-            &bob.email,
-            "User",
-            &alice.email,
-            "ReadOnly",
-            be,
-        )
-        .await;
-        let message = refusal(&app, json!({ "token": alice.token })).await;
+        // The session that made the change keeps its socket, with its identity.
+        for (socket, email) in [(&mut changing, &alice.email), (&mut bobs, &bob.email)] {
+            assert_identity(&app, socket, email, "User", "nobody@x.test", "ReadOnly", be).await;
+        }
+        let message = refusal(&app, json!({ "token": second })).await;
         assert_eq!(message, INVALID_TOKEN, "{be}");
     }
 }
