@@ -8,7 +8,8 @@
 //!   alike, so whatever waits on it — an upgraded WebSocket's writer included — ends.
 //!
 //! It knows nothing of routes or sockets; `WriteTap` only counts bytes written for
-//! whoever attached a counter (the realtime layer, per socket).
+//! whoever attached a counter (the realtime layer, per socket). `serve_one` serves a
+//! single in-process connection the same way (the StaticBackend bridge's sockets).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -325,6 +326,25 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("connections still open {grace:?} after shutdown began; closing them");
+    }
+}
+
+/// Serves one connection that did not come through the listener (an in-process client
+/// on a `tokio::io::duplex` pair) as a listener connection is served: the same router,
+/// write-stall guard and write tap, with `addr` as its peer. HTTP/1.1 with upgrades,
+/// which is all a WebSocket client needs.
+pub async fn serve_one<S>(io: S, router: Router, addr: SocketAddr, write_stall_timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let tap = Arc::new(WriteTap::default());
+    let io = Guarded::new(io, write_stall_timeout, tap.clone(), None);
+    let service = PerConnection { router, addr, tap };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::trace!(%addr, "in-process connection ended: {e}");
     }
 }
 

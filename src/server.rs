@@ -4,6 +4,8 @@
 //! `build` is separate from `serve` so tests (and embedders) can register write hooks
 //! and subscribe to committed changes before the first request. Socket.IO shares the
 //! listener: its layer wraps the HTTP router, and its virtual requests call that router.
+//! StaticBackend's SSE and WebSocket routes sit in front of both, and connect their
+//! sockets in process through them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use crate::conn;
 use socketioxide::layer::SocketIoLayer;
 
 use crate::http::{self, AppState};
+use crate::realtime::staticbackend::StaticBackend;
 use crate::realtime::{Realtime, relay};
 use crate::records::{Records, WriteHook};
 use crate::schema::value::SqlValue;
@@ -114,16 +117,22 @@ pub async fn serve(
     let config = app.state.config.clone();
     let cors = http::cors_layer(&config.cors_origins);
     let grace = std::time::Duration::from_millis(config.shutdown_grace_ms);
+    let auth = app.state.auth.clone();
     let router = http::app(app.state);
     realtime.serve(router.clone());
-    let router = router
+    let service = router
         .layer(app.socket_layer)
         // Outside the Socket.IO layer, which would take its paths for engine.io's.
         .layer(axum::middleware::from_fn(http::client_script::serve))
         .layer(axum::middleware::from_fn_with_state(
             realtime.clone(),
             crate::realtime::outbox::attach_transport,
-        ))
+        ));
+    // StaticBackend's transports in front: each of their connections is a socket of
+    // `service`, connected in process, so they are handed the service itself.
+    let router = StaticBackend::new(&config, auth, service.clone())
+        .router()
+        .fallback_service(service)
         .layer(cors);
     // Sockets are long-lived: close them when shutdown begins, or it would wait on them.
     let closing = realtime.clone();

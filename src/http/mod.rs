@@ -198,6 +198,8 @@ pub fn cors_layer(origins: &str) -> CorsLayer {
         "signuptoken",
         "appname",
         "content-type",
+        // `@staticbackend/js` sends its public key on every request.
+        "sb-public-key",
     ]
     .map(HeaderName::from_static);
     let layer = CorsLayer::new()

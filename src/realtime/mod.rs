@@ -14,6 +14,8 @@
 //! - `relay`    — committed changes (`RecordEvent`) → db, Sails and LoopBack events.
 //! - `outbox`   — what is queued for each socket, in bytes, and its budget.
 //! - `rooms`    — every room name.
+//! - `staticbackend` — StaticBackend's SSE and raw WebSocket transports, each
+//!   connection bridged through a socket of this namespace (no rooms of its own).
 
 pub mod channels;
 pub mod outbox;
@@ -22,6 +24,7 @@ pub mod reply;
 pub mod rooms;
 pub mod sails;
 pub mod session;
+pub mod staticbackend;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -12,6 +12,7 @@ mod limits;
 mod no_leaks;
 mod sails;
 mod slow_readers;
+mod staticbackend;
 mod support;
 
 use serde_json::json;
