@@ -663,7 +663,7 @@ async fn sse_sends_heartbeats_and_ends_when_the_server_ends_the_socket() {
     ws.auth(&alice.token).await;
 
     // Revoking alice (as a sign-out does) ends her bridged sockets, and so the streams.
-    app.state.realtime.disconnect_user(&alice.email).await;
+    app.state.realtime.disconnect_user(&alice.email, None).await;
     assert!(
         sb.closed_within(PATIENCE).await,
         "the SSE stream ends with its socket"
