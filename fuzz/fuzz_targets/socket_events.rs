@@ -44,6 +44,7 @@ fn identity(selector: u8) -> Identity {
         username: "fuzz@example.com".into(),
         role: role.into(),
         master: false,
+        session: None,
     };
     match selector % 5 {
         0 => user("Admin"),
