@@ -6,23 +6,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
-import { startServer, ANON } from './server.js';
+import { startServer, ANON, CHROMIUM, CHROMIUM_FLAGS, noBrowser } from './server.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 const require = createRequire(import.meta.url);
 const CLIENT_V2 = readFileSync(require.resolve('socket.io-client-v2/dist/socket.io.js'));
 
-// `.ci/run` installs Chromium and sets this, so there the test cannot quietly skip.
-const required = process.env.LIVEBASE_E2E_REQUIRE_BROWSER === '1';
-const skip = !existsSync(CHROMIUM) && !required
-  ? `no ${CHROMIUM}: install Debian's chromium to run the browser tests` : false;
+const skip = noBrowser;
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>livebase e2e</title>
 <script src="/socket.io.js"></script>
@@ -108,7 +100,7 @@ before(async () => {
   listed = await pageServer('localhost');
   unlisted = await pageServer('localhost');
   server = await startServer(['--cors-origins', listed.origin]);
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
 });
 
 after(async () => {

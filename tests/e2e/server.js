@@ -2,7 +2,7 @@
 // example app in schema/, and stops it afterwards.
 import { spawn } from 'node:child_process';
 import { request as httpsRequest } from 'node:https';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -12,6 +12,18 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const MASTER = 'e2e-master';
 export const ANON = 'e2e-anonymous';
 export const ADMIN_TOKEN = 'e2e-admin-user-token';
+
+/** Debian's Chromium and the flags every browser test launches it with. */
+export const CHROMIUM = '/usr/bin/chromium';
+export const CHROMIUM_FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+// `.ci/run` installs Chromium and sets this, so there a browser test cannot quietly skip.
+const browserRequired = process.env.LIVEBASE_E2E_REQUIRE_BROWSER === '1';
+/** A `test` skip reason when there is no Chromium (and none is required), else false. */
+export const noBrowser = !existsSync(CHROMIUM) && !browserRequired
+  ? `no ${CHROMIUM}: install Debian's chromium to run the browser tests` : false;
 
 function freePort() {
   return new Promise((resolve, reject) => {

@@ -8,25 +8,17 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { EventSource } from 'eventsource';
 import { WebSocket } from 'ws';
 import { Backend } from '@staticbackend/js';
 import { chromium } from 'playwright-core';
-import { startServer } from './server.js';
+import { startServer, CHROMIUM, CHROMIUM_FLAGS, noBrowser } from './server.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 const require = createRequire(import.meta.url);
 // The package's browser build (an IIFE defining the global `sb`), served as shipped.
 const BROWSER_BUILD = readFileSync(require.resolve('@staticbackend/js/backend'));
-const required = process.env.LIVEBASE_E2E_REQUIRE_BROWSER === '1';
-const noBrowser = !existsSync(CHROMIUM) && !required
-  ? `no ${CHROMIUM}: install Debian's chromium to run the browser tests` : false;
 
 // What the client library needs in Node 20.
 globalThis.EventSource = EventSource;
@@ -152,7 +144,7 @@ test('@staticbackend/js browser build in Chromium, from another origin, over SSE
       res.end('<!doctype html><meta charset="utf-8"><script src="/backend.js"></script>');
     });
     await new Promise((r) => page.listen(0, 'localhost', r));
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
     try {
       const tab = await browser.newPage();
       await tab.goto(`http://localhost:${page.address().port}/`);
