@@ -17,6 +17,7 @@ use super::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health))
+        .route("/__getcookie", get(sails_get_cookie))
         .route("/metrics", get(render_metrics))
 }
 
@@ -52,6 +53,24 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// sails.io.js in a browser on another origin first loads `/__getcookie` as a JSONP
+/// script (a Sails server sets its session cookie there) and connects only once that
+/// script has called it back. livebase keeps no cookie session, so the answer is the
+/// callback alone.
+async fn sails_get_cookie() -> Response {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        "_sailsIoJSConnect();",
+    )
+        .into_response()
 }
 
 async fn health(State(state): State<AppState>) -> Response {

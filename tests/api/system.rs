@@ -264,3 +264,25 @@ async fn the_socket_io_browser_client_is_served_beside_the_sockets() {
     assert_eq!(poll.status(), 200);
     assert!(poll.text().await.unwrap().starts_with("0{"));
 }
+
+#[tokio::test]
+async fn sails_io_js_cookie_route_answers_its_jsonp_callback_and_sets_no_cookie() {
+    let app = Spawn::new(&Backend::Sqlite).start().await;
+    let response = reqwest::Client::new()
+        .get(app.url("/__getcookie"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/javascript"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(headers.get("set-cookie").is_none(), "{headers:?}");
+    assert_eq!(response.text().await.unwrap(), "_sailsIoJSConnect();");
+}

@@ -1,12 +1,16 @@
-// sails.io.js 1.2.1, unchanged, over socket.io-client 2.x in Node, against the real
-// binary: it authenticates with the handshake query (`io.sails.query = 'token=…'`) or
+// sails.io.js 1.2.1, unchanged, over socket.io-client 2.x in Node and in headless
+// Chromium (a page on another origin), against the real binary: it authenticates with the handshake query (`io.sails.query = 'token=…'`) or
 // an `Authorization` header on the handshake (`initialConnectionHeaders`), then makes
 // virtual requests and receives resourceful pub-sub events as that user.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import sailsIOClient from 'sails.io.js';
 import io2 from 'socket.io-client-v2';
-import { startServer, once } from './server.js';
+import { createServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+import { startServer, once, CHROMIUM, CHROMIUM_FLAGS, noBrowser } from './server.js';
 
 const io = sailsIOClient(io2);
 io.sails.autoConnect = false;
@@ -86,4 +90,66 @@ test('without credentials virtual requests are refused, and a bad token is refus
   const bad = connect({ query: 'token=not-a-token' });
   const refused = await once(bad._raw, 'error');
   assert.match(String(refused?.message ?? refused), /token/i);
+});
+
+// The browser: the socket.io 2.x build and sails.io.js as script tags, as Sails apps
+// load them, on a page whose origin is not livebase's. Cross-origin, sails.io.js first
+// loads `/__getcookie` as a script and connects only after it ran.
+const require = createRequire(import.meta.url);
+const SCRIPTS = {
+  '/socket.io.js': readFileSync(require.resolve('socket.io-client-v2/dist/socket.io.js')),
+  '/sails.io.js': readFileSync(require.resolve('sails.io.js/sails.io.js')),
+};
+const PAGE = `<!doctype html><meta charset="utf-8">
+<script src="/socket.io.js"></script>
+<script src="/sails.io.js" autoConnect="false" environment="production"></script>
+<script>
+io.sails.reconnection = false;
+// Connects with \`options\`, creates a note; answers what it saw.
+window.run = (url, options) => new Promise((resolve) => {
+  const s = io.sails.connect(url, options);
+  const done = (r) => { clearTimeout(timer); resolve(r); };
+  const timer = setTimeout(() => done({ error: 'timed out' }), 10000);
+  s.on('connect', () => s.post('/notes', { title: 'from chromium' }, (made, jwr) => done({ status: jwr.statusCode, made })));
+  s.on('error', (e) => done({ error: String(e && e.message || e) }));
+});
+</script>`;
+
+test('in Chromium: the query token and a handshake header (polling) authenticate', { skip: noBrowser }, async () => {
+  const pages = createServer((req, res) => {
+    const script = SCRIPTS[req.url];
+    res.writeHead(200, { 'content-type': script ? 'application/javascript' : 'text/html; charset=utf-8' });
+    res.end(script ?? PAGE);
+  });
+  await new Promise((r) => pages.listen(0, 'localhost', r));
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+  try {
+    // One page per socket, as apps have: the tab's close ends it.
+    const run = async (options) => {
+      const tab = await browser.newPage();
+      try {
+        await tab.goto(`http://localhost:${pages.address().port}/`);
+        return await tab.evaluate(([url, o]) => window.run(url, o), [server.base, options]);
+      } finally {
+        await tab.close();
+      }
+    };
+    // notes are owner-only: the note is readable by the user it was made as, only.
+    const madeBy = async (result, owner, other) => {
+      assert.equal(result.status, 200, JSON.stringify(result));
+      const path = `/1/objects/notes/${result.made.__metadata.id}`;
+      assert.equal((await server.request('GET', path, `Bearer ${owner.token}`)).status, 200);
+      assert.equal((await server.request('GET', path, `Bearer ${other.token}`)).status, 404);
+    };
+    await madeBy(await run({ query: `token=${alice.token}` }), alice, bob);
+    // In a browser, handshake headers exist only on polling requests (sails.io.js says so).
+    await madeBy(await run({ transports: ['polling'], initialConnectionHeaders: { Authorization: `Bearer ${bob.token}` } }), bob, alice);
+    const none = await run({});
+    assert.equal(none.status, 401, JSON.stringify(none));
+    const bad = await run({ query: 'token=not-a-token' });
+    assert.match(bad.error ?? '', /token/i, JSON.stringify(bad));
+  } finally {
+    await browser.close();
+    pages.close();
+  }
 });

@@ -95,6 +95,8 @@ export async function startServer(extraArgs = [], { tls } = {}) {
   return {
     base,
     fetch,
+    /** Everything the server printed so far (its log). */
+    output: () => output,
     async request(method, path, auth, body) {
       const headers = { Authorization: auth ?? master };
       if (body !== undefined) headers['Content-Type'] = 'application/json';
