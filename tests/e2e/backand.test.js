@@ -7,8 +7,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { chromium } from 'playwright-core';
-import { startServer, ANON, MASTER, ADMIN_TOKEN, CHROMIUM, CHROMIUM_FLAGS, noBrowser } from './server.js';
+import { startServer, ANON, MASTER, ADMIN_TOKEN, noBrowser, launchBrowser } from './server.js';
 
 const require = createRequire(import.meta.url);
 const SDK = readFileSync(require.resolve('@backand/vanilla-sdk/dist/backand.js'));
@@ -71,7 +70,7 @@ before(async () => {
   if (skip) return;
   server = await startServer(['--auth-rate-per-minute', '0', '--signup-token', SIGNUP]);
   pages = await pageServer();
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+  browser = await launchBrowser();
   // What the SDK's function and object-action calls reach: the parameters as they arrived.
   await upload('echoParams', 'general',
     'function backandCallback(userInput, dbRow, parameters, userProfile) {' +

@@ -8,8 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { chromium } from 'playwright-core';
-import { startServer, ANON, CHROMIUM, CHROMIUM_FLAGS, noBrowser } from './server.js';
+import { startServer, ANON, noBrowser, launchBrowser } from './server.js';
 
 const require = createRequire(import.meta.url);
 const CLIENT_V2 = readFileSync(require.resolve('socket.io-client-v2/dist/socket.io.js'));
@@ -100,7 +99,7 @@ before(async () => {
   listed = await pageServer('localhost');
   unlisted = await pageServer('localhost');
   server = await startServer(['--cors-origins', listed.origin]);
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+  browser = await launchBrowser();
 });
 
 after(async () => {

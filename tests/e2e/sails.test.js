@@ -9,8 +9,7 @@ import io2 from 'socket.io-client-v2';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { chromium } from 'playwright-core';
-import { startServer, once, CHROMIUM, CHROMIUM_FLAGS, noBrowser } from './server.js';
+import { startServer, once, noBrowser, launchBrowser } from './server.js';
 
 const io = sailsIOClient(io2);
 io.sails.autoConnect = false;
@@ -122,7 +121,7 @@ test('in Chromium: the query token and a handshake header (polling) authenticate
     res.end(script ?? PAGE);
   });
   await new Promise((r) => pages.listen(0, 'localhost', r));
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+  const browser = await launchBrowser();
   try {
     // One page per socket, as apps have: the tab's close ends it.
     const run = async (options) => {

@@ -25,6 +25,16 @@ const browserRequired = process.env.LIVEBASE_E2E_REQUIRE_BROWSER === '1';
 export const noBrowser = !existsSync(CHROMIUM) && !browserRequired
   ? `no ${CHROMIUM}: install Debian's chromium to run the browser tests` : false;
 
+/**
+ * A Chromium for one test file: the suite's shared one when `run.js` started it (its
+ * `close()` then only disconnects), else a fresh launch.
+ */
+export async function launchBrowser() {
+  const { chromium } = await import('playwright-core');
+  const ws = process.env.LIVEBASE_E2E_CHROMIUM_WS;
+  return ws ? chromium.connect(ws) : chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+}
+
 function freePort() {
   return new Promise((resolve, reject) => {
     const srv = createServer();

@@ -13,8 +13,7 @@ import { createRequire } from 'node:module';
 import { EventSource } from 'eventsource';
 import { WebSocket } from 'ws';
 import { Backend } from '@staticbackend/js';
-import { chromium } from 'playwright-core';
-import { startServer, CHROMIUM, CHROMIUM_FLAGS, noBrowser } from './server.js';
+import { startServer, noBrowser, launchBrowser } from './server.js';
 
 const require = createRequire(import.meta.url);
 // The package's browser build (an IIFE defining the global `sb`), served as shipped.
@@ -144,7 +143,7 @@ test('@staticbackend/js browser build in Chromium, from another origin, over SSE
       res.end('<!doctype html><meta charset="utf-8"><script src="/backend.js"></script>');
     });
     await new Promise((r) => page.listen(0, 'localhost', r));
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+    const browser = await launchBrowser();
     try {
       const tab = await browser.newPage();
       await tab.goto(`http://localhost:${page.address().port}/`);
