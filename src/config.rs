@@ -27,6 +27,29 @@ pub enum Command {
         #[command(subcommand)]
         command: ActionsCommand,
     },
+    /// Operator tasks on the database named by the flags (`--data-dir`,
+    /// `--database-url`), with or without a server running on it.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// Sets a user's password (generated unless `--password` is given) and ends every
+    /// session of that user: for an Admin locked out, or the first Admin's password
+    /// after `--admin-password` changed (that flag only applies on the first start).
+    ResetPassword(ResetPasswordArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResetPasswordArgs {
+    /// The user's email.
+    pub email: String,
+    /// The new password (else one is generated and printed).
+    #[arg(long, env = "LIVEBASE_NEW_PASSWORD")]
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Clone, Subcommand)]

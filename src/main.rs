@@ -1,5 +1,5 @@
 use clap::Parser;
-use livebase::config::{ActionsCommand, Cli, Command, LogFormat};
+use livebase::config::{ActionsCommand, AdminCommand, Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -40,6 +40,28 @@ async fn run() -> anyhow::Result<()> {
     }) = &cli.command
     {
         return livebase::actions::push::push(args).await;
+    }
+    if let Some(Command::Admin {
+        command: AdminCommand::ResetPassword(args),
+    }) = &cli.command
+    {
+        let given = args.password.is_some();
+        let password = livebase::users::reset_password_offline(
+            &cli.config,
+            &args.email,
+            args.password.clone(),
+        )
+        .await?;
+        let shown = if given {
+            String::new()
+        } else {
+            format!(" to: {password}")
+        };
+        println!(
+            "password of {} set{shown}; every earlier session of that user has ended",
+            args.email
+        );
+        return Ok(());
     }
     let config = cli.config;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

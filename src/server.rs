@@ -184,10 +184,15 @@ async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
     sql.push(r#"SELECT COUNT(*) FROM "users" WHERE "role" = "#)
         .bind(SqlValue::Text("Admin".into()));
     let admins = store.fetch(&sql, &[FieldType::Int]).await?;
+    let config = &state.config;
     if admins.first().and_then(|r| r[0].as_i64()).unwrap_or(0) > 0 {
+        if config.admin_password.is_some() {
+            println!(
+                "livebase: --admin-password is ignored: an Admin already exists (it only sets the first Admin's password); to change a password run `livebase admin reset-password EMAIL [--password P]` with the same --data-dir/--database-url"
+            );
+        }
         return Ok(());
     }
-    let config = &state.config;
     let (password, generated) = match &config.admin_password {
         Some(p) => (p.clone(), false),
         None => (secrets::new_token(), true),

@@ -262,3 +262,26 @@ impl WriteHook for Users {
         })
     }
 }
+
+/// `livebase admin reset-password EMAIL`: sets the password straight in the database the
+/// flags name and bumps the user's token version, so every token issued so far stops
+/// working (a running server notices within its 5 s credentials cache). Answers the
+/// password set.
+pub async fn reset_password_offline(
+    config: &crate::config::Config,
+    email: &str,
+    password: Option<String>,
+) -> anyhow::Result<String> {
+    let store = Store::connect(&config.effective_database_url(), 1).await?;
+    let found = credentials::find(&store, Lookup::Email(email))
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the users (is this livebase's database?): {e}"))?;
+    let Some((user, _)) = found else {
+        anyhow::bail!("no user with the email `{email}` in this database");
+    };
+    let password = password.unwrap_or_else(secrets::new_token);
+    passwords::check_strength(&password).map_err(|e| anyhow::anyhow!("--password: {e}"))?;
+    let hash = passwords::hash(password.clone()).await?;
+    credentials::set_password(&store, user.id, hash, None).await?;
+    Ok(password)
+}

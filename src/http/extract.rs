@@ -131,7 +131,7 @@ fn sdk_decoded(text: &str) -> Option<String> {
 
 /// A request body read within the size limit and parsed as JSON, or as a form when the
 /// content type says so (`/token` is form-encoded by the Backand SDK). An empty body is
-/// `null`.
+/// `null`. A JSON body labelled as a form is refused (415) with the header to send.
 pub struct Body(pub Value);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
@@ -154,6 +154,19 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             return Ok(Body(Value::Null));
         }
         if is_form {
+            // `curl -d '{"name":…}'` sends JSON labelled as a form: reading it as one
+            // would report its whole text as an unknown field.
+            if matches!(
+                bytes.iter().find(|b| !b.is_ascii_whitespace()),
+                Some(b'{' | b'[')
+            ) {
+                return Err(ApiError::Status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "the body is JSON but its Content-Type is application/x-www-form-urlencoded \
+                     (curl -d sends that by default): send Content-Type: application/json"
+                        .into(),
+                ));
+            }
             let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
                 .map_err(|e| ApiError::bad(format!("malformed form body: {e}")))?;
             let map: Map<String, Value> = pairs

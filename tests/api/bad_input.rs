@@ -948,3 +948,43 @@ async fn values_a_backend_cannot_store_are_refused_everywhere() {
     }
     assert_no_failures(&failures);
 }
+
+/// `curl -d '{…}'` labels JSON as a form: refused with the header to send, not read as
+/// a form whose one field is the whole text; nothing is written.
+#[tokio::test]
+async fn json_labelled_as_a_form_is_refused_naming_the_header() {
+    for backend in backends() {
+        let fx = fixture(&backend, None).await;
+        let (_, before) = fx.app.get("/1/objects/lists", &fx.user.cred()).await;
+        let response = with_cred(
+            reqwest::Client::new().post(fx.app.url("/1/objects/lists")),
+            &fx.user.cred(),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#" {"title":"sent by curl -d"}"#)
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 415, "{backend:?}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["Message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("Content-Type: application/json"),
+            "{backend:?}: {body}"
+        );
+        let (_, after) = fx.app.get("/1/objects/lists", &fx.user.cred()).await;
+        assert_eq!(before["totalRows"], after["totalRows"], "{backend:?}");
+        // A real form still is one (the SDK's sign-in).
+        let response = reqwest::Client::new()
+            .post(fx.app.url("/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "writer@test.local"),
+                ("password", "nope-wrong"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{backend:?}: a form is read as one");
+    }
+}

@@ -1019,3 +1019,60 @@ async fn a_role_change_applies_to_tokens_already_issued() {
         assert_eq!(status, 200, "{be}: ReadOnly still reads: {body}");
     }
 }
+
+/// `livebase admin reset-password`, the real binary against the database of a running
+/// server: the new password signs in, the old one does not, and the user's earlier
+/// tokens stop working (within the server's 5 s credentials cache).
+#[tokio::test]
+async fn the_admin_reset_password_command_sets_the_password_and_ends_sessions() {
+    for be in backends() {
+        let app = Spawn::new(&be).start().await;
+        let (status, before) = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(status, 200, "{be:?}: {before}");
+        let old = Cred::Bearer(before["access_token"].as_str().unwrap().to_string());
+        let run = |email: &str, password: &str| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_livebase"))
+                .arg("--data-dir")
+                .arg(app.data_dir.path())
+                .args(["--database-url", &app.database_url])
+                .args(["admin", "reset-password", email, "--password", password])
+                .output()
+                .unwrap()
+        };
+        let nobody = run("nobody@test.local", "whatever-123");
+        assert!(!nobody.status.success(), "{be:?}");
+        assert!(
+            String::from_utf8_lossy(&nobody.stderr).contains("nobody@test.local"),
+            "{be:?}: {nobody:?}"
+        );
+        let short = run(ADMIN_EMAIL, "x");
+        assert!(!short.status.success(), "{be:?}: {short:?}");
+        assert_eq!(
+            app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.0,
+            200,
+            "{be:?}: unchanged"
+        );
+
+        let done = run(ADMIN_EMAIL, "reset-from-the-cli");
+        assert!(done.status.success(), "{be:?}: {done:?}");
+        assert_eq!(
+            app.login(ADMIN_EMAIL, "reset-from-the-cli").await.0,
+            200,
+            "{be:?}"
+        );
+        assert_ne!(
+            app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.0,
+            200,
+            "{be:?}"
+        );
+        let mut status = 200;
+        for _ in 0..80 {
+            status = app.get("/api/account/profile", &old).await.0;
+            if status == 401 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, 401, "{be:?}: the earlier token still works");
+    }
+}
