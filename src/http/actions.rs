@@ -53,7 +53,17 @@ async fn call_object_action(
 ) -> Result<Json<Value>, ApiError> {
     let name = params.get("name").map(String::as_str);
     if files::is_builtin(&state, &object, name) {
-        return files::run_action(&state, &who, &object, &method, &headers, body).await;
+        let query_filename = params.get("filename").map(String::as_str);
+        return files::run_action(
+            &state,
+            &who,
+            &object,
+            &method,
+            &headers,
+            query_filename,
+            body,
+        )
+        .await;
     }
     if method == Method::DELETE && name != Some(files::ACTION_NAME) {
         return Err(ApiError::Status(

@@ -75,6 +75,7 @@ pub async fn run_action(
     object: &str,
     method: &Method,
     headers: &HeaderMap,
+    query_filename: Option<&str>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     if *method == Method::POST {
@@ -90,7 +91,16 @@ pub async fn run_action(
     }
     if *method == Method::DELETE {
         let body = read_limited(body, state.config.max_body_bytes).await?;
-        let [filename] = fields(&body, ["filename"])?;
+        // A Socket.IO `delete` (Sails' convention) carries its data as query
+        // parameters, and some HTTP clients cannot send a DELETE body: `?filename=`
+        // stands in for the body when there is none.
+        let filename = match query_filename {
+            Some(name) if body.iter().all(u8::is_ascii_whitespace) => name.to_string(),
+            _ => {
+                let [filename] = fields(&body, ["filename"])?;
+                filename
+            }
+        };
         let removed = state.files.remove(who, object, &filename).await?;
         return Ok(Json(json!({ "removed": removed })));
     }

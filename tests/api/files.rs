@@ -471,3 +471,45 @@ async fn files_action_methods_and_an_apps_own_files_action() {
     assert_eq!((status, &body), (200, &json!({ "own": "a.txt" })), "{body}");
     assert!(files_on_disk(&app).is_empty());
 }
+
+#[tokio::test]
+async fn files_action_answers_socket_requests_through_the_same_handlers() {
+    let backend = &backends()[0];
+    let app = spawn(backend, None, None).await;
+    let alice = app.user("alice@x.test", "User").await;
+    let socket = crate::sio::Sio::with_token(&app.base, &alice.token).await;
+    let ack = socket
+        .call(
+            "post",
+            json!({ "url": ACTION, "data": { "filename": "via-socket.txt", "filedata": b64(b"sock") } }),
+        )
+        .await;
+    assert_eq!(ack["statusCode"], 200, "{ack}");
+    // No Host on a virtual request: the URL is the path.
+    let url = ack["body"]["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("/1/files/items/"), "{url}");
+    let (status, _, bytes) = fetch(&app, &url, &alice.cred()).await;
+    assert_eq!((status, bytes.as_slice()), (200, &b"sock"[..]));
+    let ack = socket
+        .call(
+            "delete",
+            json!({ "url": ACTION, "data": { "filename": "via-socket.txt" } }),
+        )
+        .await;
+    assert_eq!(ack["statusCode"], 200, "{ack}");
+    assert_eq!(ack["body"], json!({ "removed": 1 }));
+    assert!(files_on_disk(&app).is_empty());
+    // Over HTTP too, for clients that cannot send a DELETE body.
+    let (status, body) = upload(&app, "items", &alice.cred(), "q.txt", b"q").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .req(
+            Method::DELETE,
+            &format!("{ACTION}&filename=q.txt"),
+            &alice.cred(),
+            None,
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({ "removed": 1 })), "{body}");
+    assert!(files_on_disk(&app).is_empty());
+}
