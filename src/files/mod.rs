@@ -132,15 +132,16 @@ impl Files {
         store.execute(&sql).await
     }
 
-    /// The file `stored_name` of `object` and its bytes, if `who` may read it. Names
-    /// not of the generated form, files of other users under owner security and
-    /// files whose bytes are gone are all the same 404.
-    pub async fn read(
+    /// The file `stored_name` of `object`, opened, if `who` may read it (streamed by
+    /// the caller, so serving never holds a whole file). Names not of the generated
+    /// form, files of other users under owner security and files whose bytes are gone
+    /// are all the same 404.
+    pub async fn open(
         &self,
         who: &Identity,
         object: &str,
         stored_name: &str,
-    ) -> Result<(StoredFile, Vec<u8>), ApiError> {
+    ) -> Result<(StoredFile, tokio::fs::File), ApiError> {
         let missing = || ApiError::NotFound(format!("no file `{stored_name}` on `{object}`"));
         if !names::is_stored_name(stored_name) {
             return Err(missing());
@@ -158,8 +159,8 @@ impl Files {
             .into_iter()
             .find(|f| scope.permits_row(f.owner))
             .ok_or_else(missing)?;
-        match tokio::fs::read(self.inner.root.join(object).join(stored_name)).await {
-            Ok(bytes) => Ok((file, bytes)),
+        match tokio::fs::File::open(self.inner.root.join(object).join(stored_name)).await {
+            Ok(opened) => Ok((file, opened)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(object, stored_name, "a stored file's bytes are missing");
                 Err(missing())

@@ -20,6 +20,7 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
 
 use super::AppState;
 use super::extract::{Caller, read_limited};
@@ -210,7 +211,7 @@ async fn serve_file(
     Reader(who): Reader,
     Path((object, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (file, bytes) = state.files.read(&who, &object, &name).await?;
+    let (file, opened) = state.files.open(&who, &object, &name).await?;
     let inline = names::inline_type(&file.stored_name);
     let disposition = format!(
         "{}; {}",
@@ -221,8 +222,14 @@ async fn serve_file(
         },
         disposition_filename(&file.filename)
     );
-    let mut response = bytes.into_response();
+    let length = opened
+        .metadata()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .len();
+    let mut response = Body::from_stream(chunks(opened)).into_response();
     let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     let fixed = [
         (
             header::CONTENT_TYPE,
@@ -240,6 +247,28 @@ async fn serve_file(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// Bytes read from disk.
+const CHUNK: usize = 64 * 1024;
+
+/// The file as a stream of chunks, ending after the first read error (which aborts
+/// the response; its headers are already sent).
+fn chunks(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+    futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0; CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
 }
 
 /// `filename="…"` in plain ASCII (anything else `_`) and `filename*=` with the exact

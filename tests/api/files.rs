@@ -132,7 +132,8 @@ async fn files_upload_serve_and_remove_round_trip() {
         let app = spawn(backend, None, None).await;
         let user = app.user("alice@x.test", "User").await;
         let cred = user.cred();
-        let data: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        // Several read chunks long, every byte value.
+        let data: Vec<u8> = (0..=255u8).cycle().take(200_003).collect();
         // As the SDK sends it: `data:…;base64,` stripped, the rest in `filedata`.
         let (status, body) = upload(&app, "items", &cred, "Holiday Photo.PNG", &data).await;
         assert_eq!(status, 200, "{}: {body}", backend.name());
@@ -152,6 +153,7 @@ async fn files_upload_serve_and_remove_round_trip() {
         let (status, headers, bytes) = fetch(&app, &url, &cred).await;
         assert_eq!(status, 200);
         assert_eq!(bytes, data, "the exact bytes");
+        assert_eq!(header(&headers, "content-length"), "200003");
         assert_eq!(header(&headers, "content-type"), "image/png");
         assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
         assert_eq!(header(&headers, "content-security-policy"), "sandbox");
