@@ -165,6 +165,12 @@ pub struct Config {
     #[arg(long, env = "LIVEBASE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Largest file the built-in `files` action stores, in bytes once decoded. Its
+    /// upload (base64 in JSON) may be larger than `--max-body-bytes`: that route alone
+    /// accepts a body up to the base64 size of this limit plus room for the filename.
+    #[arg(long, env = "LIVEBASE_MAX_FILE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_file_bytes: usize,
+
     /// Sign-in, sign-up and password-reset requests allowed per client IP address per
     /// minute, once its burst is spent; 0 turns the limit off.
     #[arg(long, env = "LIVEBASE_AUTH_RATE_PER_MINUTE", default_value_t = 30)]

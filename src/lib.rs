@@ -5,18 +5,20 @@
 //!
 //! 1. `server`   — start-up (secrets, schema, database, first Admin) and serving.
 //! 2. `http`     — the REST surface, per resource, with its extractors.
-//! 3. `actions`  — user JavaScript in QuickJS on its own threads: triggers (a write hook)
+//! 3. `files`    — Backand's `files` action: files on this node's disk, metadata in
+//!    `lb_files`, each operation checked by the object's permissions.
+//! 4. `actions`  — user JavaScript in QuickJS on its own threads: triggers (a write hook)
 //!    and on-demand calls, with emits held until the write commits.
-//! 4. `realtime` — Socket.IO on the same port: socket auth, rooms, channels, db events,
+//! 5. `realtime` — Socket.IO on the same port: socket auth, rooms, channels, db events,
 //!    Sails requests and LoopBack names, all filtered by the one permission function.
-//! 5. `users`    — what a `users` row means to auth: password, credentials, cache, and
+//! 6. `users`    — what a `users` row means to auth: password, credentials, cache, and
 //!    the one revocation event (realtime listens to it).
-//! 6. `records`  — the one write pipeline (`Write` → hooks → transaction → commit →
+//! 7. `records`  — the one write pipeline (`Write` → hooks → transaction → commit →
 //!    `RecordEvent` with its sequence number) and record reads; the wire form of rows.
-//! 7. `auth`     — credentials → `Identity`; tokens, passwords; the one permission decision.
-//! 8. `store`    — SQLite | PostgreSQL behind one handle; all dynamic SQL is built here.
-//! 9. `schema`   — `schema/*.json` loaded and validated into objects and fields, and
-//!    the typed values fields accept.
+//! 8. `auth`     — credentials → `Identity`; tokens, passwords; the one permission decision.
+//! 9. `store`    — SQLite | PostgreSQL behind one handle; all dynamic SQL is built here.
+//! 10. `schema`  — `schema/*.json` loaded and validated into objects and fields, and
+//!     the typed values fields accept.
 //!
 //! Leaves, usable from every layer and importing none: `config` (flags and environment),
 //! `error` (the one client-facing error type), `conn` (the accept loop: header-read
@@ -27,6 +29,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod realtime;
 pub mod records;
@@ -41,8 +44,9 @@ mod layers {
     use std::path::Path;
 
     /// Top to bottom, as in the map above.
-    const LAYERS: [&str; 9] = [
-        "server", "http", "actions", "realtime", "users", "records", "auth", "store", "schema",
+    const LAYERS: [&str; 10] = [
+        "server", "http", "files", "actions", "realtime", "users", "records", "auth", "store",
+        "schema",
     ];
     const LEAVES: [&str; 4] = ["config", "error", "conn", "tls"];
 

@@ -17,6 +17,7 @@ use crate::actions::Actions;
 use crate::auth::{Auth, Identity, credentials, secrets};
 use crate::config::Config;
 use crate::conn;
+use crate::files::Files;
 use socketioxide::layer::SocketIoLayer;
 
 use crate::http::{self, AppState};
@@ -87,6 +88,12 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         vec![Arc::new(users.clone()), Arc::new(actions.clone())];
     hooks.extend(extra_hooks);
     let records = Records::new(store.clone(), schema, hooks, config.max_page_size);
+    let files = Files::new(
+        records.clone(),
+        store.clone(),
+        config.data_dir.join("files"),
+        config.max_file_bytes,
+    );
     tokio::spawn(relay::run(records.subscribe(), realtime.clone()));
     let state = AppState {
         records,
@@ -96,6 +103,7 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         metrics: http::system::metrics_handle(),
         realtime,
         actions,
+        files,
         config: Arc::new(config),
     };
     announce_secrets(&state.config, &generated);

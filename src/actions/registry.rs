@@ -82,6 +82,12 @@ impl Actions {
             .unwrap_or_default()
     }
 
+    /// Whether `object` has an on-demand action `name` (an app's own `files` action
+    /// takes that name from the built-in one).
+    pub fn has_on_demand(&self, object: &str, name: &str) -> bool {
+        self.on_demand(object, name).is_some()
+    }
+
     pub(super) fn on_demand(&self, object: &str, name: &str) -> Option<Arc<Action>> {
         self.find(object, Trigger::OnDemand)
             .into_iter()

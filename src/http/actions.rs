@@ -1,18 +1,22 @@
 //! On-demand actions: `GET|POST /1/objects/action/{object}[/{id}]?name=…&parameters={json}`
 //! and `GET|POST /1/function/general/{name}`. The action's return value is the answer;
-//! what it throws is a 4xx with its message.
+//! what it throws is a 4xx with its message. `?name=files` on an object is the built-in
+//! files action (`files`) unless the app has its own action of that name there; it
+//! alone also answers `DELETE`.
 
 use std::collections::HashMap;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::extract::{Caller, Params, parameters, parse_id};
+use super::extract::{Caller, Params, parameters, parse_id, read_limited};
+use super::files;
 use crate::actions::OnDemand;
 use crate::actions::store::GENERAL;
 use crate::auth::Identity;
@@ -24,7 +28,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/1/objects/action/{object}",
-            get(call_object_action).post(call_object_action),
+            get(call_object_action)
+                .post(call_object_action)
+                .delete(call_object_action),
         )
         .route(
             "/1/objects/action/{object}/{id}",
@@ -41,10 +47,37 @@ async fn call_object_action(
     Caller(who): Caller,
     Path(object): Path<String>,
     Params(params): Params,
-    body: Bytes,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let name = params.get("name").map(String::as_str);
+    if files::is_builtin(&state, &object, name) {
+        let query_filename = params.get("filename").map(String::as_str);
+        return files::run_action(
+            &state,
+            &who,
+            &object,
+            &method,
+            &headers,
+            query_filename,
+            body,
+        )
+        .await;
+    }
+    if method == Method::DELETE && name != Some(files::ACTION_NAME) {
+        return Err(ApiError::Status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "DELETE on an on-demand action is only for the `{}` action (name={0}); \
+                 run other actions with GET or POST",
+                files::ACTION_NAME
+            ),
+        ));
+    }
     // Running an object's actions needs read permission on it, as REST reads do.
     state.records.check(&who, &object, Operation::Read)?;
+    let body = read_limited(body, state.config.max_body_bytes).await?;
     run(&state, &who, &object, Value::Null, &params, &body).await
 }
 

@@ -197,6 +197,27 @@ impl Body {
     }
 }
 
+/// A body read to its end, or a 413 as soon as it passes `limit` bytes (so no more than
+/// that is ever held). For handlers whose limit is not `--max-body-bytes`.
+pub async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad(format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "the request body is larger than the limit of {limit} bytes"
+                )));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
 /// A row id from the path: a positive integer.
 pub fn parse_id(text: &str) -> Result<i64, ApiError> {
     match text.parse::<i64>() {

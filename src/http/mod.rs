@@ -8,6 +8,7 @@ pub mod action_config;
 pub mod actions;
 pub mod client_script;
 pub mod extract;
+pub mod files;
 pub mod limits;
 pub mod objects;
 pub mod system;
@@ -27,6 +28,7 @@ use crate::actions::Actions;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::files::Files;
 use crate::realtime::Realtime;
 use crate::records::Records;
 use crate::store::Store;
@@ -42,14 +44,20 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub realtime: Realtime,
     pub actions: Actions,
+    pub files: Files,
     pub config: Arc<Config>,
 }
 
 pub fn app(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    let limits = BodyLimits {
+        default: max_body,
+        file_upload: files::upload_body_limit(&state.config),
+    };
     let routes = Router::new()
         .merge(objects::router())
         .merge(actions::router())
+        .merge(files::router())
         .merge(action_config::router())
         .merge(account::router(&state.config))
         .merge(system::router())
@@ -58,7 +66,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::map_response(errors_as_json))
         .layer(axum::middleware::from_fn(system::track))
         .layer(axum::middleware::from_fn_with_state(
-            max_body,
+            limits,
             refuse_oversized,
         ))
         .layer(DefaultBodyLimit::max(max_body))
@@ -105,15 +113,28 @@ const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
 /// Longest time spent doing so.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A body declared larger than `--max-body-bytes` is refused before any handler runs.
+/// The largest body a request may declare: `--max-body-bytes`, or more for an upload to
+/// the `files` action (a file of `--max-file-bytes` in base64).
+#[derive(Clone, Copy)]
+struct BodyLimits {
+    default: usize,
+    file_upload: usize,
+}
+
+/// A body declared larger than its limit is refused before any handler runs.
 /// Its sender is usually still sending: closing then would reset the connection and
 /// many clients would report a broken pipe instead of the 413, so a bounded amount is
 /// read and discarded first (past that, or after `DRAIN_TIME`, the connection closes).
 async fn refuse_oversized(
-    axum::extract::State(max): axum::extract::State<usize>,
+    axum::extract::State(limits): axum::extract::State<BodyLimits>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    let max = if files::is_upload_url(request.method(), request.uri()) {
+        limits.file_upload
+    } else {
+        limits.default
+    };
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)

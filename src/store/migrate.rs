@@ -31,6 +31,14 @@ pub(crate) async fn create_internal_tables(store: &Store) -> anyhow::Result<()> 
              token_version {id_type} NOT NULL DEFAULT 0, \
              reset_token_hash TEXT, reset_expires {id_type}, kept_session TEXT)"
         ),
+        // Files of the built-in `files` action: the bytes live on disk under the
+        // generated `stored_name`; the caller's filename is kept only here.
+        format!(
+            "CREATE TABLE IF NOT EXISTS lb_files (stored_name TEXT PRIMARY KEY, \
+             object TEXT NOT NULL, filename TEXT NOT NULL, owner {id_type}, \
+             size {id_type} NOT NULL, content_type TEXT NOT NULL, created TEXT NOT NULL)"
+        ),
+        "CREATE INDEX IF NOT EXISTS lb_files_by_name ON lb_files (object, filename)".to_string(),
     ];
     let mut tx = store.begin().await?;
     lock(&mut tx).await?;
