@@ -6,6 +6,7 @@
 pub mod account;
 pub mod action_config;
 pub mod actions;
+pub mod bulk;
 pub mod client_script;
 pub mod extract;
 pub mod limits;
@@ -49,6 +50,7 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let routes = Router::new()
         .merge(objects::router())
+        .merge(bulk::router())
         .merge(actions::router())
         .merge(action_config::router())
         .merge(account::router(&state.config))
