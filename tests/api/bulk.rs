@@ -25,6 +25,14 @@ function backandCallback(userInput, dbRow, parameters, userProfile) {
   return {};
 }"#;
 
+/// Writes through `db` from a before action: on SQLite's single writer this deadlocks if
+/// the bulk's transaction is already open when before actions run.
+const BEFORE_DELETE: &str = r#"
+function backandCallback(userInput, dbRow, parameters, userProfile) {
+  db.create('audit', { what: 'delete ' + dbRow.id });
+  return {};
+}"#;
+
 /// For every committed `items` event: whether each of the named rows existed when its
 /// after hook ran (the bulk's rows must all be committed by the first step's).
 #[derive(Default)]
@@ -77,7 +85,13 @@ async fn start(backend: &Backend) -> Fixture {
                     "permissions": { "read": ["User"], "create": ["Admin"], "update": ["Admin"], "delete": ["Admin"] } }),
         )
         .action("items/beforeCreate/guard.js", BEFORE_CREATE)
+        .schema(
+            "audit.json",
+            json!({ "name": "audit", "fields": { "what": { "type": "string" } },
+                    "permissions": perms }),
+        )
         .action("items/afterUpdate/tell.js", AFTER_UPDATE)
+        .action("items/beforeDelete/audit.js", BEFORE_DELETE)
         .hook(witness.clone())
         .start()
         .await;
@@ -178,10 +192,14 @@ async fn bulk_steps_commit_together_then_events_follow_in_order() {
         let (status, _) = app.get(&format!("/1/objects/items/{b}"), &master()).await;
         assert_eq!(status, 404, "{name}: deleted");
 
-        // Bus: three events, consecutive numbers, in step order.
+        // Bus: three `items` events, consecutive numbers, in step order.
         let mut events = Vec::new();
-        for _ in 0..3 {
-            events.push(bus.recv().await.unwrap());
+        while events.len() < 3 {
+            let event = bus.recv().await.unwrap();
+            // The audit row the delete's before action writes, before the bulk commits.
+            if event.object == "items" {
+                events.push(event);
+            }
         }
         let kinds: Vec<(&str, i64)> = events.iter().map(|e| (verb_name(e), e.id)).collect();
         assert_eq!(
@@ -470,6 +488,15 @@ async fn malformed_bulks_are_refused_by_name_and_write_nothing() {
             "{name}: {answer}"
         );
 
+        let huge = "x".repeat(1024 * 1024);
+        let (status, answer) = bulk(
+            &app,
+            &alice.cred(),
+            json!([{ "method": "POST", "url": "/1/objects/items", "data": { "name": huge } }]),
+        )
+        .await;
+        assert_eq!(status, 413, "{name}: over the body limit: {answer}");
+
         let (status, answer) = bulk(&app, &Cred::None, json!([good])).await;
         assert_eq!(status, 401, "{name}: a bulk needs credentials: {answer}");
         let (status, answer) = bulk(&app, &alice.cred(), json!([])).await;
@@ -509,5 +536,44 @@ async fn bulk_over_a_sails_socket_request_runs_as_the_socket() {
             )
             .await;
         assert_eq!(status, 200, "{name}: {mine}");
+    }
+}
+
+#[tokio::test]
+async fn before_actions_may_write_through_db_during_a_bulk() {
+    for backend in backends() {
+        let name = backend.name();
+        let Fixture { app, alice, .. } = start(&backend).await;
+        let a = create(&app, &alice, "a", "ca").await;
+        let b = create(&app, &alice, "b", "cb").await;
+        let (status, answer) = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            bulk(
+                &app,
+                &alice.cred(),
+                json!([{ "method": "DELETE", "url": format!("/1/objects/items/{a}") }]),
+            ),
+        )
+        .await
+        .expect("the bulk answers: staging runs before its transaction opens");
+        assert_eq!(status, 200, "{name}: {answer}");
+        let audit: Vec<Value> = app.all_rows("audit").await;
+        assert_eq!(audit.len(), 1, "{name}: {audit:?}");
+        assert_eq!(audit[0]["what"], format!("delete {a}"), "{name}");
+
+        // A before action's own writes are its own: they stay when a later step fails
+        // (as they do when a single write fails after its before actions).
+        let (status, answer) = bulk(
+            &app,
+            &alice.cred(),
+            json!([
+                { "method": "DELETE", "url": format!("/1/objects/items/{b}") },
+                { "method": "PUT", "url": "/1/objects/items/999999", "data": { "name": "n" } },
+            ]),
+        )
+        .await;
+        assert_eq!(status, 404, "{name}: {answer}");
+        assert_eq!(app.row("items", b).await["name"], "b", "{name}: b kept");
+        assert_eq!(app.all_rows("audit").await.len(), 2, "{name}");
     }
 }
