@@ -5,7 +5,9 @@
 //! (hooks may change the input) → one transaction (the row, then each hook's part) →
 //! commit → deferred work → after hooks → one `RecordEvent`, numbered at commit, on the
 //! bus. Users and actions plug in as `WriteHook`s; realtime subscribes to the bus.
-//! Nothing else writes rows. `wire` is the JSON form of a row and of a page.
+//! `Records::write_all` runs the same steps for several writes sharing one transaction
+//! (`POST /1/bulk`). Nothing else writes rows. `wire` is the JSON form of a row and of
+//! a page.
 
 pub mod query;
 mod validate;

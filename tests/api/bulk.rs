@@ -577,3 +577,53 @@ async fn before_actions_may_write_through_db_during_a_bulk() {
         assert_eq!(app.all_rows("audit").await.len(), 2, "{name}");
     }
 }
+
+#[tokio::test]
+async fn later_steps_write_over_earlier_ones_in_the_transaction() {
+    for backend in backends() {
+        let name = backend.name();
+        let Fixture { app, alice, .. } = start(&backend).await;
+        let a = create(&app, &alice, "a", "ca").await;
+        let b = create(&app, &alice, "b", "cb").await;
+        let mut bus = app.state.records.subscribe();
+        let url = format!("/1/objects/items/{a}");
+        let (status, answer) = bulk(
+            &app,
+            &alice.cred(),
+            json!([
+                { "method": "PUT", "url": url, "data": { "name": "a2" } },
+                { "method": "DELETE", "url": url },
+            ]),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {answer}");
+        let (status, _) = app.get(&url, &master()).await;
+        assert_eq!(status, 404, "{name}: deleted");
+        let mut items = Vec::new();
+        while items.len() < 2 {
+            let event = bus.recv().await.unwrap();
+            if event.object == "items" {
+                items.push(event);
+            }
+        }
+        assert_eq!(
+            items[1].previous.as_ref().unwrap().fields["name"],
+            "a2",
+            "{name}: the delete removed the row as the update left it"
+        );
+
+        let url = format!("/1/objects/items/{b}");
+        let (status, answer) = bulk(
+            &app,
+            &alice.cred(),
+            json!([
+                { "method": "DELETE", "url": url },
+                { "method": "PUT", "url": url, "data": { "name": "b2" } },
+            ]),
+        )
+        .await;
+        assert_eq!(status, 404, "{name}: {answer}");
+        assert_eq!(answer["step"], json!(2), "{name}: {answer}");
+        assert_eq!(app.row("items", b).await["name"], "b", "{name}: kept");
+    }
+}
