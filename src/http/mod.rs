@@ -6,6 +6,7 @@
 pub mod account;
 pub mod action_config;
 pub mod actions;
+pub mod bulk;
 pub mod client_script;
 pub mod extract;
 pub mod files;
@@ -56,6 +57,7 @@ pub fn app(state: AppState) -> Router {
     };
     let routes = Router::new()
         .merge(objects::router())
+        .merge(bulk::router())
         .merge(actions::router())
         .merge(files::router())
         .merge(action_config::router())

@@ -21,7 +21,9 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-fn answer(record: &Record, whole: bool) -> Json<Value> {
+/// What a create, update or delete answers (`whole`: `returnObject=true`); bulk steps
+/// answer the same.
+pub(super) fn answer(record: &Record, whole: bool) -> Json<Value> {
     if whole {
         Json(wire::row(record))
     } else {

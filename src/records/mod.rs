@@ -5,7 +5,9 @@
 //! (hooks may change the input) → one transaction (the row, then each hook's part) →
 //! commit → deferred work → after hooks → one `RecordEvent`, numbered at commit, on the
 //! bus. Users and actions plug in as `WriteHook`s; realtime subscribes to the bus.
-//! Nothing else writes rows. `wire` is the JSON form of a row and of a page.
+//! `Records::write_all` runs the same steps for several writes sharing one transaction
+//! (`POST /1/bulk`). Nothing else writes rows. `wire` is the JSON form of a row and of
+//! a page.
 
 pub mod query;
 mod validate;
@@ -82,6 +84,31 @@ impl Write {
             input: Value::Null,
         }
     }
+}
+
+/// Which step of `Records::write_all` failed (`None`: the transaction as a whole, at
+/// its start or commit), and why.
+#[derive(Debug)]
+pub struct StepError {
+    pub step: Option<usize>,
+    pub error: ApiError,
+}
+
+/// A write between its before hooks and its commit: what the transaction needs, and
+/// what the steps after the commit need.
+struct Staging {
+    verb: Verb,
+    object: Arc<ObjectSchema>,
+    scope: Access,
+    id: Option<i64>,
+    input: Map<String, Value>,
+    /// The row as staging read it, which hooks see as `previous`.
+    previous: Option<Record>,
+    staged: Staged,
+    /// The columns to write, taken by `apply`.
+    values: Vec<(String, SqlValue)>,
+    /// The row as the transaction found it: the event's `previous`.
+    locked: Option<Record>,
 }
 
 /// One committed change. Shared (`Arc`) by every subscriber; never mutated.
@@ -359,6 +386,67 @@ impl Records {
     /// deferred work → after hooks → the event. Answers the row as written (as it was,
     /// for a delete).
     pub async fn write(&self, who: &Identity, write: Write) -> Result<Record, ApiError> {
+        let mut step = self.stage(who, write).await?;
+        let mut tx = self.inner.store.begin().await?;
+        let row = self.apply(who, &mut tx, &mut step).await?;
+        tx.commit().await?;
+        let seq = self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(self.finish(who, step, row, seq).await)
+    }
+
+    /// Several writes as one: all commit or none does, and their events (numbered in
+    /// order, with no other write's between them) leave only after the commit.
+    ///
+    /// Every step is first staged in order (permission, the row it changes, prepare,
+    /// validate, before hooks, validate again) outside any transaction, because before
+    /// actions may write through `db`, which opens a transaction of its own: on SQLite's
+    /// single writer that would wait forever for the bulk one. So a step's before hooks
+    /// see the rows as they were before the bulk, never an earlier step's change. Then
+    /// one transaction writes every row with its hooks' part, and after the commit each
+    /// step's deferred work, after hooks and event follow, in order. A refused or failed
+    /// step rolls all back; nothing deferred runs and no event leaves.
+    pub async fn write_all(
+        &self,
+        who: &Identity,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Record>, StepError> {
+        let at = |step: usize| {
+            move |error: ApiError| StepError {
+                step: Some(step),
+                error,
+            }
+        };
+        let mut steps = Vec::with_capacity(writes.len());
+        for (i, write) in writes.into_iter().enumerate() {
+            steps.push(self.stage(who, write).await.map_err(at(i))?);
+        }
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let whole = |error: ApiError| StepError { step: None, error };
+        let mut tx = self
+            .inner
+            .store
+            .begin()
+            .await
+            .map_err(|e| whole(e.into()))?;
+        let mut rows = Vec::with_capacity(steps.len());
+        for (i, step) in steps.iter_mut().enumerate() {
+            rows.push(self.apply(who, &mut tx, step).await.map_err(at(i))?);
+        }
+        tx.commit().await.map_err(|e| whole(e.into()))?;
+        let n = steps.len() as u64;
+        let first = self.inner.seq.fetch_add(n, Ordering::SeqCst) + 1;
+        let mut answers = Vec::with_capacity(rows.len());
+        for ((step, row), seq) in steps.into_iter().zip(rows).zip(first..) {
+            answers.push(self.finish(who, step, row, seq).await);
+        }
+        Ok(answers)
+    }
+
+    /// Everything of a write that comes before its transaction: permission, the row it
+    /// changes, prepare, validate, before hooks, validate again.
+    async fn stage(&self, who: &Identity, write: Write) -> Result<Staging, ApiError> {
         let Write {
             verb,
             object,
@@ -394,44 +482,76 @@ impl Records {
             hook.before(&change, &mut input, &mut staged).await?;
         }
         let values = self.validate(&change, id, &input)?;
+        Ok(Staging {
+            verb,
+            object,
+            scope,
+            id,
+            input,
+            previous,
+            staged,
+            values,
+            locked: None,
+        })
+    }
 
-        let mut tx = self.inner.store.begin().await?;
-        let (mut row, locked) = match id {
-            None => (insert(&mut tx, &object, who, values).await?, None),
+    /// A staged write's part of the transaction: the row (re-read and re-checked for an
+    /// update or delete), then each hook's part. Answers the row as written.
+    async fn apply(
+        &self,
+        who: &Identity,
+        tx: &mut Tx,
+        step: &mut Staging,
+    ) -> Result<Record, ApiError> {
+        let object = &step.object;
+        let values = std::mem::take(&mut step.values);
+        let mut row = match step.id {
+            None => insert(tx, object, who, values).await?,
             Some(id) => {
-                let locked = lock_row(&mut tx, &object, id, scope).await?;
-                let row = if verb == Verb::Deleted {
+                let locked = lock_row(tx, object, id, step.scope).await?;
+                let row = if step.verb == Verb::Deleted {
                     let mut sql = tx.sql();
-                    statements::delete(&mut sql, &object, id);
+                    statements::delete(&mut sql, object, id);
                     tx.execute(&sql).await?;
                     locked.clone()
                 } else {
-                    update(&mut tx, &object, id, values, &locked).await?
+                    update(tx, object, id, values, &locked).await?
                 };
-                (row, Some(locked))
+                step.locked = Some(locked);
+                row
             }
         };
-        for hook in hooks {
-            hook.in_transaction(&change, &mut tx, &mut row, &mut staged)
+        let change = Change {
+            records: self,
+            who,
+            object,
+            verb: step.verb,
+            previous: step.previous.as_ref(),
+        };
+        for hook in &self.inner.hooks {
+            hook.in_transaction(&change, tx, &mut row, &mut step.staged)
                 .await?;
         }
-        tx.commit().await?;
-        let seq = self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        for work in staged.deferred {
+        Ok(row)
+    }
+
+    /// After a write's commit: its deferred work, then after hooks and the event.
+    async fn finish(&self, who: &Identity, step: Staging, row: Record, seq: u64) -> Record {
+        for work in step.staged.deferred {
             work.await;
         }
         self.committed(RecordEvent {
             seq,
-            object: object.name.clone(),
-            verb,
+            object: step.object.name.clone(),
+            verb: step.verb,
             id: row.id,
-            record: (verb != Verb::Deleted).then(|| row.clone()),
-            previous: locked,
-            input: Value::Object(input),
+            record: (step.verb != Verb::Deleted).then(|| row.clone()),
+            previous: step.locked,
+            input: Value::Object(step.input),
             actor: who.clone(),
         })
         .await;
-        Ok(row)
+        row
     }
 
     /// The columns a create or update writes; nothing for a delete.

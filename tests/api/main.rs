@@ -6,6 +6,7 @@ mod common;
 mod actions;
 mod auth;
 mod bad_input;
+mod bulk;
 mod concurrency;
 mod connections;
 mod files;
