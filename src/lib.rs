@@ -13,10 +13,12 @@
 //!    the one revocation event (realtime listens to it).
 //! 6. `records`  — the one write pipeline (`Write` → hooks → transaction → commit →
 //!    `RecordEvent` with its sequence number) and record reads; the wire form of rows.
-//! 7. `auth`     — credentials → `Identity`; tokens, passwords; the one permission decision.
-//! 8. `store`    — SQLite | PostgreSQL behind one handle; all dynamic SQL is built here.
-//! 9. `schema`   — `schema/*.json` loaded and validated into objects and fields, and
-//!    the typed values fields accept.
+//! 7. `queries`  — named read-only SQL (`queries/<name>.sql`): checked at start, run
+//!    with bound parameters as the caller, for REST and for actions' `db.query`.
+//! 8. `auth`     — credentials → `Identity`; tokens, passwords; the one permission decision.
+//! 9. `store`    — SQLite | PostgreSQL behind one handle; all dynamic SQL is built here.
+//! 10. `schema`  — `schema/*.json` loaded and validated into objects and fields, and
+//!     the typed values fields accept.
 //!
 //! Leaves, usable from every layer and importing none: `config` (flags and environment),
 //! `error` (the one client-facing error type), `conn` (the accept loop: header-read
@@ -28,6 +30,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod http;
+pub mod queries;
 pub mod realtime;
 pub mod records;
 pub mod schema;
@@ -41,8 +44,9 @@ mod layers {
     use std::path::Path;
 
     /// Top to bottom, as in the map above.
-    const LAYERS: [&str; 9] = [
-        "server", "http", "actions", "realtime", "users", "records", "auth", "store", "schema",
+    const LAYERS: [&str; 10] = [
+        "server", "http", "actions", "realtime", "users", "records", "queries", "auth", "store",
+        "schema",
     ];
     const LEAVES: [&str; 4] = ["config", "error", "conn", "tls"];
 

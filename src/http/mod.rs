@@ -10,6 +10,7 @@ pub mod client_script;
 pub mod extract;
 pub mod limits;
 pub mod objects;
+pub mod queries;
 pub mod system;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::actions::Actions;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::queries::Queries;
 use crate::realtime::Realtime;
 use crate::records::Records;
 use crate::store::Store;
@@ -42,6 +44,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub realtime: Realtime,
     pub actions: Actions,
+    pub queries: Queries,
     pub config: Arc<Config>,
 }
 
@@ -50,6 +53,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(objects::router())
         .merge(actions::router())
+        .merge(queries::router())
         .merge(action_config::router())
         .merge(account::router(&state.config))
         .merge(system::router())

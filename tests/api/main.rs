@@ -10,6 +10,7 @@ mod concurrency;
 mod connections;
 mod filters;
 mod permissions;
+mod queries;
 mod realtime;
 mod schema_evolution;
 mod sio;
