@@ -49,8 +49,11 @@ pub enum ReadError {
 impl From<sqlx::Error> for ReadError {
     fn from(e: sqlx::Error) -> Self {
         match e.as_database_error() {
-            // PostgreSQL's `statement_timeout`; `read_only` puts in the limit.
-            Some(db) if db.code().as_deref() == Some("57014") => ReadError::Timeout(0),
+            // PostgreSQL's `statement_timeout` (57014) and SQLite's interrupt by the
+            // progress handler (SQLITE_INTERRUPT, 9); `read_only` puts in the limit.
+            Some(db) if matches!(db.code().as_deref(), Some("57014" | "9")) => {
+                ReadError::Timeout(0)
+            }
             Some(db) => {
                 let position =
                     db.try_downcast_ref::<PgDatabaseError>()
@@ -96,6 +99,7 @@ impl Store {
         match &*self.pools {
             Pools::Sqlite { query, .. } => {
                 let mut conn = query.acquire().await?;
+                conn.lock_handle().await?.remove_progress_handler();
                 conn.prepare(AssertSqlSafe(text.to_string()).into_sql_str())
                     .await?;
             }
@@ -132,6 +136,13 @@ impl Store {
             match &*self.pools {
                 Pools::Sqlite { query, .. } => {
                     let mut conn = query.acquire().await?;
+                    // SQLite has no statement timeout: the progress handler interrupts
+                    // the statement at the deadline. Set on every use, it replaces the
+                    // last run's (whose deadline has passed).
+                    let deadline = std::time::Instant::now() + limits.timeout;
+                    conn.lock_handle()
+                        .await?
+                        .set_progress_handler(10_000, move || std::time::Instant::now() < deadline);
                     let rows = sqlx::query_with(AssertSqlSafe(sql.text.clone()), sql.sqlite_args())
                         .fetch(&mut *conn);
                     collect(rows, limits.max_rows, sqlite_row).await
@@ -161,7 +172,9 @@ impl Store {
                 }
             }
         };
-        match tokio::time::timeout(limits.timeout, run).await {
+        // A backstop: the database's own limit (above) should answer first.
+        let backstop = limits.timeout + Duration::from_millis(500);
+        match tokio::time::timeout(backstop, run).await {
             Ok(Err(ReadError::Timeout(_))) | Err(_) => {
                 Err(ReadError::Timeout(limits.timeout.as_millis()))
             }

@@ -217,3 +217,43 @@ async fn more_rows_than_the_cap_is_an_error_not_a_cut_answer() {
         );
     }
 }
+
+/// A query that computes for longer than `--query-time-limit-ms` is stopped (on SQLite
+/// by interrupting the statement, on PostgreSQL by `statement_timeout`) and the
+/// connection serves the next query.
+#[tokio::test]
+async fn a_query_past_its_time_limit_is_stopped() {
+    for backend in &backends() {
+        let b = backend.name();
+        let app = spawn(backend)
+            .query(
+                "spin.sql",
+                "-- roles: User\nWITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)\nSELECT COUNT(*) AS c FROM n",
+            )
+            .config(|c| {
+                c.query_time_limit_ms = 300;
+                c.db_pool_size = 1;
+            })
+            .start()
+            .await;
+        let started = std::time::Instant::now();
+        let (status, body) = app.get("/1/query/data/spin", &master()).await;
+        assert_eq!(status, 503, "{b}: {body}");
+        assert!(
+            body["Message"]
+                .as_str()
+                .unwrap()
+                .contains("longer than 300 ms"),
+            "{b}: {body}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "{b}");
+        // The one query connection is usable again (its old deadline is not kept).
+        let (status, body) = app
+            .get(
+                &format!("/1/query/data/echo?parameters={}", q(&json!({"t": "ok"}))),
+                &master(),
+            )
+            .await;
+        assert_eq!((status, body), (200, json!([{ "t": "ok" }])), "{b}");
+    }
+}
