@@ -250,3 +250,20 @@ async fn parameters_arrive_as_values_never_as_sql() {
         assert_eq!(emails(&rows), [alice.email.as_str()], "{b}");
     }
 }
+
+/// The SDK's `query.get(name, {t: "a+b"})` sends `encodeURIComponent("a+b")` inside the
+/// JSON; the query sees what the caller wrote.
+#[tokio::test]
+async fn sdk_escaped_parameters_arrive_as_written() {
+    let backend = &backends()[0];
+    let app = spawn(backend).start().await;
+    let alice = app.user("alice@q.test", "User").await;
+    let sent = json!({ "t": crate::common::enc("a+b c") });
+    let (status, rows) = app
+        .get(
+            &format!("/1/query/data/echo?parameters={}", q(&sent)),
+            &alice.cred(),
+        )
+        .await;
+    assert_eq!((status, rows), (200, json!([{ "t": "a+b c" }])));
+}
