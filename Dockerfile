@@ -20,6 +20,7 @@ WORKDIR /app
 COPY --from=build /src/target/release/livebase /usr/local/bin/livebase
 COPY schema ./schema
 COPY actions ./actions
+COPY queries ./queries
 RUN mkdir -p /app/data && chown -R livebase /app/data
 USER livebase
 VOLUME ["/app/data"]

@@ -104,6 +104,15 @@ pub struct Config {
     #[arg(long, env = "LIVEBASE_ACTIONS_DIR", default_value = "actions")]
     pub actions_dir: PathBuf,
 
+    /// Directory holding `<name>.sql` named queries (see docs/queries.md); a missing
+    /// directory means no queries.
+    #[arg(long, env = "LIVEBASE_QUERIES_DIR", default_value = "queries")]
+    pub queries_dir: PathBuf,
+
+    /// Wall-time limit of one named query, in milliseconds.
+    #[arg(long, env = "LIVEBASE_QUERY_TIME_LIMIT_MS", default_value_t = 5000)]
+    pub query_time_limit_ms: u64,
+
     /// Application name (Backand `appName`). Generated defaults to `livebase`.
     #[arg(long, env = "LIVEBASE_APP_NAME")]
     pub app_name: Option<String>,

@@ -15,9 +15,11 @@
 //!    the one revocation event (realtime listens to it).
 //! 7. `records`  — the one write pipeline (`Write` → hooks → transaction → commit →
 //!    `RecordEvent` with its sequence number) and record reads; the wire form of rows.
-//! 8. `auth`     — credentials → `Identity`; tokens, passwords; the one permission decision.
-//! 9. `store`    — SQLite | PostgreSQL behind one handle; all dynamic SQL is built here.
-//! 10. `schema`  — `schema/*.json` loaded and validated into objects and fields, and
+//! 8. `queries`  — named read-only SQL (`queries/<name>.sql`): checked at start, run
+//!    with bound parameters as the caller, for REST and for actions' `db.query`.
+//! 9. `auth`     — credentials → `Identity`; tokens, passwords; the one permission decision.
+//! 10. `store`   — SQLite | PostgreSQL behind one handle; all dynamic SQL is built here.
+//! 11. `schema`  — `schema/*.json` loaded and validated into objects and fields, and
 //!     the typed values fields accept.
 //!
 //! Leaves, usable from every layer and importing none: `config` (flags and environment),
@@ -31,6 +33,7 @@ pub mod conn;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod queries;
 pub mod realtime;
 pub mod records;
 pub mod schema;
@@ -44,8 +47,9 @@ mod layers {
     use std::path::Path;
 
     /// Top to bottom, as in the map above.
-    const LAYERS: [&str; 10] = [
-        "server", "http", "files", "actions", "realtime", "users", "records", "auth", "store",
+    const LAYERS: [&str; 11] = [
+        "server", "http", "files", "actions", "realtime", "users", "records", "queries", "auth",
+        "store",
         "schema",
     ];
     const LEAVES: [&str; 4] = ["config", "error", "conn", "tls"];

@@ -21,11 +21,13 @@ use crate::files::Files;
 use socketioxide::layer::SocketIoLayer;
 
 use crate::http::{self, AppState};
+use crate::queries::Queries;
 use crate::realtime::staticbackend::StaticBackend;
 use crate::realtime::{Realtime, relay};
 use crate::records::{Records, WriteHook};
 use crate::schema::value::SqlValue;
 use crate::schema::{self, FieldType};
+use crate::store::read_only::ReadLimits;
 use crate::store::{Store, migrate};
 use crate::users::Users;
 
@@ -61,6 +63,16 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
     for note in migrate::apply_schema(&store, &schema, config.allow_destructive_schema).await? {
         tracing::warn!("{note}");
     }
+    let queries = Queries::load(
+        &config.queries_dir,
+        &schema.roles,
+        &store,
+        ReadLimits {
+            max_rows: config.max_page_size as usize,
+            timeout: std::time::Duration::from_millis(config.query_time_limit_ms),
+        },
+    )
+    .await?;
     let schema = Arc::new(schema);
     let auth = Auth::new(
         secrets,
@@ -79,6 +91,7 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         store.clone(),
         &schema,
         realtime.clone(),
+        queries.clone(),
         auth.secrets().app_name.clone(),
     )
     .await?;
@@ -104,6 +117,7 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         realtime,
         actions,
         files,
+        queries,
         config: Arc::new(config),
     };
     announce_secrets(&state.config, &generated);

@@ -1,7 +1,8 @@
 //! The `db` binding: `db.get/list/create/update/remove(object, …)` from an action, as
 //! the action's caller (the same permission checks as REST; the same filter language).
 //! Writes go through the write path, so they fire triggers and events; nested actions
-//! run inline on the same pool thread, up to `pool::MAX_DEPTH` deep.
+//! run inline on the same pool thread, up to `pool::MAX_DEPTH` deep. `db.query(name,
+//! params)` runs a named query, as the caller, with the same role check as REST.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::queries::Queries;
 use crate::records::{Records, wire};
 
 /// One `db` call from JavaScript.
@@ -19,12 +21,14 @@ pub enum DbCall {
     Create(String, Value),
     Update(String, i64, Value),
     Remove(String, i64),
+    Query(String, Value),
 }
 
 /// What the sandbox calls; runs on a pool thread and blocks it (never an async thread).
 #[derive(Clone)]
 pub struct Db {
     records: Records,
+    queries: Queries,
     runtime: tokio::runtime::Handle,
     who: Identity,
 }
@@ -36,9 +40,15 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    pub fn new(records: Records, runtime: tokio::runtime::Handle, who: Identity) -> Self {
+    pub fn new(
+        records: Records,
+        queries: Queries,
+        runtime: tokio::runtime::Handle,
+        who: Identity,
+    ) -> Self {
         Db {
             records,
+            queries,
             runtime,
             who,
         }
@@ -47,6 +57,7 @@ impl Db {
     /// Runs `call`; the error is what the action's `catch` sees: `(status, message)`.
     pub fn run(&self, call: DbCall) -> Result<Value, (u16, String)> {
         let records = &self.records;
+        let queries = &self.queries;
         let who = &self.who;
         // Not `Handle::block_on`: a nested action's `db` call happens inside an outer
         // one's, on the same thread, and tokio refuses to block_on within block_on.
@@ -73,6 +84,7 @@ impl Db {
                     .delete(who, &object, id)
                     .await
                     .map(|_| json!({ "id": id })),
+                DbCall::Query(name, params) => queries.run(who, &name, &params).await,
             }
         });
         answer.map_err(|e| {

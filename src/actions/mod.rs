@@ -41,6 +41,7 @@ use serde_json::Value;
 use crate::auth::Identity;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::queries::Queries;
 use crate::realtime::Realtime;
 use crate::records::Records;
 use crate::schema::Schema;
@@ -60,6 +61,8 @@ struct Inner {
     store: Store,
     pool: pool::Pool,
     realtime: Realtime,
+    /// For the `db.query` binding.
+    queries: Queries,
     app_name: String,
     registry: registry::Registry,
     logs: logs::Logs,
@@ -83,6 +86,7 @@ impl Actions {
         store: Store,
         schema: &Schema,
         realtime: Realtime,
+        queries: Queries,
         app_name: String,
     ) -> anyhow::Result<Actions> {
         let limits = Limits {
@@ -99,6 +103,7 @@ impl Actions {
                 store,
                 pool,
                 realtime,
+                queries,
                 app_name,
                 registry: registry::Registry::new(),
                 logs: logs::Logs::default(),
@@ -168,6 +173,7 @@ impl Actions {
     fn db(&self, records: &Records, who: &Identity) -> Option<db::Db> {
         Some(db::Db::new(
             records.clone(),
+            self.inner.queries.clone(),
             self.inner.runtime.clone(),
             acting_as(who),
         ))

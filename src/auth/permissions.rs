@@ -53,6 +53,12 @@ pub fn access(who: &Identity, object: &ObjectSchema, op: Operation) -> Access {
     }
 }
 
+/// Whether `who` may run a named query open to `roles`. Admin and the master token may
+/// run every query.
+pub fn may_run(who: &Identity, roles: &[String]) -> bool {
+    who.is_admin() || roles.contains(&who.role)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

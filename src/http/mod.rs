@@ -12,6 +12,7 @@ pub mod extract;
 pub mod files;
 pub mod limits;
 pub mod objects;
+pub mod queries;
 pub mod system;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::files::Files;
+use crate::queries::Queries;
 use crate::realtime::Realtime;
 use crate::records::Records;
 use crate::store::Store;
@@ -46,6 +48,7 @@ pub struct AppState {
     pub realtime: Realtime,
     pub actions: Actions,
     pub files: Files,
+    pub queries: Queries,
     pub config: Arc<Config>,
 }
 
@@ -60,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         .merge(bulk::router())
         .merge(actions::router())
         .merge(files::router())
+        .merge(queries::router())
         .merge(action_config::router())
         .merge(account::router(&state.config))
         .merge(system::router())

@@ -8,6 +8,7 @@
 //! failing with SQLITE_BUSY) and several readers, which WAL lets run beside it.
 
 pub mod migrate;
+pub mod read_only;
 pub mod sql;
 pub mod statements;
 
@@ -53,6 +54,9 @@ enum Pools {
     Sqlite {
         writer: SqlitePool,
         reader: SqlitePool,
+        /// Opened read-only with `query_only` on, for SQL an operator wrote (named
+        /// queries): the database itself refuses any write that gets past their check.
+        query: SqlitePool,
     },
     Postgres(PgPool),
 }
@@ -128,9 +132,18 @@ impl Store {
             let reader = SqlitePoolOptions::new()
                 .max_connections(pool_size.max(1))
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await?;
-            Pools::Sqlite { writer, reader }
+            // Lazy: an app without named queries never opens it.
+            let query = SqlitePoolOptions::new()
+                .max_connections(pool_size.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(options.read_only(true).pragma("query_only", "ON"));
+            Pools::Sqlite {
+                writer,
+                reader,
+                query,
+            }
         } else {
             anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH or postgres://…");
         };
@@ -193,9 +206,13 @@ impl Store {
     /// (connections open, connections idle) across the pools, for `/metrics`.
     pub fn pool_stats(&self) -> (u32, usize) {
         match &*self.pools {
-            Pools::Sqlite { writer, reader } => (
-                writer.size() + reader.size(),
-                writer.num_idle() + reader.num_idle(),
+            Pools::Sqlite {
+                writer,
+                reader,
+                query,
+            } => (
+                writer.size() + reader.size() + query.size(),
+                writer.num_idle() + reader.num_idle() + query.num_idle(),
             ),
             Pools::Postgres(pool) => (pool.size(), pool.num_idle()),
         }
@@ -203,7 +220,12 @@ impl Store {
 
     pub async fn close(&self) {
         match &*self.pools {
-            Pools::Sqlite { writer, reader } => {
+            Pools::Sqlite {
+                writer,
+                reader,
+                query,
+            } => {
+                query.close().await;
                 reader.close().await;
                 writer.close().await;
             }

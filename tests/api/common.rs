@@ -97,6 +97,8 @@ pub struct Spawn<'a> {
     pub schema: Vec<(String, String)>,
     /// `(path under actions/, code)`.
     pub actions: Vec<(String, String)>,
+    /// `(file under queries/, text)`.
+    pub queries: Vec<(String, String)>,
     pub hooks: Vec<Arc<dyn WriteHook>>,
     pub tweak: Option<ConfigTweak<'a>>,
 }
@@ -107,6 +109,7 @@ impl<'a> Spawn<'a> {
             backend,
             schema: Vec::new(),
             actions: Vec::new(),
+            queries: Vec::new(),
             hooks: Vec::new(),
             tweak: None,
         }
@@ -123,6 +126,12 @@ impl<'a> Spawn<'a> {
         self
     }
 
+    /// A named query file, e.g. `("by_role.sql", "-- roles: User\nSELECT …")`.
+    pub fn query(mut self, file: &str, text: &str) -> Self {
+        self.queries.push((file.to_string(), text.to_string()));
+        self
+    }
+
     pub fn hook(mut self, hook: Arc<dyn WriteHook>) -> Self {
         self.hooks.push(hook);
         self
@@ -134,6 +143,11 @@ impl<'a> Spawn<'a> {
     }
 
     pub async fn start(self) -> TestApp {
+        self.try_start().await.expect("server builds")
+    }
+
+    /// Starts the server, or returns the error its build stops with (`{e:#}`).
+    pub async fn try_start(self) -> Result<TestApp, String> {
         let data_dir = tempfile::tempdir().unwrap();
         let schema_dir = data_dir.path().join("schema");
         std::fs::create_dir_all(&schema_dir).unwrap();
@@ -145,6 +159,12 @@ impl<'a> Spawn<'a> {
             let path = actions_dir.join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, code).unwrap();
+        }
+        let queries_dir = data_dir.path().join("queries");
+        for (file, text) in &self.queries {
+            let path = queries_dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
         }
         let (database_url, pg_database) = match self.backend {
             Backend::Sqlite => (
@@ -164,9 +184,13 @@ impl<'a> Spawn<'a> {
         if let Some(tweak) = self.tweak {
             tweak(&mut config);
         }
-        let app = livebase::server::build(config, self.hooks)
-            .await
-            .expect("server builds");
+        let app = match livebase::server::build(config, self.hooks).await {
+            Ok(app) => app,
+            Err(e) => {
+                drop(DropDatabase(pg_database));
+                return Err(format!("{e:#}"));
+            }
+        };
         let state = app.state.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -181,7 +205,7 @@ impl<'a> Spawn<'a> {
         // The TLS tests turn on reqwest's rustls (without a built-in crypto provider),
         // after which every client in this binary needs a process-wide provider.
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        TestApp {
+        Ok(TestApp {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             state,
@@ -192,7 +216,7 @@ impl<'a> Spawn<'a> {
             shutdown: Some(tx),
             server: Some(server),
             pg_database,
-        }
+        })
     }
 }
 
@@ -214,6 +238,7 @@ pub fn test_config(data_dir: &std::path::Path, schema_dir: &std::path::Path, url
     config.max_connections_per_address = 0;
     // Never the repository's example actions: each test writes its own.
     config.actions_dir = data_dir.join("actions");
+    config.queries_dir = data_dir.join("queries");
     config
 }
 

@@ -1,4 +1,4 @@
-//! The `db.get/list/create/update/remove` binding over `actions::db::Db`: synchronous
+//! The `db.get/list/create/update/remove/query` binding over `actions::db::Db`: synchronous
 //! for the action; a refusal throws an Error carrying the REST status (`e.status`) and
 //! message.
 
@@ -43,6 +43,14 @@ pub(super) fn install<'js>(
     add(ctx, &object, db, invocation, "create", create)?;
     add(ctx, &object, db, invocation, "update", update)?;
     add(ctx, &object, db, invocation, "remove", remove)?;
+    let query: ToCall<'js, (String, Opt<Value<'js>>)> = |ctx, (name, params)| {
+        let params = match params.0 {
+            Some(p) => json::to_json(ctx, p)?,
+            None => Json::Null,
+        };
+        Ok(DbCall::Query(name, params))
+    };
+    add(ctx, &object, db, invocation, "query", query)?;
     ctx.globals().set("db", object)
 }
 
