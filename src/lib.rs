@@ -49,8 +49,7 @@ mod layers {
     /// Top to bottom, as in the map above.
     const LAYERS: [&str; 11] = [
         "server", "http", "files", "actions", "realtime", "users", "records", "queries", "auth",
-        "store",
-        "schema",
+        "store", "schema",
     ];
     const LEAVES: [&str; 4] = ["config", "error", "conn", "tls"];
 

@@ -200,6 +200,40 @@ test('the SDK\'s REST surface: sign-up with parameters, profile, objects, action
     const actPost = await page.sdk(([p]) => window.call(backand.object.action.post('items', 'echoParams', {}, p)), [params]);
     assert.deepEqual(actPost.data.parameters, params, JSON.stringify(actPost));
 
+    // bulk.general: every step in one transaction, or none.
+    const bulk = await page.sdk(([base, id]) => window.call(backand.bulk.general([
+      { method: 'POST', url: `${base}/1/objects/items`, data: { name: 'bulk-1' } },
+      { method: 'PUT', url: `${base}/1/objects/items/${id}`, data: { price: 7 } },
+    ])), [server.base, made[1]]);
+    assert.equal(bulk.status, 200, JSON.stringify(bulk));
+    assert.equal(bulk.data.length, 2, JSON.stringify(bulk));
+    assert.equal((await server.request('GET', `/1/objects/items/${made[1]}`)).body.price, 7);
+    const failed = await page.sdk(([base, id]) => window.call(backand.bulk.general([
+      { method: 'PUT', url: `${base}/1/objects/items/${id}`, data: { price: 8 } },
+      { method: 'PUT', url: `${base}/1/objects/items/999999`, data: { price: 8 } },
+    ])), [server.base, made[1]]);
+    assert.equal(failed.status, 404, JSON.stringify(failed));
+    assert.match(failed.data.Message, /^step 2/, JSON.stringify(failed));
+    assert.equal((await server.request('GET', `/1/objects/items/${made[1]}`)).body.price, 7, 'rolled back');
+
+    // file.upload / file.remove: the SDK's data URL, served back at the answered URL.
+    const png = 'data:image/png;base64,' + Buffer.from('not really a png, but bytes').toString('base64');
+    const up = await page.sdk(([d]) => window.call(backand.file.upload('notes', 'files', 'photo.png', d)), [png]);
+    assert.equal(up.status, 200, JSON.stringify(up));
+    const served = await fetch(up.data.url, { headers: { Authorization: `Bearer ${signup.data.access_token}` } });
+    assert.equal(served.status, 200);
+    assert.equal(await served.text(), 'not really a png, but bytes');
+    const rm = await page.sdk(() => window.call(backand.file.remove('notes', 'files', 'photo.png')));
+    assert.equal(rm.status, 200, JSON.stringify(rm));
+    const after = await fetch(up.data.url, { headers: { Authorization: `Bearer ${signup.data.access_token}` } });
+    assert.equal(after.status, 404);
+    const evil = await page.sdk(([d]) => window.call(backand.file.upload('notes', 'files', '../evil.png', d)), [png]);
+    assert.equal(evil.status, 400, JSON.stringify(evil));
+
+    // Named queries: the example's is for Admins only (it lists emails).
+    const asUser = await page.sdk(() => window.call(backand.query.get('users_by_role', { role: 'User' })));
+    assert.equal(asUser.status, 403, JSON.stringify(asUser));
+
     // `invoke` as the app's admin (Basic master:user token) lists the functions; the
     // SDK builds this URL with a double slash.
     await page.sdk(([m, u]) => { backand.defaults.masterToken = m; backand.defaults.userToken = u; }, [MASTER, ADMIN_TOKEN]);
@@ -212,6 +246,11 @@ test('the SDK\'s REST surface: sign-up with parameters, profile, objects, action
     assert.equal(listed.status, 200, JSON.stringify(listed));
     const names = listed.data.data.map((a) => a.name).sort();
     assert.deepEqual(names, ['echoParams', 'notify'], JSON.stringify(listed.data));
+    for (const method of ['get', 'post']) {
+      const rows = await page.sdk(([m]) => window.call(backand.query[m]('users_by_role', { role: 'User' })), [method]);
+      assert.equal(rows.status, 200, `${method}: ${JSON.stringify(rows)}`);
+      assert.deepEqual(rows.data.map((r) => r.email), [email], `${method}: ${JSON.stringify(rows)}`);
+    }
     const asAdmin = await page.sdk(() => window.call(backand.object.getList('users')));
     assert.equal(asAdmin.status, 200, JSON.stringify(asAdmin));
 

@@ -79,6 +79,7 @@ export async function startServer(extraArgs = [], { tls } = {}) {
     '--data-dir', dataDir,
     '--schema-dir', join(root, 'schema'),
     '--actions-dir', join(root, 'actions'),
+    '--queries-dir', join(root, 'queries'),
     '--master-token', MASTER,
     '--anonymous-token', ANON,
     '--admin-password', 'e2e-admin-password',
