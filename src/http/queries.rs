@@ -4,13 +4,12 @@
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use serde_json::Value;
 
 use super::AppState;
-use super::extract::{Caller, Params, parameters};
+use super::extract::{Body, Caller, Params, parameters};
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
@@ -22,10 +21,10 @@ async fn run_query(
     Caller(who): Caller,
     Path(name): Path<String>,
     Params(params): Params,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let in_query = params.contains_key("parameters");
-    let parameters = match body_parameters(&body)? {
+    let parameters = match body_parameters(body)? {
         Some(_) if in_query => {
             return Err(ApiError::bad(
                 "`parameters` is given both in the query string and in the body: give it once",
@@ -38,15 +37,13 @@ async fn run_query(
     Ok(Json(rows))
 }
 
-/// `{"parameters": …}` of a POST body (absent when the body is empty). A string value
-/// is taken as JSON text, as in the query string.
-fn body_parameters(body: &Bytes) -> Result<Option<Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+/// `{"parameters": …}` of a POST body, read by the shared body extractor (absent when
+/// the body is empty). A string value is taken as JSON text, as in the query string.
+fn body_parameters(body: Value) -> Result<Option<Value>, ApiError> {
+    if body.is_null() {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad(format!("malformed JSON body: {e}")))?;
-    let Value::Object(mut map) = value else {
+    let Value::Object(mut map) = body else {
         return Err(ApiError::bad(
             "the body of a query is {\"parameters\": {…}}",
         ));
