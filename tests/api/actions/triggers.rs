@@ -906,3 +906,43 @@ async fn a_before_action_over_its_time_limit_is_stopped_and_writes_nothing() {
         );
     }
 }
+
+/// The repository's example `announce.js`, run as the README tour runs it: every
+/// signed-in reader of items hears `itemAdded` with the id and name only (no creator
+/// email), and an anonymous socket hears nothing.
+#[tokio::test]
+async fn the_example_announce_action_tells_signed_in_readers_only_and_no_email() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let code = std::fs::read_to_string(repo.join("actions/items/afterCreate/announce.js"))
+        .expect("example action is in the repository");
+    for backend in backends() {
+        let ctx = backend.name();
+        let app = items(Spawn::new(&backend))
+            .action("items/afterCreate/announce.js", &code)
+            .start()
+            .await;
+        let ann = app.user("ann@x.test", "User").await;
+        let ro = app.user("ro@x.test", "ReadOnly").await;
+        let mut ann_socket = app.socket(&ann.token).await;
+        let mut ro_socket = app.socket(&ro.token).await;
+        let mut guest = Sio::connect(
+            &app.base,
+            Some(json!({ "anonymousToken": crate::common::ANON })),
+        )
+        .await
+        .expect("anonymous socket connects");
+
+        let (status, created) = app
+            .post("/1/objects/items", &ann.cred(), json!({ "name": "eggs" }))
+            .await;
+        assert_eq!(status, 200, "{ctx}: {created}");
+        let id = id_of(&created);
+        for s in [&mut ann_socket, &mut ro_socket] {
+            let note = s.expect("itemAdded").await;
+            assert_eq!(note, json!({ "id": id, "name": "eggs" }), "{ctx}");
+        }
+        guest.assert_none(&app, "itemAdded").await;
+        // Exactly one each: one emit per role, and a socket has one role.
+        ann_socket.assert_none(&app, "itemAdded").await;
+    }
+}
