@@ -13,8 +13,9 @@ use crate::store::{Store, Tx};
 pub struct UserAuth {
     pub id: i64,
     pub email: String,
-    pub first_name: String,
-    pub last_name: String,
+    /// `None` when the row holds null: answers show what is stored, never a made-up "".
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
     pub role: String,
     pub token_version: i64,
     /// The session (`Claims::sid`) that last changed the password: its tokens stay
@@ -25,9 +26,13 @@ pub struct UserAuth {
 
 impl UserAuth {
     pub fn full_name(&self) -> String {
-        format!("{} {}", self.first_name, self.last_name)
-            .trim()
-            .to_string()
+        [&self.first_name, &self.last_name]
+            .into_iter()
+            .flatten()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -74,8 +79,8 @@ pub async fn find(
             UserAuth {
                 id: r[0].as_i64().unwrap_or_default(),
                 email: text(&r[1]),
-                first_name: text(&r[2]),
-                last_name: text(&r[3]),
+                first_name: r[2].as_str().map(str::to_string),
+                last_name: r[3].as_str().map(str::to_string),
                 role: text(&r[4]),
                 token_version: r[5].as_i64().unwrap_or_default(),
                 kept_session: r[8].as_str().map(str::to_string),

@@ -102,9 +102,9 @@ pub struct TokenResponse {
     #[serde(rename = "userId")]
     pub user_id: String,
     #[serde(rename = "firstName")]
-    pub first_name: String,
+    pub first_name: Option<String>,
     #[serde(rename = "lastName")]
-    pub last_name: String,
+    pub last_name: Option<String>,
     #[serde(rename = "fullName")]
     pub full_name: String,
 }

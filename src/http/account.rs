@@ -84,7 +84,7 @@ async fn get_profile(
     let (mut profile, first, last, full) = match who.user_id {
         None => {
             let full = who.username.clone();
-            (who.profile(), String::new(), String::new(), full)
+            (who.profile(), None, None, full)
         }
         Some(id) => {
             let user = state

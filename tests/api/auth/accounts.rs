@@ -62,6 +62,35 @@ async fn signup_creates_a_user_who_can_sign_in() {
         )
         .await;
         assert_eq!(status, 200, "{be}: signup without confirmPassword: {body}");
+        // Names not given are null in the answer, the profile and the stored row alike.
+        let gus = text(&body, "userId");
+        assert_eq!(body["firstName"], Value::Null, "{be}: {body}");
+        assert_eq!(body["lastName"], Value::Null, "{be}: {body}");
+        assert_eq!(body["fullName"], "", "{be}: {body}");
+        let (_, profile) = app
+            .get(
+                "/api/account/profile",
+                &Cred::Bearer(text(&body, "access_token")),
+            )
+            .await;
+        assert_eq!(profile["lastName"], Value::Null, "{be}: {profile}");
+        let rows = app.all_rows("users").await;
+        let row = rows
+            .iter()
+            .find(|r| r["__metadata"]["id"] == gus)
+            .unwrap_or_else(|| panic!("{be}: user {gus} not listed: {rows:?}"));
+        assert_eq!(row["lastName"], Value::Null, "{be}: {row}");
+        assert_eq!(row["firstName"], Value::Null, "{be}: {row}");
+        // Given only a first name: the last stays null, the full name is the first.
+        let (_, body) = signup(
+            &app,
+            Some(SIGNUP),
+            json!({ "email": "hal@x.io", "password": "hal-secret", "firstName": "Hal" }),
+        )
+        .await;
+        assert_eq!(body["firstName"], "Hal", "{be}: {body}");
+        assert_eq!(body["lastName"], Value::Null, "{be}: {body}");
+        assert_eq!(body["fullName"], "Hal", "{be}: {body}");
     }
 }
 
