@@ -512,7 +512,7 @@ async fn basic_master_and_user_token_acts_as_that_user() {
         assert_eq!(
             profile,
             json!({
-                "username": ADMIN_EMAIL, "firstName": "Admin", "lastName": "",
+                "username": ADMIN_EMAIL, "firstName": "Admin", "lastName": null,
                 "fullName": "Admin", "role": "Admin", "userId": admin_id.to_string(),
                 "appName": "livebase",
             }),
