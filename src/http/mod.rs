@@ -8,6 +8,7 @@ pub mod action_config;
 pub mod actions;
 pub mod bulk;
 pub mod client_script;
+pub mod dashboard;
 pub mod extract;
 pub mod files;
 pub mod limits;
@@ -67,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .merge(action_config::router())
         .merge(account::router(&state.config))
         .merge(system::router())
+        .merge(dashboard::router())
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(axum::middleware::map_response(errors_as_json))

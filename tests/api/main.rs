@@ -9,6 +9,7 @@ mod bad_input;
 mod bulk;
 mod concurrency;
 mod connections;
+mod dashboard;
 mod files;
 mod filters;
 mod permissions;
