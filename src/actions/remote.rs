@@ -27,6 +27,10 @@ impl Remote {
             base64::engine::general_purpose::STANDARD
                 .encode(format!("{}:{}", args.master_token, args.user_token))
         );
+        // A build that turns on reqwest's rustls without a provider (the test build of
+        // this binary, through the dev-dependencies) panics building a client unless a
+        // process-wide provider is installed; ring is linked anyway for `--tls-cert`.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         Remote {
             client: reqwest::Client::new(),
             base: args.url.trim_end_matches('/').to_string(),

@@ -1,6 +1,7 @@
 //! Actions: triggers, on-demand calls, emits, and the sandbox's limits, over the real
 //! server (and real sockets for emits).
 
+mod compile;
 mod config;
 mod db;
 mod emits;
@@ -9,3 +10,4 @@ mod on_demand;
 mod push;
 mod sandbox;
 mod triggers;
+mod versions;

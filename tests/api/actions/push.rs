@@ -81,13 +81,21 @@ async fn push_creates_updates_and_reports_refusals() {
     assert_eq!(hello["version"], 2, "{hello}");
     // Both versions are kept as pushed.
     let (_, versions) = app
-        .get(&format!("/1/action/config/{}/versions", hello["id"]), &master())
+        .get(
+            &format!("/1/action/config/{}/versions", hello["id"]),
+            &master(),
+        )
         .await;
     let sources: Vec<(i64, &str)> = versions["data"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| (v["version"].as_i64().unwrap(), v["source"].as_str().unwrap()))
+        .map(|v| {
+            (
+                v["version"].as_i64().unwrap(),
+                v["source"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(sources, [(2, "push"), (1, "push")], "{versions}");
 
