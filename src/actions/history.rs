@@ -50,9 +50,9 @@ fn line(version: &Value) -> String {
         .find(|l| !l.is_empty())
         .unwrap_or("");
     let first: String = first.chars().take(80).collect();
+    let number = format!("v{}", version["version"].as_i64().unwrap_or_default());
     format!(
-        "v{:<4} {}  {:<8}  {first}",
-        version["version"],
+        "{number:<5} {}  {:<8}  {first}",
         version["createdAt"].as_str().unwrap_or("?"),
         version["source"].as_str().unwrap_or("?"),
     )

@@ -90,15 +90,54 @@ async fn every_change_is_kept_and_rollback_saves_an_earlier_one_anew() {
             assert_eq!(status, 200, "{ctx}: {body}");
         }
         assert_eq!(answer(&app, "which").await, json!("v3"));
+        // Replacing takes {code} (and the record's own fields, ignored); anything else
+        // is refused and saves nothing. Only `push` may be claimed as a source.
+        let replace = format!("/1/action/config/{id}");
+        for bad in [
+            json!({ "code": code("x"), "extra": 1 }),
+            json!({ "code": code("x"), "source": "rollback" }),
+            json!({ "code": code("x"), "source": 7 }),
+            json!({ "code": 7 }),
+            json!({ "name": "which" }),
+            json!([code("x")]),
+        ] {
+            let (status, body) = app.put(&replace, &master(), bad.clone()).await;
+            assert_eq!(status, 400, "{ctx}: {bad}: {body}");
+            assert!(body["Message"].is_string(), "{bad}: {body}");
+        }
+        let (status, body) = app
+            .post(
+                "/1/action/config",
+                &master(),
+                json!({ "name": "other", "object": "general", "trigger": "onDemand",
+                        "code": code("o"), "source": "file" }),
+            )
+            .await;
+        assert_eq!(status, 400, "{ctx}: a claimed `file` source: {body}");
+        let (_, current) = app.get(&replace, &master()).await;
+        assert_eq!(
+            current["version"], 3,
+            "{ctx}: refusals saved nothing: {current}"
+        );
+        // The record read back, with new code, is a replace.
+        let mut record = current.clone();
+        record["code"] = json!(code("v3"));
+        let (status, body) = app.put(&replace, &master(), record).await;
+        assert_eq!(status, 200, "{ctx}: {body}");
+        assert_eq!(body["version"], 4, "{ctx}: {body}");
+        let (status, body) = app
+            .put(&replace, &master(), json!({ "code": code("v3") }))
+            .await;
+        assert_eq!(status, 200, "{ctx}: {body}");
 
         // The listing: newest first, with code, time and source.
         let (status, listed) = app
             .get(&format!("/1/action/config/{id}/versions"), &master())
             .await;
         assert_eq!(status, 200, "{ctx}: {listed}");
-        assert_eq!(listed["totalRows"], 3, "{ctx}: {listed}");
+        assert_eq!(listed["totalRows"], 5, "{ctx}: {listed}");
         let first = &listed["data"][0];
-        assert_eq!(first["version"], 3);
+        assert_eq!(first["version"], 5);
         assert_eq!(first["code"], code("v3"));
         assert_eq!(first["source"], "replace");
         let at = first["createdAt"].as_str().unwrap();
@@ -108,16 +147,24 @@ async fn every_change_is_kept_and_rollback_saves_an_earlier_one_anew() {
             age.num_seconds().abs() < 60,
             "{ctx}: saved just now: {first}"
         );
-        assert_eq!(listed["data"][2]["code"], code("v1"));
-        let (_, page) = app
-            .get(
-                &format!("/1/action/config/{id}/versions?pageSize=2&pageNumber=2"),
-                &master(),
-            )
-            .await;
-        assert_eq!(page["totalRows"], 3);
-        assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
-        assert_eq!(page["data"][0]["version"], 1, "{page}");
+        assert_eq!(listed["data"][4]["code"], code("v1"));
+        for (page, want) in [(1, vec![5, 4]), (2, vec![3, 2]), (3, vec![1]), (4, vec![])] {
+            let (status, body) = app
+                .get(
+                    &format!("/1/action/config/{id}/versions?pageSize=2&pageNumber={page}"),
+                    &master(),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["totalRows"], 5, "{body}");
+            let on_page: Vec<i64> = body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["version"].as_i64().unwrap())
+                .collect();
+            assert_eq!(on_page, want, "{ctx}: page {page}");
+        }
 
         // Rollback: a new version with version 1's code, running now; history kept.
         let (status, rolled) = app
@@ -131,7 +178,7 @@ async fn every_change_is_kept_and_rollback_saves_an_earlier_one_anew() {
         assert_eq!(
             rolled,
             json!({ "id": id, "name": "which", "object": "general", "trigger": "onDemand",
-                    "code": code("v1"), "version": 4, "actionType": "Function" }),
+                    "code": code("v1"), "version": 6, "actionType": "Function" }),
             "{ctx}"
         );
         assert_eq!(
@@ -142,7 +189,9 @@ async fn every_change_is_kept_and_rollback_saves_an_earlier_one_anew() {
         assert_eq!(
             kept(&app, id).await,
             pairs(&[
-                (4, "rollback"),
+                (6, "rollback"),
+                (5, "replace"),
+                (4, "replace"),
                 (3, "replace"),
                 (2, "replace"),
                 (1, "upload")
@@ -220,7 +269,7 @@ async fn every_change_is_kept_and_rollback_saves_an_earlier_one_anew() {
         }
         assert_eq!(
             kept(&app, id).await.len(),
-            4,
+            6,
             "{ctx}: refusals saved nothing"
         );
         assert_eq!(answer(&app, "which").await, json!("v1"), "{ctx}");
