@@ -57,13 +57,16 @@ pub enum ActionsCommand {
     /// Upload a folder of `<object>/<trigger>/<name>.js` files to a running server:
     /// new actions are created, changed ones get their next version.
     Push(PushArgs),
+    /// List the kept versions of an action, newest first: version, date, what saved
+    /// it, and the first line of its code.
+    Versions(VersionsArgs),
+    /// Save an earlier version's code as the action's next version.
+    Rollback(RollbackArgs),
 }
 
+/// The running server the `actions` commands talk to, and the credentials they use.
 #[derive(Debug, Clone, clap::Args)]
-pub struct PushArgs {
-    /// The actions folder.
-    #[arg(default_value = "actions")]
-    pub dir: PathBuf,
+pub struct ServerArgs {
     /// The server (http only: run this on the server's host or through a tunnel).
     #[arg(long, env = "LIVEBASE_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
@@ -74,6 +77,34 @@ pub struct PushArgs {
     /// with `--admin-user-token`): the master token acts as a user.
     #[arg(long = "user-token", env = "LIVEBASE_ADMIN_USER_TOKEN")]
     pub user_token: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// The actions folder.
+    #[arg(default_value = "actions")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct VersionsArgs {
+    /// The action, as `<object>/<trigger>/<name>` (its path under `actions/`).
+    pub action: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RollbackArgs {
+    /// The action, as `<object>/<trigger>/<name>` (its path under `actions/`).
+    pub action: String,
+    /// The version whose code becomes the next version (see `livebase actions versions`).
+    #[arg(long)]
+    pub version: i64,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -22,6 +22,14 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A 400 about a place in code the client sent (an action that does not compile):
+    /// the answer carries `line` and `column` beside `Message`.
+    #[error("{message}")]
+    Located {
+        message: String,
+        line: Option<u32>,
+        column: Option<u32>,
+    },
     /// A refusal with a status chosen by user code (a before-hook), e.g. 409 or 422.
     #[error("{1}")]
     Status(StatusCode, String),
@@ -36,7 +44,7 @@ pub const INVALID_TOKEN: &str = "invalid or expired token";
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Located { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -68,6 +76,12 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(e) = &self {
             tracing::error!(error = %e, details = ?e, "internal error");
         }
-        (status, axum::Json(json!({ "Message": self.to_string() }))).into_response()
+        let body = match &self {
+            ApiError::Located { line, column, .. } => {
+                json!({ "Message": self.to_string(), "line": line, "column": column })
+            }
+            _ => json!({ "Message": self.to_string() }),
+        };
+        (status, axum::Json(body)).into_response()
     }
 }

@@ -35,11 +35,12 @@ async fn start() {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Actions {
-        command: ActionsCommand::Push(args),
-    }) = &cli.command
-    {
-        return livebase::actions::push::push(args).await;
+    if let Some(Command::Actions { command }) = &cli.command {
+        return match command {
+            ActionsCommand::Push(args) => livebase::actions::push::push(args).await,
+            ActionsCommand::Versions(args) => livebase::actions::history::versions(args).await,
+            ActionsCommand::Rollback(args) => livebase::actions::history::rollback(args).await,
+        };
     }
     if let Some(Command::Admin {
         command: AdminCommand::ResetPassword(args),

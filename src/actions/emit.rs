@@ -2,6 +2,8 @@
 //! an on-demand or after action returns, and for a before action when its write
 //! commits (never, if the write is refused or fails).
 
+use serde_json::{Value, json};
+
 use super::Actions;
 use super::sandbox::Emit;
 use crate::realtime::Realtime;
@@ -9,7 +11,7 @@ use crate::records::Staged;
 
 impl Actions {
     /// Sends what a successful action emitted.
-    pub(super) async fn deliver(&self, emits: Vec<Emit>) {
+    pub(super) async fn deliver(&self, emits: &[Emit]) {
         send(&self.inner.realtime, emits).await;
     }
 
@@ -20,19 +22,33 @@ impl Actions {
         }
         let realtime = self.inner.realtime.clone();
         staged.defer(Box::pin(async move {
-            send(&realtime, emits).await;
+            send(&realtime, &emits).await;
         }));
     }
 }
 
 /// Sends what an action emitted, now that it may leave.
-async fn send(realtime: &Realtime, emits: Vec<Emit>) {
+async fn send(realtime: &Realtime, emits: &[Emit]) {
     for emit in emits {
         match emit {
-            Emit::Users { event, data, users } => realtime.emit_users(&event, &data, &users).await,
-            Emit::Role { event, data, role } => realtime.emit_role(&event, &data, &role).await,
-            Emit::All { event, data } => realtime.emit_all(&event, &data).await,
-            Emit::Room { room, event, data } => realtime.broadcast(&room, &event, &data).await,
+            Emit::Users { event, data, users } => realtime.emit_users(event, data, users).await,
+            Emit::Role { event, data, role } => realtime.emit_role(event, data, role).await,
+            Emit::All { event, data } => realtime.emit_all(event, data).await,
+            Emit::Room { room, event, data } => realtime.broadcast(room, event, data).await,
         }
+    }
+}
+
+impl Emit {
+    /// `{kind, event, target, data}`: the binding it came from, and whom it addresses
+    /// (`null` for everyone, a role, a list of usernames, or a room).
+    pub fn to_json(&self) -> Value {
+        let (kind, event, target, data) = match self {
+            Emit::Users { event, data, users } => ("emitUsers", event, json!(users), data),
+            Emit::Role { event, data, role } => ("emitRole", event, json!(role), data),
+            Emit::All { event, data } => ("emitAll", event, Value::Null, data),
+            Emit::Room { room, event, data } => ("broadcast", event, json!(room), data),
+        };
+        json!({ "kind": kind, "event": event, "target": target, "data": data })
     }
 }

@@ -17,7 +17,7 @@ pub(super) fn refusal(action: &Action, failure: Failure) -> ApiError {
             ),
             None => ApiError::BadRequest(message),
         },
-        Failure::Limit(message) => ApiError::Status(
+        Failure::Limit(_, message) => ApiError::Status(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("action `{}` stopped: {message}", action.name),
         ),
@@ -27,6 +27,22 @@ pub(super) fn refusal(action: &Action, failure: Failure) -> ApiError {
     }
 }
 
+/// Counts one run in `livebase_action_runs_total{outcome}` and a limit it hit in
+/// `livebase_action_limit_hits_total{limit}`.
+pub(super) fn count(result: &Result<serde_json::Value, Failure>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(Failure::Thrown { .. }) => "thrown",
+        Err(Failure::Limit(kind, _)) => {
+            metrics::counter!("livebase_action_limit_hits_total", "limit" => kind.label())
+                .increment(1);
+            "limit"
+        }
+        Err(Failure::Internal(_)) => "error",
+    };
+    metrics::counter!("livebase_action_runs_total", "outcome" => outcome).increment(1);
+}
+
 /// An action's failure as its log shows it.
 pub(super) fn describe(failure: &Failure) -> String {
     match failure {
@@ -34,7 +50,7 @@ pub(super) fn describe(failure: &Failure) -> String {
             Some(s) => format!("threw ({s}): {message}"),
             None => format!("threw: {message}"),
         },
-        Failure::Limit(m) => format!("stopped: {m}"),
+        Failure::Limit(_, m) => format!("stopped: {m}"),
         Failure::Internal(m) => format!("could not run: {m}"),
     }
 }

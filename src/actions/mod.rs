@@ -5,8 +5,9 @@
 //! log, penalty) and on-demand calls. The rest, one concern per file:
 //! - `store`    — actions as rows of `lb_actions` (with a version) and the files of
 //!   `actions/<object>/<trigger>/<name>.js` loaded into them at start.
-//! - `registry` — the catalog in memory, its bytecode, and uploading, replacing and
-//!   removing actions.
+//! - `registry` — the catalog in memory, its bytecode, and uploading, replacing, rolling
+//!   back and removing actions.
+//! - `versions` — every saved version of each action (`lb_action_versions`), bounded.
 //! - `watch`    — the actions directory, polled for changed files.
 //! - `triggers` — before and after actions, as a `WriteHook` of the write path.
 //! - `emit`     — what an action emits, sent only once it has succeeded.
@@ -16,6 +17,8 @@
 //! - `pool`     — the threads the runtimes live on, and which of them a call takes.
 //! - `db`       — the `db` binding: the write path, acting as the caller.
 //! - `push`     — `livebase actions push`: uploads a folder to a running server.
+//! - `history`  — `livebase actions versions` and `rollback`, against a running server.
+//! - `remote`   — the running server as those commands reach it.
 //!
 //! Loading actions is separate from running them. This module never writes user data
 //! itself: triggers are a `WriteHook` of the write path, and emits go through
@@ -24,13 +27,16 @@
 pub mod db;
 mod emit;
 mod failure;
+pub mod history;
 mod logs;
 pub mod pool;
 pub mod push;
 mod registry;
+pub mod remote;
 pub mod sandbox;
 pub mod store;
 mod triggers;
+pub mod versions;
 mod watch;
 
 use std::sync::Arc;
@@ -46,10 +52,12 @@ use crate::realtime::Realtime;
 use crate::records::Records;
 use crate::schema::Schema;
 use crate::store::Store;
-pub use logs::LOG_LINES;
+pub use logs::{ALL_LOGS_PAGE, LOG_LINES, LogQuery};
 pub use registry::Upload;
 use sandbox::{Call, Failure, Limits, Outcome};
+pub use sandbox::{Emit, LogLine};
 pub use store::{Action, Trigger};
+pub use versions::Source;
 
 /// Action service. Cloning is shallow.
 #[derive(Clone)]
@@ -67,6 +75,25 @@ struct Inner {
     registry: registry::Registry,
     logs: logs::Logs,
     runtime: tokio::runtime::Handle,
+}
+
+/// What an on-demand run did: its answer, what it logged, and what it emitted (sent,
+/// and only when it succeeded).
+pub struct Report {
+    pub result: Result<Value, ApiError>,
+    pub logs: Vec<LogLine>,
+    pub emits: Vec<Emit>,
+}
+
+impl Report {
+    /// A run refused or failed before the action could log or emit anything.
+    pub fn failed(error: ApiError) -> Report {
+        Report {
+            result: Err(error),
+            logs: Vec::new(),
+            emits: Vec::new(),
+        }
+    }
 }
 
 /// An on-demand call: which action, and what it is given.
@@ -127,6 +154,17 @@ impl Actions {
         who: &Identity,
         on_demand: OnDemand<'_>,
     ) -> Result<Value, ApiError> {
+        self.call_reported(records, who, on_demand).await?.result
+    }
+
+    /// `call`, telling what the run did besides its result: for a person testing an
+    /// action. `Err` only when there is no such action.
+    pub async fn call_reported(
+        &self,
+        records: &Records,
+        who: &Identity,
+        on_demand: OnDemand<'_>,
+    ) -> Result<Report, ApiError> {
         let OnDemand {
             object,
             name,
@@ -144,23 +182,41 @@ impl Actions {
             user_profile: self.profile(who),
             db: self.db(records, who),
         };
-        let outcome = self.run(&action, call).await?;
-        match outcome.result {
+        let outcome = match self.run(&action, call).await {
+            Ok(outcome) => outcome,
+            Err(e) => return Ok(Report::failed(e)),
+        };
+        Ok(match outcome.result {
             Ok(value) => {
-                self.deliver(outcome.emits).await;
-                Ok(value)
+                self.deliver(&outcome.emits).await;
+                Report {
+                    result: Ok(value),
+                    logs: outcome.logs,
+                    emits: outcome.emits,
+                }
             }
-            Err(failure) => Err(failure::refusal(&action, failure)),
-        }
+            Err(failure) => Report {
+                result: Err(failure::refusal(&action, failure)),
+                logs: outcome.logs,
+                emits: Vec::new(),
+            },
+        })
     }
 
     /// Runs one action on the pool, keeps its lines, and sends it to the penalty lane
     /// if it hit a limit.
     async fn run(&self, action: &Action, call: Call) -> Result<Outcome, ApiError> {
-        let code = self.bytecode(action).await?;
+        let code = match self.bytecode(action).await {
+            Ok(code) => code,
+            Err(e) => {
+                failure::count(&Err(Failure::Internal(String::new())));
+                return Err(e);
+            }
+        };
         let key = (action.id, action.version);
         let outcome = self.inner.pool.invoke(key, code, call).await;
-        if let Err(Failure::Limit(_)) = &outcome.result {
+        failure::count(&outcome.result);
+        if let Err(Failure::Limit(..)) = &outcome.result {
             self.inner.pool.penalise(key, &action.name);
         }
         self.inner.logs.record(action, &outcome);

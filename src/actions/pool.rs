@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::sandbox::{Call, CompileError, Failure, Limits, Outcome, Vm};
+use super::sandbox::{Call, CompileError, Failure, LimitKind, Limits, Outcome, Vm};
 
 /// Native stack of a pool thread: well above the JS stack limit, so QuickJS reports a
 /// stack overflow as an error long before the thread itself would overflow.
@@ -159,9 +159,10 @@ impl Pool {
         if depth >= MAX_DEPTH {
             return Some(Outcome::unrun(
                 call.user_input.clone(),
-                Failure::Limit(format!(
-                    "actions may nest at most {MAX_DEPTH} deep through db writes"
-                )),
+                Failure::Limit(
+                    LimitKind::Depth,
+                    format!("actions may nest at most {MAX_DEPTH} deep through db writes"),
+                ),
             ));
         }
         let kept = NESTED.with(|n| n.borrow_mut().get_mut(depth - 1).and_then(Option::take));
@@ -219,11 +220,14 @@ impl Pool {
                 if held.count > PENALTY_QUEUE {
                     return Outcome::unrun(
                         user_input,
-                        Failure::Limit(format!(
-                            "not run: this action recently hit its limits, so it runs one \
+                        Failure::Limit(
+                            LimitKind::Queue,
+                            format!(
+                                "not run: this action recently hit its limits, so it runs one \
                              call at a time, and {PENALTY_QUEUE} calls to such actions are \
                              already waiting"
-                        )),
+                            ),
+                        ),
                     );
                 }
                 let wait = self.limits.time * PENALTY_WAIT_LIMITS;
@@ -317,11 +321,14 @@ fn work(queue: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
             } if queued.elapsed() > wait => {
                 let _ = reply.send(Outcome::unrun(
                     call.user_input,
-                    Failure::Limit(format!(
-                        "not run: this action recently hit its limits, so it runs one call \
+                    Failure::Limit(
+                        LimitKind::Queue,
+                        format!(
+                            "not run: this action recently hit its limits, so it runs one call \
                          at a time, and this call waited over {} s",
-                        wait.as_secs_f64()
-                    )),
+                            wait.as_secs_f64()
+                        ),
+                    ),
                 ));
             }
             Job::Invoke {

@@ -3,11 +3,10 @@
 //! changed ones replaced (their next version), the rest left alone. The server compiles
 //! each first; one that does not compile is reported and the others still go up.
 
-use std::collections::HashMap;
-
-use base64::Engine;
+use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::remote::Remote;
 use super::store::read_dir;
 use crate::config::PushArgs;
 
@@ -20,14 +19,8 @@ pub async fn push(args: &PushArgs) -> anyhow::Result<()> {
             args.dir.display()
         );
     }
-    let base = args.url.trim_end_matches('/').to_string();
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", args.master_token, args.user_token))
-    );
-    let client = reqwest::Client::new();
-    let existing = list(&client, &base, &auth).await?;
+    let remote = Remote::new(&args.server);
+    let existing = remote.actions().await?;
     let mut refused = 0;
     for file in &files {
         let key = (
@@ -36,6 +29,7 @@ pub async fn push(args: &PushArgs) -> anyhow::Result<()> {
             file.name.clone(),
         );
         let label = format!("{}/{}/{}", key.0, key.1, key.2);
+        // `source` saves the version as pushed, in the action's history.
         let (verb, request) = match existing.get(&key) {
             Some((_, code)) if *code == file.code => {
                 println!("unchanged {label}");
@@ -43,21 +37,24 @@ pub async fn push(args: &PushArgs) -> anyhow::Result<()> {
             }
             Some((id, _)) => (
                 "updated",
-                client
-                    .put(format!("{base}/1/action/config/{id}"))
-                    .json(&json!({ "code": file.code })),
+                remote
+                    .request(Method::PUT, &format!("/1/action/config/{id}"))
+                    .json(&json!({ "code": file.code, "source": "push" })),
             ),
             None => (
                 "created",
-                client.post(format!("{base}/1/action/config")).json(&json!({
-                    "name": file.name,
-                    "object": file.object,
-                    "trigger": file.trigger.as_str(),
-                    "code": file.code,
-                })),
+                remote
+                    .request(Method::POST, "/1/action/config")
+                    .json(&json!({
+                        "name": file.name,
+                        "object": file.object,
+                        "trigger": file.trigger.as_str(),
+                        "code": file.code,
+                        "source": "push",
+                    })),
             ),
         };
-        let response = request.header("Authorization", &auth).send().await?;
+        let response = request.send().await?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
@@ -72,44 +69,4 @@ pub async fn push(args: &PushArgs) -> anyhow::Result<()> {
         anyhow::bail!("{refused} action(s) refused");
     }
     Ok(())
-}
-
-/// Every action on the server: (object, trigger, name) → (id, code).
-async fn list(
-    client: &reqwest::Client,
-    base: &str,
-    auth: &str,
-) -> anyhow::Result<HashMap<(String, String, String), (i64, String)>> {
-    let mut all = HashMap::new();
-    for page in 1.. {
-        let response = client
-            .get(format!("{base}/1/action/config"))
-            .query(&[("pageSize", "1000"), ("pageNumber", &page.to_string())])
-            .header("Authorization", auth)
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{base}: {e}"))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            anyhow::bail!(
-                "{base}: listing actions answered {status}: {}",
-                body["Message"].as_str().unwrap_or("no message")
-            );
-        }
-        let rows = body["data"].as_array().cloned().unwrap_or_default();
-        let total = body["totalRows"].as_u64().unwrap_or_default() as usize;
-        for row in &rows {
-            let text = |k: &str| row[k].as_str().unwrap_or_default().to_string();
-            all.insert(
-                (text("object"), text("trigger"), text("name")),
-                (row["id"].as_i64().unwrap_or_default(), text("code")),
-            );
-        }
-        // The server may page by less than asked (`--max-page-size`).
-        if rows.is_empty() || all.len() >= total {
-            break;
-        }
-    }
-    Ok(all)
 }

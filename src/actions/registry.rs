@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use super::store::{self, Action, Trigger};
+use super::versions::{self, Source};
 use super::{Actions, sandbox};
 use crate::error::ApiError;
 use crate::schema::Schema;
@@ -35,6 +36,8 @@ pub struct Upload {
     pub object: String,
     pub trigger: Trigger,
     pub code: String,
+    /// `Upload`, or `Push` for `livebase actions push`.
+    pub source: Source,
 }
 
 impl Actions {
@@ -42,6 +45,7 @@ impl Actions {
     /// not compile), then reads the catalog.
     pub(super) async fn load(&self, dir: &Path, schema: &Schema) -> anyhow::Result<()> {
         store::create_table(&self.inner.store).await?;
+        versions::create_table(&self.inner.store).await?;
         for file in store::read_dir(dir, Some(schema))? {
             self.compile(&file.name, &file.code)
                 .await
@@ -147,6 +151,7 @@ impl Actions {
             upload.trigger,
             &upload.name,
             &upload.code,
+            upload.source,
         )
         .await?
         .ok_or_else(|| {
@@ -163,17 +168,48 @@ impl Actions {
     }
 
     /// Compiles, then stores new code for an action as its next version.
-    pub async fn replace(&self, id: i64, code: &str) -> Result<Arc<Action>, ApiError> {
+    pub async fn replace(
+        &self,
+        id: i64,
+        code: &str,
+        source: Source,
+    ) -> Result<Arc<Action>, ApiError> {
         let current = self.get(id)?;
         self.compile(&current.name, code)
             .await
             .map_err(compile_or_refuse)?;
-        if !store::replace_code(&self.inner.store, id, code).await? {
+        if store::replace_code(&self.inner.store, id, code, source)
+            .await?
+            .is_none()
+        {
             return Err(not_found(id));
         }
         self.reload().await.map_err(ApiError::Internal)?;
         self.by_id(id)
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("replaced action vanished")))
+    }
+
+    /// Saves the code of a kept earlier `version` as the action's next version, through
+    /// `replace` (compiled again: the engine may have changed since).
+    pub async fn roll_back(&self, id: i64, version: i64) -> Result<Arc<Action>, ApiError> {
+        self.get(id)?;
+        let kept = versions::get(&self.inner.store, id, version)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("action {id} has no kept version {version}"))
+            })?;
+        self.replace(id, &kept.code, Source::Rollback).await
+    }
+
+    /// `(how many versions are kept, one page of them newest first)`.
+    pub async fn versions(
+        &self,
+        id: i64,
+        page_size: i64,
+        page: i64,
+    ) -> Result<(i64, Vec<versions::Version>), ApiError> {
+        self.get(id)?;
+        Ok(versions::list(&self.inner.store, id, page_size, page).await?)
     }
 
     /// Deletes an action and its log.
@@ -188,7 +224,11 @@ impl Actions {
 }
 
 fn compile_or_refuse(error: sandbox::CompileError) -> ApiError {
-    ApiError::BadRequest(format!("the action does not compile: {}", error.describe()))
+    ApiError::Located {
+        message: format!("the action does not compile: {}", error.describe()),
+        line: error.line,
+        column: error.column,
+    }
 }
 
 fn not_found(id: i64) -> ApiError {

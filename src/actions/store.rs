@@ -1,15 +1,17 @@
 //! Actions as rows of `lb_actions` `{id, name, object, trigger, code, version}`, and the
 //! `actions/<object>/<trigger>/<name>.js` files loaded into them at start (a file whose
-//! code changed gets the next version).
+//! code changed gets the next version). Every change saves its version (`versions`) in
+//! the same transaction.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::versions::{self, Source};
 use crate::records::Verb;
 use crate::schema::value::SqlValue;
 use crate::schema::{FieldType, Schema};
-use crate::store::{Dialect, Store};
+use crate::store::{Dialect, Store, Tx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -199,42 +201,36 @@ fn file_name(path: &Path) -> String {
         .to_string()
 }
 
-/// Inserts the file's action, or gives it the next version if its code changed.
+/// Inserts the file's action, or gives it the next version if its code changed; the
+/// version is saved with it, in one transaction.
 pub async fn upsert(store: &Store, file: &ActionFile) -> Result<(), sqlx::Error> {
-    let mut sql = store.sql();
+    let mut tx = store.begin().await?;
+    let mut sql = tx.sql();
     sql.push("SELECT id, code, version FROM lb_actions WHERE object = ")
         .bind(SqlValue::Text(file.object.clone()))
         .push(" AND trigger_name = ")
         .bind(SqlValue::Text(file.trigger.as_str().into()))
         .push(" AND name = ")
         .bind(SqlValue::Text(file.name.clone()));
-    let found = store
+    let found = tx
         .fetch(&sql, &[FieldType::Int, FieldType::Text, FieldType::Int])
         .await?;
-    let mut sql = store.sql();
-    match found.first() {
+    let saved = match found.first() {
         Some(row) if row[1].as_str() == Some(file.code.as_str()) => return Ok(()),
         Some(row) => {
             let id = row[0].as_i64().unwrap_or_default();
-            sql.push("UPDATE lb_actions SET code = ")
-                .bind(SqlValue::Text(file.code.clone()))
-                .push(", version = version + 1 WHERE id = ")
-                .bind(SqlValue::Int(id));
+            next_version(&mut tx, id, &file.code)
+                .await?
+                .map(|v| (id, v))
         }
-        None => {
-            sql.push("INSERT INTO lb_actions (object, trigger_name, name, code, version) VALUES (")
-                .bind(SqlValue::Text(file.object.clone()))
-                .push(", ")
-                .bind(SqlValue::Text(file.trigger.as_str().into()))
-                .push(", ")
-                .bind(SqlValue::Text(file.name.clone()))
-                .push(", ")
-                .bind(SqlValue::Text(file.code.clone()))
-                .push(", 1)");
-        }
+        None => insert_row(&mut tx, &file.object, file.trigger, &file.name, &file.code)
+            .await?
+            .map(|id| (id, 1)),
+    };
+    if let Some((id, version)) = saved {
+        versions::append(&mut tx, id, version, &file.code, Source::File).await?;
     }
-    store.execute(&sql).await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// Every action, ordered by object, trigger and name (byte order, whatever the
@@ -277,15 +273,33 @@ pub async fn list(store: &Store) -> Result<Vec<Action>, sqlx::Error> {
     Ok(all)
 }
 
-/// A new action; `None` if one with the same object, trigger and name exists.
+/// A new action, its first version saved with it; `None` if one with the same object,
+/// trigger and name exists.
 pub async fn insert(
     store: &Store,
     object: &str,
     trigger: Trigger,
     name: &str,
     code: &str,
+    source: Source,
 ) -> Result<Option<i64>, sqlx::Error> {
-    let mut sql = store.sql();
+    let mut tx = store.begin().await?;
+    let Some(id) = insert_row(&mut tx, object, trigger, name, code).await? else {
+        return Ok(None);
+    };
+    versions::append(&mut tx, id, 1, code, source).await?;
+    tx.commit().await?;
+    Ok(Some(id))
+}
+
+async fn insert_row(
+    tx: &mut Tx,
+    object: &str,
+    trigger: Trigger,
+    name: &str,
+    code: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let mut sql = tx.sql();
     sql.push("INSERT INTO lb_actions (object, trigger_name, name, code, version) VALUES (")
         .bind(SqlValue::Text(object.into()))
         .push(", ")
@@ -295,7 +309,7 @@ pub async fn insert(
         .push(", ")
         .bind(SqlValue::Text(code.into()))
         .push(", 1) RETURNING id");
-    match store.fetch(&sql, &[FieldType::Int]).await {
+    match tx.fetch(&sql, &[FieldType::Int]).await {
         Ok(rows) => Ok(rows.first().and_then(|r| r[0].as_i64())),
         Err(e) if is_unique(&e) => Ok(None),
         Err(e) => Err(e),
@@ -306,19 +320,42 @@ fn is_unique(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// New code for an action: the next version. `false` if there is no such action.
-pub async fn replace_code(store: &Store, id: i64, code: &str) -> Result<bool, sqlx::Error> {
-    let mut sql = store.sql();
+/// New code for an action as its next version, saved with it: that version, or `None`
+/// if there is no such action.
+pub async fn replace_code(
+    store: &Store,
+    id: i64,
+    code: &str,
+    source: Source,
+) -> Result<Option<i64>, sqlx::Error> {
+    let mut tx = store.begin().await?;
+    let Some(version) = next_version(&mut tx, id, code).await? else {
+        return Ok(None);
+    };
+    versions::append(&mut tx, id, version, code, source).await?;
+    tx.commit().await?;
+    Ok(Some(version))
+}
+
+async fn next_version(tx: &mut Tx, id: i64, code: &str) -> Result<Option<i64>, sqlx::Error> {
+    let mut sql = tx.sql();
     sql.push("UPDATE lb_actions SET code = ")
         .bind(SqlValue::Text(code.into()))
         .push(", version = version + 1 WHERE id = ")
-        .bind(SqlValue::Int(id));
-    Ok(store.execute(&sql).await? > 0)
+        .bind(SqlValue::Int(id))
+        .push(" RETURNING version");
+    let rows = tx.fetch(&sql, &[FieldType::Int]).await?;
+    Ok(rows.first().and_then(|r| r[0].as_i64()))
 }
 
+/// Deletes an action and its saved versions.
 pub async fn delete(store: &Store, id: i64) -> Result<bool, sqlx::Error> {
-    let mut sql = store.sql();
+    let mut tx = store.begin().await?;
+    let mut sql = tx.sql();
     sql.push("DELETE FROM lb_actions WHERE id = ")
         .bind(SqlValue::Int(id));
-    Ok(store.execute(&sql).await? > 0)
+    let deleted = tx.execute(&sql).await? > 0;
+    versions::delete_all(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(deleted)
 }

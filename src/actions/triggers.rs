@@ -69,7 +69,7 @@ impl WriteHook for Actions {
                     db: self.db(records, &event.actor),
                 };
                 match self.run(&action, call).await {
-                    Ok(outcome) if outcome.result.is_ok() => self.deliver(outcome.emits).await,
+                    Ok(outcome) if outcome.result.is_ok() => self.deliver(&outcome.emits).await,
                     Ok(_) => {}
                     Err(e) => tracing::warn!(action = %action.name, error = %e, "after action"),
                 }

@@ -1,17 +1,19 @@
 //! `/1/action/config[/{id}]`: list (with `filter`), upload, replace and delete actions,
-//! and `/1/action/config/{id}/logs`. Admin or master token only.
+//! and `/1/action/config/compile`, a compile check that saves nothing. Admin or master
+//! token only. Versions, logs and test runs have their own files (`action_versions`,
+//! `action_logs`, `action_run`).
 
 use std::collections::HashMap;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::extract::{AdminCaller, Body, Params, parse_id};
-use crate::actions::{Action, Trigger, Upload, store};
+use crate::actions::{Action, Source, Trigger, Upload, store};
 use crate::error::ApiError;
 use crate::records::wire;
 use crate::schema::is_valid_identifier;
@@ -23,7 +25,7 @@ pub fn router() -> Router<AppState> {
             "/1/action/config/{id}",
             get(get_action).put(replace_action).delete(delete_action),
         )
-        .route("/1/action/config/{id}/logs", get(action_logs))
+        .route("/1/action/config/compile", post(compile_action))
 }
 
 async fn list_actions(
@@ -69,7 +71,7 @@ async fn upload_action(
         return Err(ApiError::bad("an action is {name, object, trigger, code}"));
     };
     for key in fields.keys() {
-        if !["name", "object", "trigger", "code", "actionType"].contains(&key.as_str()) {
+        if !["name", "object", "trigger", "code", "actionType", "source"].contains(&key.as_str()) {
             return Err(ApiError::bad(format!(
                 "unknown field `{key}` for an action"
             )));
@@ -79,6 +81,7 @@ async fn upload_action(
     let object = body.text("object")?.to_string();
     let trigger_text = body.text("trigger")?;
     let code = body.text("code")?.to_string();
+    let source = source(&body, Source::Upload)?;
     if !is_valid_identifier(&name) {
         return Err(ApiError::bad(format!(
             "action name `{}` must start with a letter and hold only letters, digits and _",
@@ -102,11 +105,14 @@ async fn upload_action(
             object,
             trigger,
             code,
+            source,
         })
         .await?;
     Ok(Json(action_json(&action)))
 }
 
+/// The body is `{code}`; the action record's other fields may come along (a client
+/// sending back what it read) and are ignored: replacing changes only the code.
 async fn replace_action(
     State(state): State<AppState>,
     _: AdminCaller,
@@ -114,8 +120,31 @@ async fn replace_action(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
+    let Body(Value::Object(fields)) = &body else {
+        return Err(ApiError::bad("replacing an action takes {code}"));
+    };
+    for key in fields.keys() {
+        if ![
+            "code",
+            "source",
+            "id",
+            "name",
+            "object",
+            "trigger",
+            "version",
+            "actionType",
+        ]
+        .contains(&key.as_str())
+        {
+            return Err(ApiError::bad(format!(
+                "unknown field `{}` for an action",
+                key.escape_default()
+            )));
+        }
+    }
     let code = body.text("code")?;
-    let action = state.actions.replace(id, code).await?;
+    let source = source(&body, Source::Replace)?;
+    let action = state.actions.replace(id, code, source).await?;
     Ok(Json(action_json(&action)))
 }
 
@@ -129,21 +158,47 @@ async fn delete_action(
     Ok(Json(json!({})))
 }
 
-async fn action_logs(
+/// `{code}` → `{"ok": true}`, or 400 with `Message`, `line` and `column` (as an
+/// upload would be refused). Nothing is saved.
+async fn compile_action(
     State(state): State<AppState>,
     _: AdminCaller,
-    Path(id): Path<String>,
-    Params(params): Params,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_id(&id)?;
-    state.actions.get(id)?;
-    let last = number(&params, "last", 100)?;
-    let lines = state.actions.logs(id, last);
-    Ok(Json(wire::page(lines.len(), lines)))
+    let Body(Value::Object(fields)) = &body else {
+        return Err(ApiError::bad("a compile check takes {code}"));
+    };
+    if let Some(key) = fields.keys().find(|k| k.as_str() != "code") {
+        return Err(ApiError::bad(format!(
+            "unknown field `{}` for a compile check: it takes {{code}}",
+            key.escape_default()
+        )));
+    }
+    let code = body.text("code")?;
+    match state.actions.compile("action", code).await {
+        Ok(_) => Ok(Json(json!({ "ok": true }))),
+        Err(e) => Err(ApiError::Located {
+            message: e.describe(),
+            line: e.line,
+            column: e.column,
+        }),
+    }
+}
+
+/// Who made a version: `default`, or `push` when `livebase actions push` says so.
+fn source(body: &Body, default: Source) -> Result<Source, ApiError> {
+    match body.opt_text("source")? {
+        None => Ok(default),
+        Some("push") => Ok(Source::Push),
+        Some(other) => Err(ApiError::bad(format!(
+            "`source` may only be `push` (what `livebase actions push` sends), not `{}`",
+            other.escape_default()
+        ))),
+    }
 }
 
 /// An action as `/1/action/config` shows it.
-fn action_json(action: &Action) -> Value {
+pub(super) fn action_json(action: &Action) -> Value {
     json!({
         "id": action.id,
         "name": action.name,
@@ -155,7 +210,12 @@ fn action_json(action: &Action) -> Value {
     })
 }
 
-fn number(params: &HashMap<String, String>, key: &str, default: usize) -> Result<usize, ApiError> {
+/// A non-negative integer query parameter, or `default` when absent.
+pub(super) fn number(
+    params: &HashMap<String, String>,
+    key: &str,
+    default: usize,
+) -> Result<usize, ApiError> {
     match params.get(key) {
         None => Ok(default),
         Some(v) => v

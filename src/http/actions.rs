@@ -75,10 +75,9 @@ async fn call_object_action(
             ),
         ));
     }
-    // Running an object's actions needs read permission on it, as REST reads do.
-    state.records.check(&who, &object, Operation::Read)?;
+    let db_row = checked_row(&state, &who, &object, None).await?;
     let body = read_limited(body, state.config.max_body_bytes).await?;
-    run(&state, &who, &object, Value::Null, &params, &body).await
+    run(&state, &who, &object, db_row, &params, &body).await
 }
 
 async fn call_row_action(
@@ -89,9 +88,27 @@ async fn call_row_action(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    // Reading the row checks the caller may read it (403/404 otherwise).
-    let row = state.records.get(&who, &object, id).await?;
-    run(&state, &who, &object, wire::row(&row), &params, &body).await
+    let db_row = checked_row(&state, &who, &object, Some(id)).await?;
+    run(&state, &who, &object, db_row, &params, &body).await
+}
+
+/// What must hold before `who` runs an action of `object` (on row `id`), and the
+/// `dbRow` it gets: running an object's actions needs read permission on it, as REST
+/// reads do, and on a row, that `who` may read that row (403/404 otherwise).
+/// `/1/action/run` asks the same. (Functions, `general`, need nothing.)
+pub(super) async fn checked_row(
+    state: &AppState,
+    who: &Identity,
+    object: &str,
+    id: Option<i64>,
+) -> Result<Value, ApiError> {
+    match id {
+        None => {
+            state.records.check(who, object, Operation::Read)?;
+            Ok(Value::Null)
+        }
+        Some(id) => Ok(wire::row(&state.records.get(who, object, id).await?)),
+    }
 }
 
 async fn call_function(

@@ -5,6 +5,9 @@
 
 pub mod account;
 pub mod action_config;
+pub mod action_logs;
+pub mod action_run;
+pub mod action_versions;
 pub mod actions;
 pub mod bulk;
 pub mod client_script;
@@ -66,6 +69,9 @@ pub fn app(state: AppState) -> Router {
         .merge(files::router())
         .merge(queries::router())
         .merge(action_config::router())
+        .merge(action_versions::router())
+        .merge(action_logs::router())
+        .merge(action_run::router())
         .merge(account::router(&state.config))
         .merge(system::router())
         .merge(dashboard::router())

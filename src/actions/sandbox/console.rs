@@ -31,7 +31,11 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, invocation: &Rc<Invocation>) -> rquic
             truncate(&mut text, MAX_LOG_LINE);
             let mut logs = inv.logs.borrow_mut();
             if logs.len() < MAX_LOG_LINES {
-                logs.push(LogLine { level, text });
+                logs.push(LogLine {
+                    level,
+                    text,
+                    at: chrono::Utc::now(),
+                });
             }
             rquickjs::Result::Ok(())
         })?;

@@ -76,6 +76,8 @@ pub enum Emit {
 pub struct LogLine {
     pub level: &'static str,
     pub text: String,
+    /// When the action wrote it.
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Why an invocation failed.
@@ -86,10 +88,44 @@ pub enum Failure {
         message: String,
         status: Option<u16>,
     },
-    /// A limit ended it; the runtime is replaced.
-    Limit(String),
+    /// A limit ended it (which one, and the message saying so); the runtime is replaced.
+    Limit(LimitKind, String),
     /// livebase could not run it (bad bytecode, …).
     Internal(String),
+}
+
+/// Which limit ended an invocation: the `limit` label of
+/// `livebase_action_limit_hits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// The wall-time limit.
+    Time,
+    /// The runtime's memory limit.
+    Memory,
+    /// The JavaScript stack limit.
+    Stack,
+    /// What one invocation may hand out of the engine (result, emits, `userInput`).
+    Output,
+    /// Actions nested too deep through `db` writes.
+    Depth,
+    /// Not run: the penalty lane was full, or the call waited there too long.
+    Queue,
+    /// The action returned a promise nothing can settle.
+    Promise,
+}
+
+impl LimitKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::Time => "time",
+            LimitKind::Memory => "memory",
+            LimitKind::Stack => "stack",
+            LimitKind::Output => "output",
+            LimitKind::Depth => "depth",
+            LimitKind::Queue => "queue",
+            LimitKind::Promise => "promise",
+        }
+    }
 }
 
 /// The arguments of `backandCallback`, as JSON, and the caller's `db`.
@@ -221,10 +257,13 @@ impl Vm {
             Ok(c) => c,
             Err(e) => {
                 self.spent = true;
-                let failure = Failure::Limit(format!(
-                    "could not start the action (memory limit of {} MiB?): {e}",
-                    self.limits.memory / (1024 * 1024)
-                ));
+                let failure = Failure::Limit(
+                    LimitKind::Memory,
+                    format!(
+                        "could not start the action (memory limit of {} MiB?): {e}",
+                        self.limits.memory / (1024 * 1024)
+                    ),
+                );
                 return Outcome::unrun(call.user_input.clone(), failure);
             }
         };
@@ -336,17 +375,20 @@ impl Vm {
     }
 
     fn time_limit(&self) -> Failure {
-        Failure::Limit(format!(
-            "time limit of {} ms exceeded",
-            self.limits.time.as_millis()
-        ))
+        Failure::Limit(
+            LimitKind::Time,
+            format!("time limit of {} ms exceeded", self.limits.time.as_millis()),
+        )
     }
 
     fn memory_limit(&self, detail: &str) -> Failure {
-        Failure::Limit(format!(
-            "memory limit of {} MiB exceeded{detail}",
-            self.limits.memory / (1024 * 1024)
-        ))
+        Failure::Limit(
+            LimitKind::Memory,
+            format!(
+                "memory limit of {} MiB exceeded{detail}",
+                self.limits.memory / (1024 * 1024)
+            ),
+        )
     }
 
     fn disarm(&self) {
@@ -361,7 +403,10 @@ impl Vm {
         }
         if matches!(error, rquickjs::Error::WouldBlock) {
             self.spent = true;
-            return Failure::Limit("the action returned a promise that never settles".into());
+            return Failure::Limit(
+                LimitKind::Promise,
+                "the action returned a promise that never settles".into(),
+            );
         }
         let caught = CaughtError::from_error(ctx, error);
         let (message, status) = match &caught {
@@ -400,6 +445,7 @@ impl Vm {
             || is_engine_error(e, "InternalError", "stack overflow")
         {
             return Some(Failure::Limit(
+                LimitKind::Stack,
                 "stack limit exceeded (recursion too deep)".into(),
             ));
         }
@@ -570,12 +616,15 @@ impl Invocation {
     /// The failure of an invocation that ran out of budget and let the error propagate.
     fn over_budget(&self) -> Failure {
         let what = self.exhausted.borrow().clone().unwrap_or_default();
-        Failure::Limit(format!(
-            "{what}: over the {} MiB an invocation may hand out of the engine \
+        Failure::Limit(
+            LimitKind::Output,
+            format!(
+                "{what}: over the {} MiB an invocation may hand out of the engine \
              (its result, emits and log lines together; the memory limit \
              applies inside it)",
-            self.limit / (1024 * 1024)
-        ))
+                self.limit / (1024 * 1024)
+            ),
+        )
     }
 
     /// The outcome: logs always, emits and the changed `userInput` only on success.
@@ -642,10 +691,16 @@ fn internal_compile(message: String) -> CompileError {
 fn compile_error(ctx: &Ctx<'_>, error: rquickjs::Error) -> CompileError {
     let caught = CaughtError::from_error(ctx, error);
     let (message, stack) = match &caught {
-        CaughtError::Exception(e) => (
-            e.message().unwrap_or_default(),
-            e.stack().unwrap_or_default(),
-        ),
+        CaughtError::Exception(e) => {
+            let message = e.message().unwrap_or_default();
+            // `SyntaxError: …`, as a browser console shows it.
+            let kind: Option<String> = e.as_object().get("name").ok().flatten();
+            let message = match kind {
+                Some(kind) if !kind.is_empty() => format!("{kind}: {message}"),
+                _ => message,
+            };
+            (message, e.stack().unwrap_or_default())
+        }
         other => (other.to_string(), String::new()),
     };
     if message.contains("backandCallback") {

@@ -1,11 +1,15 @@
 //! Actions: triggers, on-demand calls, emits, and the sandbox's limits, over the real
 //! server (and real sockets for emits).
 
+mod compile;
 mod config;
 mod db;
 mod emits;
 mod escapes;
+mod logs;
 mod on_demand;
 mod push;
+mod run;
 mod sandbox;
 mod triggers;
+mod versions;

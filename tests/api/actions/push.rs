@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::common::{ADMIN_USER_TOKEN, MASTER, Spawn, backends, master};
-use livebase::config::PushArgs;
+use livebase::config::{PushArgs, ServerArgs};
 
 fn write(dir: &std::path::Path, path: &str, code: &str) {
     let path = dir.join(path);
@@ -31,9 +31,11 @@ async fn push_creates_updates_and_reports_refusals() {
     write(dir.path(), "items/beforeCreate/noop.js", &returning("{}"));
     let args = PushArgs {
         dir: dir.path().to_path_buf(),
-        url: app.base.clone(),
-        master_token: MASTER.into(),
-        user_token: ADMIN_USER_TOKEN.into(),
+        server: ServerArgs {
+            url: app.base.clone(),
+            master_token: MASTER.into(),
+            user_token: ADMIN_USER_TOKEN.into(),
+        },
     };
     livebase::actions::push::push(&args)
         .await
@@ -77,12 +79,29 @@ async fn push_creates_updates_and_reports_refusals() {
         .unwrap()
         .clone();
     assert_eq!(hello["version"], 2, "{hello}");
+    // Both versions are kept as pushed.
+    let (_, versions) = app
+        .get(
+            &format!("/1/action/config/{}/versions", hello["id"]),
+            &master(),
+        )
+        .await;
+    let sources: Vec<(i64, &str)> = versions["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_i64().unwrap(),
+                v["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(sources, [(2, "push"), (1, "push")], "{versions}");
 
     // A wrong master token is refused before anything is sent.
-    let wrong = PushArgs {
-        master_token: "wrong".into(),
-        ..args.clone()
-    };
+    let mut wrong = args.clone();
+    wrong.server.master_token = "wrong".into();
     let error = livebase::actions::push::push(&wrong).await.unwrap_err();
     assert!(error.to_string().contains("401"), "{error}");
 }
