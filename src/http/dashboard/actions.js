@@ -53,7 +53,7 @@ function create(view) {
   const object = h('select', { name: 'object', id: 'new-object' }, view.objects.map((o) => h('option', {}, o)));
   const trigger = h('select', { name: 'trigger', id: 'new-trigger' }, TRIGGERS.map((t) => h('option', { selected: t === 'onDemand' }, t)));
   const editor = new Editor(TEMPLATE);
-  const error = h('p', { class: 'error', role: 'alert' });
+  const error = h('p', { class: 'error', role: 'alert', id: 'save-error' });
   const save = async () => {
     error.textContent = '';
     try {
@@ -120,6 +120,7 @@ async function open(view, id) {
   parts.push(h('div', { class: 'card' }, h('h2', {}, 'Versions'), versions));
   parts.push(logPanel(view, action));
   clear(view.main, parts);
+  editor.check();
   loadVersions(view, action, versions, editor, version);
 }
 

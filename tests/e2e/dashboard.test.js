@@ -1,0 +1,212 @@
+// The dashboard at /_/ in headless Chromium against the real binary (the example app):
+// an Admin signs in, creates a row, writes an action with a syntax error (sees line and
+// column, nothing saved), fixes and saves it, runs it, sees its emit in the live stream
+// with the delivery trace naming the socket that must not receive it (and that socket
+// really received nothing), rolls back a version, and disconnects a socket. A User is
+// refused, in the page and by every API the page uses. Each page is photographed into
+// docs/dashboard/ (LIVEBASE_E2E_SCREENSHOTS overrides) for the README.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { io } from 'socket.io-client';
+import { startServer, once, record, noBrowser, launchBrowser } from './server.js';
+
+const skip = noBrowser;
+const SHOTS = process.env.LIVEBASE_E2E_SCREENSHOTS
+  || join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'docs', 'dashboard');
+const ADMIN_EMAIL = 'admin@livebase.local';
+const ADMIN_PASSWORD = 'e2e-admin-password';
+
+let server;
+let browser;
+let page;
+let bob;
+let adminToken;
+const sockets = [];
+const pageErrors = [];
+
+function connect(token) {
+  const s = io(server.base, { transports: ['websocket'], auth: { token }, reconnection: false });
+  sockets.push(s);
+  return s;
+}
+
+async function shot(name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function signIn(email, password) {
+  await page.goto(`${server.base}/_/`);
+  await page.fill('#signin-password input[name=username]', email);
+  await page.fill('#signin-password input[name=password]', password);
+  await page.click('#signin-password button[type=submit]');
+}
+
+before(async () => {
+  if (skip) return;
+  mkdirSync(SHOTS, { recursive: true });
+  server = await startServer();
+  bob = await server.user('bob@e2e.test', 'User');
+  const r = await fetch(`${server.base}/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'password', username: ADMIN_EMAIL, password: ADMIN_PASSWORD }),
+  });
+  adminToken = (await r.json()).access_token;
+  browser = await launchBrowser();
+  const context = await browser.newContext({ viewport: { width: 1360, height: 900 } });
+  page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+});
+
+after(async () => {
+  if (skip) return;
+  for (const s of sockets) s.close();
+  await browser?.close();
+  assert.deepEqual(pageErrors, [], 'the page threw no error');
+  assert.equal(await server.stop(), 0);
+});
+
+test('a User is refused by the page and by every API it uses', { skip }, async () => {
+  await signIn(bob.email, `pw-${bob.email}`);
+  await page.waitForFunction(() => document.getElementById('signin-error').textContent.includes('for Admins'));
+  assert.equal(await page.isHidden('#nav'), true, 'no menu for a User');
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'the User\'s token is not kept');
+  const auth = `Bearer ${bob.token}`;
+  for (const [method, path, body] of [
+    ['GET', '/1/admin/schema'], ['GET', '/1/admin/sockets'], ['GET', '/1/admin/events'],
+    ['GET', '/1/action/config'], ['POST', '/1/action/config/compile', { code: '1' }],
+    ['POST', '/1/action/run', { object: 'general', name: 'x' }],
+  ]) {
+    const r = await server.request(method, path, auth, body);
+    assert.equal(r.status, 403, `${method} ${path}: ${JSON.stringify(r.body)}`);
+    assert.match(r.body.Message, /Admin/);
+  }
+  const none = await fetch(`${server.base}/1/admin/sockets`);
+  assert.equal(none.status, 401);
+});
+
+test('an Admin browses data and creates a row; the server\'s validation error sits by its field', { skip }, async () => {
+  await signIn(ADMIN_EMAIL, ADMIN_PASSWORD);
+  await page.waitForSelector('#nav:not([hidden])');
+  await page.click('li[data-object=items]');
+  await page.waitForSelector('#object-info >> text=ownerWrite');
+  await page.click('#new-row');
+  await page.fill('[data-field=price]', '3');
+  await page.click('#save-row');
+  await page.waitForSelector('[data-error-for=name] >> text=name');
+  const before = await server.request('GET', '/1/objects/items');
+  assert.equal(before.body.totalRows, 0, 'the refused row was not written');
+  await page.fill('[data-field=name]', 'dashboard milk');
+  await page.click('#save-row');
+  await page.waitForSelector('#rows td >> text=dashboard milk');
+  const rows = await server.request('GET', '/1/objects/items');
+  assert.equal(rows.body.totalRows, 1);
+  assert.equal(rows.body.data[0].name, 'dashboard milk');
+  assert.equal(rows.body.data[0].price, 3);
+  await shot('data');
+});
+
+const BROKEN = `function backandCallback(userInput, dbRow, parameters, userProfile) {
+  const n = parameters.n;
+  socket.emitRole('dashboardPing', { n: n }, 'Admin'
+  return { pinged: n };
+}
+`;
+const FIXED = BROKEN.replace("'Admin'\n", "'Admin');\n");
+
+test('an action: syntax error at line:col, saved when fixed, run with its emit traced, rolled back', { skip }, async () => {
+  const adminSocket = connect(adminToken);
+  const bobSocket = connect(bob.token);
+  await Promise.all([once(adminSocket, 'connect'), once(bobSocket, 'connect')]);
+  const adminPings = record(adminSocket, 'dashboardPing');
+  const bobPings = record(bobSocket, 'dashboardPing');
+
+  await page.click('nav a[data-page=actions]');
+  await page.click('#new-action');
+  await page.selectOption('#new-object', 'general');
+  await page.selectOption('#new-trigger', 'onDemand');
+  await page.fill('#new-name', 'dashPing');
+  await page.fill('#code', BROKEN);
+  await page.waitForFunction(() => /line 4, column \d+/.test(document.getElementById('compile-status').textContent));
+  await page.click('#save-action');
+  await page.waitForFunction(() => /line 4, column \d+/.test(document.getElementById('save-error')?.textContent));
+  const listed = await server.request('GET', '/1/action/config?filter=' + encodeURIComponent(JSON.stringify([{ fieldName: 'name', operator: 'equals', value: 'dashPing' }])));
+  assert.equal(listed.body.totalRows, 0, 'an action with a syntax error is not saved');
+  assert.equal(await page.locator('.gutter .bad').textContent(), '4', 'the gutter marks the line');
+  await shot('actions-error');
+
+  await page.fill('#code', FIXED);
+  await page.waitForFunction(() => document.getElementById('compile-status').textContent === 'Compiles.');
+  await page.click('#save-action');
+  await page.waitForSelector('#action-version >> text=version 1');
+
+  await page.fill('#run-parameters', '{"n": 7}');
+  await page.click('#run-action');
+  await page.waitForSelector('#run-outcome >> text=Returned');
+  assert.deepEqual(JSON.parse(await page.textContent('#run-value')), { pinged: 7 });
+  assert.match(await page.textContent('#run-emits'), /dashboardPing/);
+  await shot('actions-run');
+  await waitFor(() => adminPings.length === 1, 'the Admin socket gets the emit');
+  assert.deepEqual(adminPings[0], { n: 7 });
+
+  // The live stream shows the emit; its trace says Bob's socket was not a recipient.
+  await page.click('nav a[data-page=live]');
+  await page.click('tr[data-event=dashboardPing]');
+  await page.waitForSelector('#trace-sockets');
+  const rows = await page.$$eval('#trace-sockets tr[data-socket]', (trs) => trs.map((tr) => ({
+    user: tr.children[1].textContent, received: tr.dataset.received, why: tr.children[4].textContent,
+  })));
+  const bobRow = rows.find((r) => r.user === bob.email);
+  const adminRow = rows.find((r) => r.user === ADMIN_EMAIL);
+  assert.ok(bobRow && adminRow, JSON.stringify(rows));
+  assert.equal(adminRow.received, 'true');
+  assert.equal(bobRow.received, 'false');
+  assert.match(bobRow.why, /role/i);
+  assert.equal(bobPings.length, 0, 'the socket traced as not receiving really got nothing');
+  await shot('live');
+
+  // A second version, then a rollback to the first from the version list.
+  await page.click('nav a[data-page=actions]');
+  await page.click('li[data-action="general/onDemand/dashPing"]');
+  await page.fill('#code', FIXED.replace('pinged: n', 'pinged: n, twice: true'));
+  await page.waitForFunction(() => document.getElementById('compile-status').textContent === 'Compiles.');
+  await page.click('#save-action');
+  await page.waitForSelector('#action-version >> text=version 2');
+  await page.click('#versions tr[data-version="1"]');
+  await page.waitForSelector('#version-diff .add >> text=twice');
+  await shot('actions-versions');
+  await page.click('#rollback');
+  await page.waitForSelector('#action-version >> text=version 3');
+  const now = await server.request('GET', '/1/action/config?filter=' + encodeURIComponent(JSON.stringify([{ fieldName: 'name', operator: 'equals', value: 'dashPing' }])));
+  assert.equal(now.body.data[0].version, 3);
+  assert.equal(now.body.data[0].code, FIXED, 'version 3 is version 1\'s code');
+});
+
+test('sockets: listed with identity, disconnected from the page; health charts draw', { skip }, async () => {
+  const bobSocket = connect(bob.token);
+  await once(bobSocket, 'connect');
+  const gone = once(bobSocket, 'disconnect', 10000);
+  await page.click('nav a[data-page=sockets]');
+  const row = page.locator('#sockets tr', { hasText: bob.email }).last();
+  await row.waitFor();
+  await shot('sockets');
+  const before = await page.locator('#sockets tr', { hasText: bob.email }).count();
+  await row.locator('button').click();
+  await gone;
+  await waitFor(async () => (await page.locator('#sockets tr', { hasText: bob.email }).count()) === before - 1, 'the row goes');
+
+  await page.click('nav a[data-page=health]');
+  await page.waitForFunction(() => document.querySelector('[data-chart-value=connections]')?.textContent !== '—');
+  await page.waitForTimeout(4500);
+  await shot('health');
+});
+
+async function waitFor(condition, what, ms = 5000) {
+  const until = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > until) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
