@@ -12,6 +12,7 @@ mod connections;
 mod files;
 mod filters;
 mod permissions;
+mod process;
 mod queries;
 mod realtime;
 mod schema_evolution;

@@ -1,0 +1,1 @@
+//! The log the real binary writes.
