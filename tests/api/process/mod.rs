@@ -153,6 +153,10 @@ impl Server {
         false
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops it (SIGKILL: what it printed is in the files already).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
