@@ -173,3 +173,74 @@ async fn rust_log_silences_the_request_lines_alone() {
     let output = server.output();
     assert!(request_lines(&output).is_empty(), "{output}");
 }
+
+/// The server log tells an action's bug (an error, in the words the client gets) from
+/// its refusal (info, not a warning), never in Rust's debug form.
+#[tokio::test]
+async fn an_actions_bug_is_an_error_line_and_its_refusal_an_info_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let functions = dir.path().join("actions/general/onDemand");
+    std::fs::create_dir_all(&functions).unwrap();
+    let typo = functions.join("typo.js");
+    std::fs::write(
+        &typo,
+        "function backandCallback() {\n  return missing;\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        functions.join("refuse.js"),
+        "function backandCallback() { throw new Error('not today'); }\n",
+    )
+    .unwrap();
+    let server = start(dir.path(), "info");
+    let http = client();
+    let basic = basic_header(MASTER, USER_TOKEN);
+    let mut answers = Vec::new();
+    for name in ["typo", "refuse"] {
+        let answer = http
+            .get(format!("{}/1/function/general/{name}", server.base))
+            .header("Authorization", &basic)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap();
+        answers.push((status, body));
+    }
+    let bug = format!(
+        "action general/onDemand/typo failed: ReferenceError: missing is not defined ({}, line 2, column 10)",
+        typo.display()
+    );
+    assert_eq!(answers[0], (500, serde_json::json!({ "Message": bug })));
+    assert_eq!(
+        answers[1],
+        (400, serde_json::json!({ "Message": "not today" }))
+    );
+    assert!(
+        server
+            .wait_for("threw: not today", Duration::from_secs(5))
+            .await,
+        "{}",
+        server.output()
+    );
+    let output = server.output();
+    let bug_lines: Vec<&str> = output.lines().filter(|l| l.contains(&bug)).collect();
+    assert_eq!(bug_lines.len(), 1, "{output}");
+    assert!(bug_lines[0].contains(" ERROR "), "{output}");
+    assert!(bug_lines[0].contains("action=typo"), "{output}");
+    let refusal: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("threw: not today"))
+        .collect();
+    assert_eq!(refusal.len(), 1, "{output}");
+    assert!(refusal[0].contains(" INFO "), "{output}");
+    for debug_form in ["Thrown {", "Bug {", "failure="] {
+        assert!(!output.contains(debug_form), "{debug_form} in:\n{output}");
+    }
+    assert!(
+        !output
+            .lines()
+            .any(|l| l.contains(" WARN ") && l.contains("refuse")),
+        "{output}"
+    );
+}
