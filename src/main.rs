@@ -1,3 +1,4 @@
+use anyhow::Context;
 use clap::Parser;
 use livebase::config::{ActionsCommand, AdminCommand, Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
@@ -77,7 +78,9 @@ async fn run() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
     let addr = listener.local_addr()?;
     let app = livebase::server::build(config, Vec::new()).await?;
     println!("livebase listening on {}://{addr}", app.scheme());

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use anyhow::Context;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -58,8 +59,29 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         _ => None,
     };
     let schema = schema::load_dir(&config.schema_dir)?;
+    if !config.schema_dir.exists() {
+        // A mistyped path, or a start from another directory, would otherwise serve an
+        // empty API without a word.
+        tracing::warn!(
+            "the schema directory {} (--schema-dir) does not exist: no objects are served",
+            config.schema_dir.display()
+        );
+    }
+    // Named here so that a path that cannot be used says which one it is.
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the data directory {} (--data-dir): {e}",
+            config.data_dir.display()
+        )
+    })?;
     let (secrets, generated) = secrets::load_or_create(&config)?;
-    let store = Store::connect(&config.effective_database_url(), config.db_pool_size).await?;
+    let database_flag = match config.database_url {
+        Some(_) => "--database-url",
+        None => "--data-dir",
+    };
+    let store = Store::connect(&config.effective_database_url(), config.db_pool_size)
+        .await
+        .with_context(|| format!("opening the database ({database_flag})"))?;
     for note in migrate::apply_schema(&store, &schema, config.allow_destructive_schema).await? {
         tracing::warn!("{note}");
     }
@@ -120,7 +142,7 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         queries,
         config: Arc::new(config),
     };
-    announce_secrets(&state.config, &generated);
+    announce_secrets(&state.config, &state.auth.secrets().app_name, &generated);
     ensure_admin(&state).await?;
     Ok(App {
         state,
@@ -184,14 +206,16 @@ pub async fn run(
     serve(listener, app, shutdown).await
 }
 
-/// Shows the operator, once, the secrets livebase generated (not those given by flags).
-fn announce_secrets(config: &Config, generated: &[(&'static str, String)]) {
+/// Shows the operator, once, the secrets livebase generated (not those given by flags),
+/// with the app name the Backand SDK is configured with (`appName`).
+fn announce_secrets(config: &Config, app_name: &str, generated: &[(&'static str, String)]) {
     if generated.is_empty() {
         return;
     }
     let mut text = format!(
-        "\nlivebase generated these secrets (kept in {}; shown once):\n",
-        config.data_dir.join("secrets.json").display()
+        "\nlivebase generated these secrets (kept in {}; shown once):\n  {:<16} {app_name}\n",
+        config.data_dir.join("secrets.json").display(),
+        "app name"
     );
     for (name, value) in generated {
         text.push_str(&format!("  {name:<16} {value}\n"));

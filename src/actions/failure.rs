@@ -1,5 +1,12 @@
 //! An action's failure in words: the error its caller gets (`refusal`), the line its
-//! log keeps (`describe`), and a compile error with its position.
+//! log keeps (`describe`, at the level `level` gives), and a compile error with its
+//! position.
+//!
+//! A deliberate throw is the action refusing the request: a 4xx with its message. A bug
+//! (an error the engine raised in the action's code, see `sandbox::own_errors`) is a 500
+//! naming the action, its file when it came from one, and the line and column: the
+//! text is not hidden as `ApiError::Internal` would hide it, because the action's author
+//! needs the location and it holds nothing of the server's own.
 
 use axum::http::StatusCode;
 
@@ -17,6 +24,9 @@ pub(super) fn refusal(action: &Action, failure: Failure) -> ApiError {
             ),
             None => ApiError::BadRequest(message),
         },
+        bug @ Failure::Bug { .. } => {
+            ApiError::Status(StatusCode::INTERNAL_SERVER_ERROR, describe(action, &bug))
+        }
         Failure::Limit(_, message) => ApiError::Status(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("action `{}` stopped: {message}", action.name),
@@ -38,20 +48,55 @@ pub(super) fn count(result: &Result<serde_json::Value, Failure>) {
                 .increment(1);
             "limit"
         }
+        Err(Failure::Bug { .. }) => "bug",
         Err(Failure::Internal(_)) => "error",
     };
     metrics::counter!("livebase_action_runs_total", "outcome" => outcome).increment(1);
 }
 
-/// An action's failure as its log shows it.
-pub(super) fn describe(failure: &Failure) -> String {
+/// An action's failure as its log (and the server log) shows it; for a bug, the very
+/// text the client gets.
+pub(super) fn describe(action: &Action, failure: &Failure) -> String {
     match failure {
         Failure::Thrown { message, status } => match status {
             Some(s) => format!("threw ({s}): {message}"),
             None => format!("threw: {message}"),
         },
+        Failure::Bug {
+            message,
+            line,
+            column,
+        } => {
+            let mut place: Vec<String> = Vec::new();
+            if let Some(file) = &action.file {
+                place.push(file.display().to_string());
+            }
+            if let (Some(l), Some(c)) = (line, column) {
+                place.push(format!("line {l}, column {c}"));
+            }
+            let place = match place.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", place.join(", ")),
+            };
+            format!(
+                "action {}/{}/{} failed: {message}{place}",
+                action.object,
+                action.trigger.as_str(),
+                action.name
+            )
+        }
         Failure::Limit(_, m) => format!("stopped: {m}"),
         Failure::Internal(m) => format!("could not run: {m}"),
+    }
+}
+
+/// How loud a failure is in the server log: a refusal is the action working as meant,
+/// a limit is the action misbehaving, a bug or livebase failing to run it is an error.
+pub(super) fn level(failure: &Failure) -> tracing::Level {
+    match failure {
+        Failure::Thrown { .. } => tracing::Level::INFO,
+        Failure::Limit(..) => tracing::Level::WARN,
+        Failure::Bug { .. } | Failure::Internal(_) => tracing::Level::ERROR,
     }
 }
 

@@ -82,11 +82,19 @@ impl Logs {
             .map(|l| (l.level, l.text.clone(), l.at))
             .collect();
         for (level, text, _) in &lines {
-            tracing::info!(action = %action.name, object = %action.object, invocation, level, "{text}");
+            tracing::info!(
+                object = %action.object,
+                trigger = %action.trigger.as_str(),
+                action = %action.name,
+                invocation,
+                level,
+                "{text}"
+            );
         }
         if let Err(failure) = &outcome.result {
-            tracing::warn!(action = %action.name, object = %action.object, invocation, ?failure, "action failed");
-            lines.push(("failure", failure::describe(failure), Utc::now()));
+            let text = failure::describe(action, failure);
+            log_failure(action, invocation, failure::level(failure), &text);
+            lines.push(("failure", text, Utc::now()));
         }
         if lines.is_empty() {
             return;
@@ -130,6 +138,22 @@ fn pick(log: &VecDeque<Line>, query: LogQuery) -> impl Iterator<Item = &Line> {
         None => (log.len().saturating_sub(query.last), log.len()),
     };
     log.range(from..to)
+}
+
+/// A failure in the server log, at its level, in the words its action log keeps.
+fn log_failure(action: &Action, invocation: u64, level: tracing::Level, text: &str) {
+    let (object, trigger, name) = (&action.object, action.trigger.as_str(), &action.name);
+    match level {
+        tracing::Level::ERROR => {
+            tracing::error!(object = %object, trigger = %trigger, action = %name, invocation, "{text}")
+        }
+        tracing::Level::WARN => {
+            tracing::warn!(object = %object, trigger = %trigger, action = %name, invocation, "{text}")
+        }
+        _ => {
+            tracing::info!(object = %object, trigger = %trigger, action = %name, invocation, "{text}")
+        }
+    }
 }
 
 impl Actions {

@@ -2,7 +2,9 @@
 //! with its bytecode compiled once per version; and uploading, replacing and removing
 //! actions, each compiled first so the catalog only ever holds code that compiles.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use super::store::{self, Action, Trigger};
@@ -18,7 +20,13 @@ pub(super) struct Registry {
     bytecode: moka::future::Cache<(i64, i64), Arc<Vec<u8>>>,
     /// Serialises `reload`.
     reloading: tokio::sync::Mutex<()>,
+    /// The files of the actions directory stored so far, by (object, trigger, name),
+    /// with a hash of their code: an action whose code is still its file's names that
+    /// file when it fails. One entry per file the directory ever held.
+    files: RwLock<HashMap<FileKey, (PathBuf, u64)>>,
 }
+
+type FileKey = (String, &'static str, String);
 
 impl Registry {
     pub(super) fn new() -> Registry {
@@ -26,6 +34,7 @@ impl Registry {
             actions: RwLock::new(Vec::new()),
             bytecode: moka::future::Cache::builder().max_capacity(10_000).build(),
             reloading: tokio::sync::Mutex::new(()),
+            files: RwLock::new(HashMap::new()),
         }
     }
 }
@@ -51,8 +60,21 @@ impl Actions {
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {}", file.path.display(), e.describe()))?;
             store::upsert(&self.inner.store, &file).await?;
+            self.stored_from(&file);
         }
         self.reload().await
+    }
+
+    /// Remembers that `file`'s code is now its action's.
+    pub(super) fn stored_from(&self, file: &store::ActionFile) {
+        let key = (
+            file.object.clone(),
+            file.trigger.as_str(),
+            file.name.clone(),
+        );
+        if let Ok(mut files) = self.inner.registry.files.write() {
+            files.insert(key, (file.path.clone(), code_hash(&file.code)));
+        }
     }
 
     /// Re-reads the registry from the database. Serialised, so two changes at once
@@ -60,7 +82,20 @@ impl Actions {
     pub async fn reload(&self) -> anyhow::Result<()> {
         let registry = &self.inner.registry;
         let _one_at_a_time = registry.reloading.lock().await;
-        let all = store::list(&self.inner.store).await?;
+        let mut all = store::list(&self.inner.store).await?;
+        if let Ok(files) = registry.files.read() {
+            for action in &mut all {
+                let key = (
+                    action.object.clone(),
+                    action.trigger.as_str(),
+                    action.name.clone(),
+                );
+                action.file = files
+                    .get(&key)
+                    .filter(|(_, hash)| *hash == code_hash(&action.code))
+                    .map(|(path, _)| path.clone());
+            }
+        }
         if let Ok(mut actions) = registry.actions.write() {
             *actions = all.into_iter().map(Arc::new).collect();
         }
@@ -221,6 +256,12 @@ impl Actions {
         self.reload().await.map_err(ApiError::Internal)?;
         Ok(())
     }
+}
+
+fn code_hash(code: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    code.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn compile_or_refuse(error: sandbox::CompileError) -> ApiError {

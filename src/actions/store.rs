@@ -103,6 +103,9 @@ pub struct Action {
     pub trigger: Trigger,
     pub code: String,
     pub version: i64,
+    /// The file of the actions directory this code came from; `None` for an action
+    /// uploaded over the API, or replaced there since it was loaded from its file.
+    pub file: Option<PathBuf>,
 }
 
 /// One file of the actions directory.
@@ -264,6 +267,7 @@ pub async fn list(store: &Store) -> Result<Vec<Action>, sqlx::Error> {
                 trigger: Trigger::parse(r[3].as_str()?)?,
                 code: r[4].as_str()?.to_string(),
                 version: r[5].as_i64()?,
+                file: None,
             })
         })
         .collect();

@@ -62,6 +62,7 @@ async fn store_changed(
         }
         match store::upsert(&actions.inner.store, &file).await {
             Ok(()) => {
+                actions.stored_from(&file);
                 tracing::info!(file = %file.path.display(), "action reloaded");
                 changed = true;
             }

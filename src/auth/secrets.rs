@@ -60,7 +60,8 @@ pub fn load_or_create(config: &Config) -> anyhow::Result<(Secrets, Vec<(&'static
         }
     };
     let mut secrets = if path.exists() {
-        let text = std::fs::read_to_string(&path)?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: unreadable: {e}", path.display()))?
     } else {
@@ -71,7 +72,8 @@ pub fn load_or_create(config: &Config) -> anyhow::Result<(Secrets, Vec<(&'static
             master_token: pick("master token", &config.master_token, new_token),
             jwt_secret: pick("jwt secret", &config.jwt_secret, new_secret),
         };
-        write_private(&path, &serde_json::to_string_pretty(&s)?)?;
+        write_private(&path, &serde_json::to_string_pretty(&s)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         s
     };
     // The signing secret never needs showing: it stays in the file.

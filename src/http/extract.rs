@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde_json::{Map, Value};
 
-use super::AppState;
+use super::{AppState, request_log};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::realtime::sails::SocketCaller;
@@ -21,10 +21,15 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(SocketCaller(who)) = parts.extensions.get::<SocketCaller>() {
-            return Ok(Caller(who.clone()));
+        let who = match parts.extensions.get::<SocketCaller>() {
+            Some(SocketCaller(who)) => who.clone(),
+            None => state.auth.identify(&parts.headers).await?,
+        };
+        // Present only while the request log is on.
+        if let Some(line) = parts.extensions.get::<request_log::Who>() {
+            line.set(&who.username);
         }
-        state.auth.identify(&parts.headers).await.map(Caller)
+        Ok(Caller(who))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod files;
 pub mod limits;
 pub mod objects;
 pub mod queries;
+pub mod request_log;
 pub mod system;
 
 use std::sync::Arc;

@@ -100,15 +100,20 @@ async fn render_metrics(State(state): State<AppState>) -> String {
     state.metrics.render()
 }
 
-/// Counts and times every request by method, matched route and status.
-pub async fn track(request: Request, next: Next) -> Response {
+/// Counts and times every request by method, matched route and status, and writes its
+/// line to the request log (`request_log`).
+pub async fn track(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let line = super::request_log::begin(&mut request);
     let method = request.method().to_string();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let response = next.run(request).await;
+    if let Some(line) = line {
+        line.finish(response.status(), started.elapsed());
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!("livebase_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
     metrics::histogram!("livebase_http_request_duration_seconds", "method" => method, "route" => route)

@@ -103,8 +103,13 @@ struct RawRoles {
 pub fn load_dir(dir: &Path) -> Result<Schema, SchemaError> {
     let mut files = Vec::new();
     if dir.exists() {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| SchemaError::new(dir, None, format!("cannot read directory: {e}")))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            SchemaError::new(
+                dir,
+                None,
+                format!("cannot read the schema directory (--schema-dir): {e}"),
+            )
+        })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "json"))

@@ -107,7 +107,8 @@ impl Store {
                 })?;
             Pools::Postgres(pool)
         } else if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| anyhow::anyhow!("cannot read the SQLite URL {}: {e}", redact(url)))?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 // NORMAL under WAL loses nothing when the process dies; only an OS crash
@@ -121,14 +122,20 @@ impl Store {
             if let Some(parent) = std::path::Path::new(options.get_filename()).parent()
                 && !parent.as_os_str().is_empty()
             {
-                std::fs::create_dir_all(parent)?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create the directory {} of SQLite database {}: {e}",
+                        parent.display(),
+                        redact(url)
+                    )
+                })?;
             }
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options.clone())
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot open SQLite database {url}: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("cannot open SQLite database {}: {e}", redact(url)))?;
             let reader = SqlitePoolOptions::new()
                 .max_connections(pool_size.max(1))
                 .acquire_timeout(Duration::from_secs(10))
@@ -145,7 +152,10 @@ impl Store {
                 query,
             }
         } else {
-            anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH or postgres://…");
+            anyhow::bail!(
+                "unsupported database URL `{}`: use sqlite://PATH or postgres://…",
+                redact(url)
+            );
         };
         let store = Store {
             pools: Arc::new(pools),

@@ -13,6 +13,7 @@ mod dashboard;
 mod files;
 mod filters;
 mod permissions;
+mod process;
 mod queries;
 mod realtime;
 mod schema_evolution;

@@ -8,7 +8,7 @@ use rquickjs::function::{Flat, FromParams, Opt};
 use rquickjs::{Ctx, Function, Object, Value};
 use serde_json::Value as Json;
 
-use super::{Clock, Invocation, json};
+use super::{Clock, Invocation, json, own_errors};
 use crate::actions::db::{Db, DbCall};
 
 /// Turns one function's arguments into the call it makes (or throws).
@@ -101,9 +101,9 @@ fn id_of(ctx: &Ctx<'_>, value: &Value<'_>) -> rquickjs::Result<i64> {
         .or_else(|| value.as_string()?.to_string().ok()?.parse::<f64>().ok());
     match number {
         Some(n) if n.fract() == 0.0 && (1.0..9.0e15).contains(&n) => Ok(n as i64),
-        _ => Err(rquickjs::Exception::throw_type(
-            ctx,
-            "a row id is a positive integer",
-        )),
+        _ => {
+            let error = rquickjs::Exception::throw_type(ctx, "a row id is a positive integer");
+            Err(own_errors::refused(ctx, error))
+        }
     }
 }

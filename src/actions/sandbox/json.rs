@@ -4,7 +4,7 @@
 use rquickjs::{Ctx, Value};
 use serde_json::Value as Json;
 
-use super::Invocation;
+use super::{Invocation, own_errors};
 
 /// `to_json`, first taking the JSON text's size from the invocation's budget.
 pub(super) fn to_json_spent<'js>(
@@ -31,7 +31,10 @@ fn json_of<'js>(
     if value.is_undefined() || value.is_function() {
         return Ok(Json::Null);
     }
-    let Some(text) = ctx.json_stringify(value)? else {
+    let text = ctx
+        .json_stringify(value)
+        .map_err(|e| own_errors::refused_as(ctx, e, "the value cannot be sent as JSON"))?;
+    let Some(text) = text else {
         return Ok(Json::Null);
     };
     let text = text.to_string()?;
@@ -39,6 +42,8 @@ fn json_of<'js>(
         invocation.spend(ctx, text.len(), what)?;
     }
     serde_json::from_str(&text).map_err(|e| {
-        rquickjs::Exception::throw_type(ctx, &format!("the value cannot be sent as JSON: {e}"))
+        let error =
+            rquickjs::Exception::throw_type(ctx, &format!("the value cannot be sent as JSON: {e}"));
+        own_errors::refused(ctx, error)
     })
 }

@@ -6,11 +6,13 @@
 //! and `socket` record into the invocation's outcome (emits are delivered later, by the
 //! caller, and only if the invocation succeeded). A fresh context per invocation means
 //! no invocation sees another's globals. A `Vm` that hit a limit is dropped and
-//! replaced by the pool, so nothing leaks onward.
+//! replaced by the pool, so nothing leaks onward. `own_errors` tells what the action
+//! threw on purpose (a refusal) from an error the engine raised in its code (a bug).
 
 mod console;
 mod db;
 mod json;
+mod own_errors;
 mod socket;
 
 use std::cell::{Cell, RefCell};
@@ -87,6 +89,13 @@ pub enum Failure {
     Thrown {
         message: String,
         status: Option<u16>,
+    },
+    /// The engine raised an error in the action's code (a ReferenceError, a TypeError,
+    /// …: see `own_errors`): `Name: message`, and where in the action's file, 1-based.
+    Bug {
+        message: String,
+        line: Option<u32>,
+        column: Option<u32>,
     },
     /// A limit ended it (which one, and the message saying so); the runtime is replaced.
     Limit(LimitKind, String),
@@ -195,11 +204,14 @@ pub struct Vm {
     pub spent: bool,
     /// The last invocation threw `null`: the action's own doing, or out of memory.
     threw_null: bool,
+    /// `own_errors`' module, run in each invocation's context before the action.
+    own_errors: Vec<u8>,
 }
 
 impl Vm {
     pub fn new(limits: Limits) -> Result<Vm, String> {
         let runtime = Runtime::new().map_err(|e| e.to_string())?;
+        let own_errors = own_errors::compile(&runtime)?;
         runtime.set_memory_limit(limits.memory);
         runtime.set_max_stack_size(limits.stack);
         let deadline = Arc::new(AtomicU64::new(u64::MAX));
@@ -222,6 +234,7 @@ impl Vm {
             epoch,
             spent: false,
             threw_null: false,
+            own_errors,
         })
     }
 
@@ -285,7 +298,9 @@ impl Vm {
         call: &Call,
         invocation: &Rc<Invocation>,
     ) -> Result<Returned, Failure> {
+        let own_errors = &self.own_errors;
         let run = || -> rquickjs::Result<Returned> {
+            own_errors::install(ctx, own_errors, &invocation.clock)?;
             install_bindings(ctx, call, invocation)?;
             evaluate(ctx, bytecode, call, invocation)
         };
@@ -415,7 +430,17 @@ impl Vm {
                     self.spent = true;
                     return limit;
                 }
-                (e.message().unwrap_or_default(), status_of(e.as_object()))
+                let status = status_of(e.as_object());
+                if let Some(mut message) = own_errors::bug(e).filter(|_| status.is_none()) {
+                    truncate(&mut message, MAX_LOG_LINE);
+                    let at = own_errors::position(&e.stack().unwrap_or_default());
+                    return Failure::Bug {
+                        message,
+                        line: at.map(|(l, _)| l),
+                        column: at.map(|(_, c)| c),
+                    };
+                }
+                (e.message().unwrap_or_default(), status)
             }
             // Out of memory, QuickJS may throw `null` (it cannot allocate an error);
             // the runtime's usage, checked once the context is let go, tells which.
@@ -441,6 +466,12 @@ impl Vm {
         if is_engine_error(e, "InternalError", "out of memory") {
             return Some(self.memory_limit(""));
         }
+        if is_engine_error(e, "InternalError", "string too long") {
+            return Some(Failure::Limit(
+                LimitKind::Memory,
+                "string length limit exceeded (the longest string QuickJS builds)".into(),
+            ));
+        }
         if is_engine_error(e, "RangeError", "Maximum call stack size exceeded")
             || is_engine_error(e, "InternalError", "stack overflow")
         {
@@ -454,9 +485,11 @@ impl Vm {
 }
 
 /// Limits are recognised by what the engine throws (its own error, with its own message
-/// and no `status`), never by words a user's message happens to contain.
+/// and no `status`), never by words a user's message happens to contain, nor by an
+/// error the action made itself with the same words.
 fn is_engine_error(e: &Exception<'_>, name: &str, text: &str) -> bool {
     status_of(e.as_object()).is_none()
+        && !own_errors::is_marked(e)
         && e.message().as_deref() == Some(text)
         && e.as_object()
             .get::<_, Option<String>>("name")

@@ -8,7 +8,7 @@ use rquickjs::function::{Flat, FromParams};
 use rquickjs::{Ctx, Function, Object, Value};
 use serde_json::Value as Json;
 
-use super::{Emit, Invocation, json};
+use super::{Emit, Invocation, json, own_errors};
 
 /// Most emits one invocation may hold.
 const MAX_EMITS: usize = 1000;
@@ -87,10 +87,11 @@ fn record<'js>(
 ) -> rquickjs::Result<()> {
     inv.clock.check(ctx)?;
     if inv.emits.borrow().len() >= MAX_EMITS {
-        return Err(rquickjs::Exception::throw_range(
+        let error = rquickjs::Exception::throw_range(
             ctx,
             &format!("an action may emit at most {MAX_EMITS} events"),
-        ));
+        );
+        return Err(own_errors::refused(ctx, error));
     }
     inv.spend(ctx, names_len(&emit), "socket emit")?;
     let json = json::to_json_spent(ctx, data, inv, "socket emit")?;

@@ -1,6 +1,7 @@
 //! Actions: triggers, on-demand calls, emits, and the sandbox's limits, over the real
 //! server (and real sockets for emits).
 
+mod bugs;
 mod compile;
 mod config;
 mod db;
