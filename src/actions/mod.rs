@@ -147,7 +147,7 @@ impl Actions {
         let outcome = self.run(&action, call).await?;
         match outcome.result {
             Ok(value) => {
-                self.deliver(outcome.emits).await;
+                self.deliver(outcome.emits, who, &action.name).await;
                 Ok(value)
             }
             Err(failure) => Err(failure::refusal(&action, failure)),
