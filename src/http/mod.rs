@@ -6,6 +6,7 @@
 pub mod account;
 pub mod action_config;
 pub mod actions;
+pub mod admin;
 pub mod bulk;
 pub mod client_script;
 pub mod extract;
@@ -65,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         .merge(files::router())
         .merge(queries::router())
         .merge(action_config::router())
+        .merge(admin::router())
         .merge(account::router(&state.config))
         .merge(system::router())
         .fallback(no_route)
