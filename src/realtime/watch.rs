@@ -506,6 +506,42 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_is_bounded_in_bytes_as_well_as_in_events() {
+        let watch = Arc::new(Watch::default());
+        let _open = watch.subscribe(0).unwrap();
+        // About 1.3 MB of target rooms each: the byte bound acts long before the count.
+        let users: Vec<String> = (0..10_000).map(|n| format!("{n:0>100}@x")).collect();
+        let audience = Audience::Users(&users);
+        for n in 0..40 {
+            watch.record(Sent {
+                audience: &audience,
+                cause: &Cause::Server,
+                rooms: audience.rooms(),
+                event: "big",
+                data: &json!(n),
+                at: Instant::now(),
+                in_rooms: Vec::new(),
+                behind: None,
+                failed: 0,
+            });
+        }
+        let ring = watch.ring.lock().unwrap();
+        assert!(ring.bytes <= MAX_RING_BYTES, "{} bytes", ring.bytes);
+        assert!(ring.events.len() < 10, "{} events", ring.events.len());
+        let kept: usize = ring.events.iter().map(|e| e.bytes).sum();
+        assert_eq!(kept, ring.bytes, "the count matches what is held");
+        assert_eq!(
+            ring.events.back().unwrap().summary.id,
+            40,
+            "the newest stay"
+        );
+        let shown: Value = serde_json::from_str(&ring.events.back().unwrap().summary.json).unwrap();
+        assert_eq!(shown["rooms"].as_array().unwrap().len(), MAX_ROOMS_SHOWN);
+        assert_eq!(shown["roomsTotal"], json!(10_000));
+        assert!(shown["target"].as_str().unwrap().ends_with("and 9990 more"));
+    }
+
+    #[test]
     fn streams_are_limited_and_counted_while_open() {
         let watch = Arc::new(Watch::default());
         assert!(!watch.watched());
