@@ -14,9 +14,10 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,7 +27,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use super::extract::{AdminCaller, Params};
+use crate::auth::Auth;
 use crate::error::ApiError;
+use crate::realtime::sails::SocketCaller;
 use crate::realtime::watch::{self, Refused, Subscription, Summary};
 
 /// Largest page of `GET /1/admin/sockets`.
@@ -97,7 +100,14 @@ async fn stream_events(
     _admin: AdminCaller,
     Params(params): Params,
     headers: HeaderMap,
+    socket: Option<Extension<SocketCaller>>,
 ) -> Result<Response, ApiError> {
+    // A virtual request is answered once its whole body is read, which a stream never is.
+    if socket.is_some() {
+        return Err(ApiError::bad(
+            "the event stream is served over HTTP only, not as a Socket.IO request",
+        ));
+    }
     only(&params, &["object", "event", "user"])?;
     let filter = Filter {
         object: filter_value(&params, "object")?,
@@ -113,6 +123,18 @@ async fn stream_events(
             .and_then(|v| v.trim().parse::<u64>().ok())
             .ok_or_else(|| ApiError::bad("Last-Event-ID must be an event id (a whole number)"))?,
     };
+    // Checked again whenever identities are revoked, and the stream ends when they
+    // expire: an Admin signed out or demoted stops seeing events, as their sockets do.
+    let mut credentials = HeaderMap::new();
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        credentials.insert(header::AUTHORIZATION, value.clone());
+    }
+    let (_, until) = state.auth.identify_expiring(&credentials).await?;
+    let holder = Holder {
+        auth: state.auth.clone(),
+        credentials,
+        until: until.map(expiry_instant),
+    };
     let subscription = state.realtime.watch_events(after).map_err(|e| match e {
         Refused::TooMany => ApiError::Status(
             StatusCode::TOO_MANY_REQUESTS,
@@ -126,7 +148,7 @@ async fn stream_events(
             "the server is shutting down".into(),
         ),
     })?;
-    let events = events(subscription, filter);
+    let events = events(subscription, filter, holder);
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
         .into_response())
@@ -153,37 +175,103 @@ impl Filter {
     }
 }
 
-/// The backlog, then live events; a stream that fell behind is told how many it lost.
-/// Dropping the stream (the reader left) drops the subscription, which frees its slot.
+/// The credentials a stream was opened with, and when they expire.
+struct Holder {
+    auth: Auth,
+    /// Only the `Authorization` header (no other credential makes an Admin).
+    credentials: HeaderMap,
+    until: Option<tokio::time::Instant>,
+}
+
+impl Holder {
+    /// Whether the credentials still make an Admin (after a revocation).
+    async fn still_admin(&self) -> bool {
+        self.auth
+            .identify(&self.credentials)
+            .await
+            .is_ok_and(|who| who.is_admin())
+    }
+
+    async fn expired(&self) {
+        match self.until {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The moment a unix second (an access token's refusal time) arrives.
+fn expiry_instant(unix_secs: u64) -> tokio::time::Instant {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(unix_secs);
+    let left = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::Instant::now() + left
+}
+
+/// A stream's state: running, or told why it ends (then it ends).
+struct Running {
+    subscription: Subscription,
+    filter: Filter,
+    holder: Holder,
+    ended: bool,
+}
+
+/// The backlog, then live events; a stream that fell behind is told how many it lost,
+/// and one whose credentials were revoked or expired is told so and ends. Dropping the
+/// stream (the reader left) drops the subscription, which frees its slot.
 fn events(
     mut subscription: Subscription,
     filter: Filter,
+    holder: Holder,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let backlog: Vec<Event> = std::mem::take(&mut subscription.backlog)
         .iter()
         .filter(|s| filter.admits(s))
         .map(|s| message(s))
         .collect();
-    let live = stream::unfold(
-        (subscription, filter),
-        |(mut subscription, filter)| async move {
-            loop {
-                match subscription.live.recv().await {
-                    Ok(summary) if filter.admits(&summary) => {
-                        return Some((Ok(message(&summary)), (subscription, filter)));
+    let running = Running {
+        subscription,
+        filter,
+        holder,
+        ended: false,
+    };
+    let live = stream::unfold(running, |mut run| async move {
+        if run.ended {
+            return None;
+        }
+        let notice = loop {
+            tokio::select! {
+                got = run.subscription.live.recv() => match got {
+                    Ok(summary) if run.filter.admits(&summary) => {
+                        return Some((Ok(message(&summary)), run));
                     }
                     Ok(_) => continue,
                     Err(RecvError::Lagged(dropped)) => {
-                        let lagged = json!({ "kind": "lagged", "dropped": dropped });
-                        let event = Event::default().data(lagged.to_string());
-                        return Some((Ok(event), (subscription, filter)));
+                        break json!({ "kind": "lagged", "dropped": dropped });
                     }
                     Err(RecvError::Closed) => return None,
+                },
+                changed = run.subscription.revocations.changed() => {
+                    if changed.is_ok() && run.holder.still_admin().await {
+                        continue;
+                    }
+                    run.ended = true;
+                    break ended("the credentials this stream was opened with were revoked");
+                }
+                () = run.holder.expired() => {
+                    run.ended = true;
+                    break ended("the access token this stream was opened with expired");
                 }
             }
-        },
-    );
+        };
+        Some((Ok(Event::default().data(notice.to_string())), run))
+    });
     stream::iter(backlog.into_iter().map(Ok)).chain(live)
+}
+
+fn ended(reason: &str) -> Value {
+    json!({ "kind": "ended", "reason": reason })
 }
 
 fn message(summary: &Summary) -> Event {

@@ -180,6 +180,7 @@ impl Realtime {
     /// changed its own password) stay: their identity did not change.
     pub async fn disconnect_user(&self, username: &str, kept_session: Option<&str>) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        self.shared.watch.revoked();
         let Some(root) = self.io.of("/") else { return };
         let targets = root.to(rooms::user(username));
         let targets = match kept_session {
@@ -195,6 +196,7 @@ impl Realtime {
     /// the data can be trusted; clients reconnect and read afresh.
     pub async fn disconnect_all(&self) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        self.shared.watch.revoked();
         let Some(root) = self.io.of("/") else { return };
         if let Err(e) = root.to(rooms::AUTHENTICATED).disconnect().await {
             tracing::debug!(error = %e, "disconnecting every socket");

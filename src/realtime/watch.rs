@@ -223,6 +223,9 @@ pub(crate) struct Sent<'a, T: ?Sized> {
 pub struct Watch {
     streams: AtomicUsize,
     ring: Mutex<Ring>,
+    /// Bumped whenever identities are revoked: each stream then checks that its
+    /// credentials still make an Admin (they were checked only when it opened).
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 struct Ring {
@@ -243,6 +246,7 @@ impl Default for Watch {
                 bytes: 0,
                 live: Some(broadcast::channel(LIVE_CAPACITY).0),
             }),
+            revocations: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -259,6 +263,8 @@ pub enum Refused {
 pub struct Subscription {
     pub backlog: Vec<Arc<Summary>>,
     pub live: broadcast::Receiver<Arc<Summary>>,
+    /// Changes when identities were revoked since (see `Watch::revoked`).
+    pub revocations: tokio::sync::watch::Receiver<u64>,
     _open: Open,
 }
 
@@ -298,6 +304,7 @@ impl Watch {
         Ok(Subscription {
             backlog,
             live,
+            revocations: self.revocations.subscribe(),
             _open: open,
         })
     }
@@ -308,6 +315,11 @@ impl Watch {
         let first = ring.events.front()?.summary.id;
         let at = usize::try_from(id.checked_sub(first)?).ok()?;
         ring.events.get(at).filter(|e| e.summary.id == id).cloned()
+    }
+
+    /// Tells every stream that some identity was revoked.
+    pub fn revoked(&self) {
+        self.revocations.send_modify(|n| *n += 1);
     }
 
     /// Ends every stream and refuses new ones (shutdown).
