@@ -868,6 +868,30 @@ async fn the_stream_is_not_served_as_a_socket_io_request() {
 }
 
 #[tokio::test]
+async fn open_streams_end_when_the_server_shuts_down_without_holding_it_up() {
+    let app = super::objects(Spawn::new(&backends()[0]))
+        .config(|c| c.shutdown_grace_ms = 30_000)
+        .start()
+        .await;
+    let mut stream = open_stream(&app, &master(), "", None).await.unwrap();
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(app.stop());
+    assert!(
+        until_closed(&mut stream).await.is_some(),
+        "the stream ended at shutdown"
+    );
+    tokio::time::timeout(PATIENCE, stopping)
+        .await
+        .expect("shutdown did not wait out its grace for the stream")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn at_most_eight_streams_are_open_at_once() {
     let app = start(&backends()[0]).await;
     let mut open = Vec::new();
