@@ -138,6 +138,11 @@ impl Realtime {
             }
         };
         self.io.ns("/", session::on_connect.with(admit));
+        // Every drop reason is a series from the start (the metrics recorder is in place
+        // by now), so a chart of its rate reads 0 rather than "no data" until a drop.
+        for reason in ["bytes", "buffer_full", "closed"] {
+            metrics::counter!("livebase_socket_drops_total", "reason" => reason).increment(0);
+        }
         tokio::spawn(outbox::keep_accounts(self.shared.clone(), self.io.clone()));
     }
 

@@ -192,6 +192,7 @@ async fn the_health_metrics_the_dashboard_charts_exist() {
     for name in [
         "livebase_socket_connections",
         "livebase_socket_emits_total",
+        "livebase_socket_drops_total",
         "livebase_http_request_duration_seconds_bucket",
         "livebase_http_requests_total",
     ] {
