@@ -6,29 +6,40 @@ use serde_json::{Value, json};
 
 use super::Actions;
 use super::sandbox::Emit;
+use crate::auth::Identity;
 use crate::realtime::Realtime;
+use crate::realtime::watch::Cause;
 use crate::records::Staged;
 
 impl Actions {
-    /// Sends what a successful action emitted.
-    pub(super) async fn deliver(&self, emits: &[Emit]) {
-        send(&self.inner.realtime, emits).await;
+    /// Sends what a successful action `action`, run as `who`, emitted.
+    pub(super) async fn deliver(&self, emits: &[Emit], who: &Identity, action: &str) {
+        send(&self.inner.realtime, emits, who, action).await;
     }
 
     /// Holds a before action's emits until its write commits.
-    pub(super) fn deliver_on_commit(&self, staged: &mut Staged, emits: Vec<Emit>) {
+    pub(super) fn deliver_on_commit(
+        &self,
+        staged: &mut Staged,
+        emits: Vec<Emit>,
+        who: &Identity,
+        action: &str,
+    ) {
         if emits.is_empty() {
             return;
         }
         let realtime = self.inner.realtime.clone();
+        let (who, action) = (who.clone(), action.to_string());
         staged.defer(Box::pin(async move {
-            send(&realtime, &emits).await;
+            send(&realtime, &emits, &who, &action).await;
         }));
     }
 }
 
-/// Sends what an action emitted, now that it may leave.
-async fn send(realtime: &Realtime, emits: &[Emit]) {
+/// Sends what an action emitted, now that it may leave; the admin event stream shows
+/// `who` and `action` as its cause.
+async fn send(realtime: &Realtime, emits: &[Emit], who: &Identity, action: &str) {
+    let realtime = realtime.on_behalf(Cause::Action { who, action });
     for emit in emits {
         match emit {
             Emit::Users { event, data, users } => realtime.emit_users(event, data, users).await,

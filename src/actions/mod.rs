@@ -188,7 +188,7 @@ impl Actions {
         };
         Ok(match outcome.result {
             Ok(value) => {
-                self.deliver(&outcome.emits).await;
+                self.deliver(&outcome.emits, who, &action.name).await;
                 Report {
                     result: Ok(value),
                     logs: outcome.logs,

@@ -41,7 +41,7 @@ impl WriteHook for Actions {
                                 )));
                             }
                         }
-                        self.deliver_on_commit(staged, outcome.emits);
+                        self.deliver_on_commit(staged, outcome.emits, write.who, &action.name);
                     }
                     Err(failure) => return Err(failure::refusal(&action, failure)),
                 }
@@ -69,7 +69,10 @@ impl WriteHook for Actions {
                     db: self.db(records, &event.actor),
                 };
                 match self.run(&action, call).await {
-                    Ok(outcome) if outcome.result.is_ok() => self.deliver(&outcome.emits).await,
+                    Ok(outcome) if outcome.result.is_ok() => {
+                        self.deliver(&outcome.emits, &event.actor, &action.name)
+                            .await
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(action = %action.name, error = %e, "after action"),
                 }

@@ -9,6 +9,7 @@ pub mod action_logs;
 pub mod action_run;
 pub mod action_versions;
 pub mod actions;
+pub mod admin;
 pub mod bulk;
 pub mod client_script;
 pub mod dashboard;
@@ -73,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .merge(action_versions::router())
         .merge(action_logs::router())
         .merge(action_run::router())
+        .merge(admin::router())
         .merge(account::router(&state.config))
         .merge(system::router())
         .merge(dashboard::router())

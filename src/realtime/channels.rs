@@ -13,8 +13,9 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::reply::Reply;
-use super::rooms::{self, Feed};
+use super::rooms::{self, Audience, Feed};
 use super::session::{self, NOT_AUTHENTICATED};
+use super::watch::Cause;
 use super::{Shared, emit_to};
 use crate::auth::{Identity, access};
 use crate::schema::{Operation, Schema};
@@ -178,9 +179,9 @@ async fn chan_in(
     if !session::settled(&s).await {
         return;
     }
-    if session::identity(&s).is_none() {
+    let Some(who) = session::identity(&s) else {
         return reply.error("chan_in", NOT_AUTHENTICATED);
-    }
+    };
     let (name, data) = match publication(data.ok()) {
         Ok(publication) => publication,
         Err(e) => return reply.error("chan_in", &e),
@@ -193,10 +194,10 @@ async fn chan_in(
     emit_to(
         &io,
         &shared,
-        vec![rooms::channel(&name)],
+        Audience::Channel(&name),
+        Cause::Publish { who: &who },
         "chan_out",
         &out,
-        "channel",
     )
     .await;
     reply.ok(&json!({ "ok": true }), None);

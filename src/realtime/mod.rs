@@ -13,7 +13,10 @@
 //! - `sails`    — virtual requests through the HTTP router, and subscriptions.
 //! - `relay`    — committed changes (`RecordEvent`) → db, Sails and LoopBack events.
 //! - `outbox`   — what is queued for each socket, in bytes, and its budget.
-//! - `rooms`    — every room name.
+//! - `rooms`    — every room name, and the rooms of each kind of audience.
+//! - `watch`    — the admin event stream: emits recorded while an admin watches.
+//! - `trace`    — why each socket did or did not receive a recorded emit.
+//! - `roster`   — this node's sockets as an admin lists them; ending one.
 //! - `staticbackend` — StaticBackend's SSE and raw WebSocket transports, each
 //!   connection bridged through a socket of this namespace (no rooms of its own).
 
@@ -22,9 +25,12 @@ pub mod outbox;
 pub mod relay;
 pub mod reply;
 pub mod rooms;
+pub mod roster;
 pub mod sails;
 pub mod session;
 pub mod staticbackend;
+pub mod trace;
+pub mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -40,6 +46,8 @@ use socketioxide::{BroadcastError, SocketError, SocketIo};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::schema::Schema;
+use rooms::Audience;
+use watch::{Cause, Watch};
 
 /// The realtime layer's handle for the rest of livebase (actions, account handlers):
 /// emits to identity rooms and channels. Cloning is shallow.
@@ -62,6 +70,8 @@ pub(crate) struct Shared {
     /// deleted, events lost). An authentication that began in an older epoch may have
     /// checked credentials that no longer hold, so it is not let in (see `session::enter`).
     epoch: AtomicU64,
+    /// The admin event stream's recorder; idle (one atomic load per emit) unwatched.
+    watch: Arc<Watch>,
 }
 
 struct Limits {
@@ -98,6 +108,7 @@ impl Realtime {
             connections: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),
             ledger: outbox::Ledger::default(),
+            watch: Arc::default(),
         });
         let (layer, io) = SocketIo::builder()
             .with_state(shared.clone())
@@ -127,45 +138,46 @@ impl Realtime {
             }
         };
         self.io.ns("/", session::on_connect.with(admit));
+        // Every drop reason is a series from the start (the metrics recorder is in place
+        // by now), so a chart of its rate reads 0 rather than "no data" until a drop.
+        for reason in ["bytes", "buffer_full", "closed"] {
+            metrics::counter!("livebase_socket_drops_total", "reason" => reason).increment(0);
+        }
         tokio::spawn(outbox::keep_accounts(self.shared.clone(), self.io.clone()));
     }
 
-    /// Backand `socket.emitUsers`: to every socket of these users (by username).
+    /// Emits on behalf of `cause`, which the admin event stream shows as `by`.
+    pub fn on_behalf<'a>(&'a self, cause: Cause<'a>) -> Emitter<'a> {
+        Emitter {
+            realtime: self,
+            cause,
+        }
+    }
+
+    /// Backand `socket.emitUsers`, caused by livebase itself (see `on_behalf`).
     pub async fn emit_users<T: Serialize + ?Sized>(&self, event: &str, data: &T, users: &[String]) {
-        let rooms = users.iter().map(|u| rooms::user(u)).collect();
-        emit_to(&self.io, &self.shared, rooms, event, data, "users").await;
+        self.on_behalf(Cause::Server)
+            .emit_users(event, data, users)
+            .await;
     }
 
-    /// Backand `socket.emitRole`: to every socket whose user has `role`.
+    /// Backand `socket.emitRole`, caused by livebase itself.
     pub async fn emit_role<T: Serialize + ?Sized>(&self, event: &str, data: &T, role: &str) {
-        emit_to(
-            &self.io,
-            &self.shared,
-            vec![rooms::role(role)],
-            event,
-            data,
-            "role",
-        )
-        .await;
+        self.on_behalf(Cause::Server)
+            .emit_role(event, data, role)
+            .await;
     }
 
-    /// Backand `socket.emitAll`: to every authenticated socket.
+    /// Backand `socket.emitAll`, caused by livebase itself.
     pub async fn emit_all<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
-        let rooms = vec![rooms::AUTHENTICATED.to_string()];
-        emit_to(&self.io, &self.shared, rooms, event, data, "all").await;
+        self.on_behalf(Cause::Server).emit_all(event, data).await;
     }
 
-    /// `socket.broadcast(room, …)`: to the members of a channel joined with `join`.
+    /// `socket.broadcast(room, …)`, caused by livebase itself.
     pub async fn broadcast<T: Serialize + ?Sized>(&self, channel: &str, event: &str, data: &T) {
-        emit_to(
-            &self.io,
-            &self.shared,
-            vec![rooms::channel(channel)],
-            event,
-            data,
-            "channel",
-        )
-        .await;
+        self.on_behalf(Cause::Server)
+            .broadcast(channel, event, data)
+            .await;
     }
 
     /// Ends every socket of a user whose credentials or role changed: their rooms were
@@ -173,6 +185,7 @@ impl Realtime {
     /// changed its own password) stay: their identity did not change.
     pub async fn disconnect_user(&self, username: &str, kept_session: Option<&str>) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        self.shared.watch.revoked();
         let Some(root) = self.io.of("/") else { return };
         let targets = root.to(rooms::user(username));
         let targets = match kept_session {
@@ -188,6 +201,7 @@ impl Realtime {
     /// the data can be trusted; clients reconnect and read afresh.
     pub async fn disconnect_all(&self) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        self.shared.watch.revoked();
         let Some(root) = self.io.of("/") else { return };
         if let Err(e) = root.to(rooms::AUTHENTICATED).disconnect().await {
             tracing::debug!(error = %e, "disconnecting every socket");
@@ -196,6 +210,7 @@ impl Realtime {
 
     /// Disconnects every socket and closes the namespace (shutdown).
     pub async fn close(&self) {
+        self.shared.watch.close();
         // Takes the namespace away, and with it the handler that holds the router.
         self.io.close().await;
     }
@@ -206,6 +221,45 @@ impl Realtime {
 
     pub(crate) fn io(&self) -> &SocketIo {
         &self.io
+    }
+
+    /// Opens an admin event stream: the recorded events after `after`, then every new
+    /// one (see `watch`).
+    pub fn watch_events(&self, after: u64) -> Result<watch::Subscription, watch::Refused> {
+        self.shared.watch.subscribe(after)
+    }
+}
+
+/// Identity-room and channel emits made on behalf of a `Cause`.
+pub struct Emitter<'a> {
+    realtime: &'a Realtime,
+    cause: Cause<'a>,
+}
+
+impl Emitter<'_> {
+    /// Backand `socket.emitUsers`: to every socket of these users (by username).
+    pub async fn emit_users<T: Serialize + ?Sized>(&self, event: &str, data: &T, users: &[String]) {
+        self.emit(Audience::Users(users), event, data).await;
+    }
+
+    /// Backand `socket.emitRole`: to every socket whose user has `role`.
+    pub async fn emit_role<T: Serialize + ?Sized>(&self, event: &str, data: &T, role: &str) {
+        self.emit(Audience::Role(role), event, data).await;
+    }
+
+    /// Backand `socket.emitAll`: to every authenticated socket.
+    pub async fn emit_all<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+        self.emit(Audience::Authenticated, event, data).await;
+    }
+
+    /// `socket.broadcast(room, …)`: to the members of a channel joined with `join`.
+    pub async fn broadcast<T: Serialize + ?Sized>(&self, channel: &str, event: &str, data: &T) {
+        self.emit(Audience::Channel(channel), event, data).await;
+    }
+
+    async fn emit<T: Serialize + ?Sized>(&self, audience: Audience<'_>, event: &str, data: &T) {
+        let Realtime { io, shared } = self.realtime;
+        emit_to(io, shared, audience, self.cause, event, data).await;
     }
 }
 
@@ -227,17 +281,19 @@ fn register(s: &SocketRef, router: &Router) {
     s.on_fallback(reply::unknown_event);
 }
 
-/// One room emit, counted. Sockets behind on their byte budget (`outbox`) are left out;
-/// sockets whose message queue is full miss it too and are counted (they are
-/// disconnected at their next heartbeat, which cannot be queued either).
+/// One room emit to `audience`'s rooms, counted. Sockets behind on their byte budget
+/// (`outbox`) are left out; sockets whose message queue is full miss it too and are
+/// counted (they are disconnected at their next heartbeat, which cannot be queued
+/// either). While an admin watches, the emit is recorded with `cause` (`watch`).
 pub(crate) async fn emit_to<T: Serialize + ?Sized>(
     io: &SocketIo,
     shared: &Shared,
-    rooms: Vec<String>,
+    audience: Audience<'_>,
+    cause: Cause<'_>,
     event: &str,
     data: &T,
-    kind: &'static str,
 ) {
+    let rooms = audience.rooms();
     if rooms.is_empty() {
         return;
     }
@@ -246,19 +302,28 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
     let Some(root) = io.of("/") else {
         return;
     };
-    metrics::counter!("livebase_socket_emits_total", "kind" => kind).increment(1);
+    metrics::counter!("livebase_socket_emits_total", "kind" => audience.label()).increment(1);
     let size = outbox::size_of(event, data);
     shared
         .ledger
         .record(&rooms, size, shared.limits.buffer_bytes);
+    let behind = shared.ledger.behind();
+    // Only while an admin watches: the local sockets the adapter will select, listed
+    // beside the one emit (never instead of it).
+    let watched = shared.watch.watched().then(|| {
+        let at = std::time::Instant::now();
+        (at, rooms.clone(), root.clone().to(rooms.clone()).sockets())
+    });
     let targets = root.to(rooms);
-    let targets = match shared.ledger.behind() {
+    let targets = match &behind {
         Some(behind) => targets.except(behind.as_ref().clone()),
         None => targets,
     };
+    let mut failed = 0;
     match targets.emit(event, data).await {
         Ok(()) => {}
         Err(BroadcastError::Socket(errors)) => {
+            failed = errors.len();
             for error in errors {
                 let reason = match error {
                     SocketError::InternalChannelFull => "buffer_full",
@@ -268,6 +333,19 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
             }
         }
         Err(e) => tracing::warn!(error = %e, event, "socket emit failed"),
+    }
+    if let Some((at, rooms, in_rooms)) = watched {
+        shared.watch.record(watch::Sent {
+            audience: &audience,
+            cause: &cause,
+            rooms,
+            event,
+            data,
+            at,
+            in_rooms,
+            behind,
+            failed,
+        });
     }
 }
 

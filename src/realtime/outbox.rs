@@ -263,6 +263,11 @@ impl Outbox {
         }
     }
 
+    /// Bytes still held for the socket (for the admin's socket list).
+    pub fn queued_bytes(&self) -> u64 {
+        self.backlog()
+    }
+
     /// Admits a message of `size` bytes against `budget`, counting it if admitted. A
     /// socket that had to miss a message is behind until its backlog falls to half the
     /// budget; behind for `patience`, it is to be disconnected.

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::rooms::{self, Feed};
+use super::rooms::{self, Audience, Feed};
+use super::watch::Cause;
 use super::{Realtime, emit_to};
 use crate::records::wire;
 use crate::records::{RecordEvent, Verb};
@@ -54,14 +55,20 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
         Verb::Updated => ("db_updated", row.clone().unwrap_or(Value::Null)),
         Verb::Deleted => ("db_deleted", json!(id)),
     };
-    let readers = rooms::readers_of_row(Feed::DbChannel, &object, owner);
+    let readers = Audience::Readers {
+        feed: Feed::DbChannel,
+        object: &object,
+        owner,
+        id,
+    };
+    let cause = Cause::Change(event);
     emit_to(
         realtime.io(),
         shared,
         readers,
+        cause,
         name,
         &json!({ "channel": channel, "data": data }),
-        "db",
     )
     .await;
 
@@ -84,8 +91,13 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
                 Some(json!({ "id": id })),
             ),
         };
-        let readers = rooms::readers_of_row(Feed::LoopBack, &object, owner);
-        emit_to(realtime.io(), shared, readers, &name, &data, "loopback").await;
+        let readers = Audience::Readers {
+            feed: Feed::LoopBack,
+            object: &object,
+            owner,
+            id,
+        };
+        emit_to(realtime.io(), shared, readers, cause, &name, &data).await;
     }
 }
 
@@ -99,9 +111,13 @@ async fn sails(
 ) {
     let shared = &realtime.shared;
     let row_room = rooms::row(&object.name, event.id);
-    // Subscribers of this row, and watchers of the object who may read it.
-    let mut targets = rooms::readers_of_row(Feed::SailsWatch, object, owner);
-    targets.push(row_room.clone());
+    // Watchers of the object who may read the row, and subscribers of this row.
+    let targets = Audience::Readers {
+        feed: Feed::SailsWatch,
+        object,
+        owner,
+        id: event.id,
+    };
     let mut payload = json!({ "id": event.id });
     match event.verb {
         Verb::Created => {
@@ -122,9 +138,9 @@ async fn sails(
         realtime.io(),
         shared,
         targets,
+        Cause::Change(event),
         &object.name,
         &payload,
-        "sails",
     )
     .await;
     if event.verb == Verb::Deleted

@@ -82,6 +82,19 @@ pub fn is_joined_channel(room: &str) -> bool {
             .is_some_and(|rest| rest.starts_with(':'))
 }
 
+/// The name a client joined `room` by, if `room` is one `join` puts sockets in: `chan:x`
+/// is `x`; a db channel's reader room (shared or per user) is `db-<object>`.
+pub fn joined_channel_name(room: &str) -> Option<String> {
+    if let Some(name) = room.strip_prefix("chan:") {
+        return Some(name.to_string());
+    }
+    let rest = room
+        .strip_prefix(Feed::DbChannel.prefix())?
+        .strip_prefix(':')?;
+    let object = rest.split(':').next().filter(|o| !o.is_empty())?;
+    Some(db_channel(object))
+}
+
 /// Sockets subscribed to one row through a Sails `get` or `post`.
 pub fn row(object: &str, id: i64) -> String {
     format!("row:{object}:{id}")
@@ -107,6 +120,67 @@ pub fn readers_of_row(feed: Feed, object: &ObjectSchema, owner: Option<i64>) -> 
         rooms.push(format!("{}:{}:{owner}", feed.prefix(), object.name));
     }
     rooms
+}
+
+/// Whom one emit is for. Its rooms are `rooms()`, and the admin trace explains a
+/// delivery by the same value (`trace`), so what was addressed and how it is explained
+/// cannot drift apart.
+#[derive(Debug, Clone, Copy)]
+pub enum Audience<'a> {
+    /// `emitUsers`: the sockets of these usernames.
+    Users(&'a [String]),
+    /// `emitRole`.
+    Role(&'a str),
+    /// `emitAll`: every authenticated socket.
+    Authenticated,
+    /// The members of a channel joined by name (`chan_in`, an action's `broadcast`).
+    Channel(&'a str),
+    /// The readers of row `id` through `feed` (`readers_of_row`); for Sails also the
+    /// sockets subscribed to that row.
+    Readers {
+        feed: Feed,
+        object: &'a ObjectSchema,
+        owner: Option<i64>,
+        id: i64,
+    },
+}
+
+impl Audience<'_> {
+    pub fn rooms(&self) -> Vec<String> {
+        match *self {
+            Audience::Users(users) => users.iter().map(|u| user(u)).collect(),
+            Audience::Role(name) => vec![role(name)],
+            Audience::Authenticated => vec![AUTHENTICATED.to_string()],
+            Audience::Channel(name) => vec![channel(name)],
+            Audience::Readers {
+                feed,
+                object,
+                owner,
+                id,
+            } => {
+                let mut rooms = readers_of_row(feed, object, owner);
+                if feed == Feed::SailsWatch {
+                    rooms.push(row(&object.name, id));
+                }
+                rooms
+            }
+        }
+    }
+
+    /// The `kind` label of `livebase_socket_emits_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Audience::Users(_) => "users",
+            Audience::Role(_) => "role",
+            Audience::Authenticated => "all",
+            Audience::Channel(_) => "channel",
+            Audience::Readers { feed, .. } => match feed {
+                Feed::DbChannel => "db",
+                Feed::SailsWatch => "sails",
+                Feed::LoopBack => "loopback",
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +213,30 @@ mod tests {
             role: role.into(),
             master: false,
             session: None,
+        }
+    }
+
+    #[test]
+    fn joined_rooms_name_the_channel_the_client_joined() {
+        let object = object(RowSecurity::Owner);
+        assert_eq!(
+            joined_channel_name(&channel("room1")).as_deref(),
+            Some("room1")
+        );
+        for scope in [Access::All, Access::Own(7)] {
+            let room = reader(Feed::DbChannel, &object, scope).unwrap();
+            assert_eq!(joined_channel_name(&room).as_deref(), Some("db-notes"));
+        }
+        for other in [
+            user("a@x"),
+            role("User"),
+            AUTHENTICATED.to_string(),
+            socket("abc"),
+            row("notes", 1),
+            reader(Feed::SailsWatch, &object, Access::All).unwrap(),
+            reader(Feed::LoopBack, &object, Access::Own(7)).unwrap(),
+        ] {
+            assert_eq!(joined_channel_name(&other), None, "{other}");
         }
     }
 

@@ -143,6 +143,7 @@ pub(crate) async fn admit(
     }
     metrics::gauge!("livebase_socket_connections").increment(1.0);
     s.extensions.insert(Arc::new(Slot(shared.clone())));
+    s.extensions.insert(super::roster::Admitted::now());
     let public = PublicId::new();
     s.join(rooms::socket(&public.0));
     s.extensions.insert(public);

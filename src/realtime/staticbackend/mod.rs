@@ -34,6 +34,7 @@ use axum::routing::{get, post};
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::realtime::roster::Bridged;
 use bridge::Bridge;
 
 /// The StaticBackend routes' state: the open bridges by sid, and what a bridge needs
@@ -94,10 +95,20 @@ impl StaticBackend {
             .with_state(self)
     }
 
-    /// Opens a bridge for a client at `addr`: `Err` carries why its socket was refused
-    /// (the connection limit, or the server closing).
-    async fn open(&self, addr: SocketAddr) -> Result<bridge::Opened, String> {
-        let opened = Bridge::open(&self.hub.service, addr, self.hub.limits).await?;
+    /// Opens a bridge for a client at `addr` on `transport` (`sse` or `ws`, which the
+    /// admin's socket list shows): `Err` carries why its socket was refused (the
+    /// connection limit, or the server closing).
+    async fn open(
+        &self,
+        addr: SocketAddr,
+        transport: &'static str,
+    ) -> Result<bridge::Opened, String> {
+        let service = self
+            .hub
+            .service
+            .clone()
+            .layer(axum::Extension(Bridged(transport)));
+        let opened = Bridge::open(&service, addr, self.hub.limits).await?;
         if let Ok(mut bridges) = self.hub.bridges.lock() {
             bridges.insert(opened.bridge.sid.clone(), opened.bridge.clone());
         }

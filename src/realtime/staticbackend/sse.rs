@@ -25,7 +25,7 @@ const RETRY_REFUSED: Duration = Duration::from_secs(10);
 
 pub async fn connect(State(sb): State<StaticBackend>, request: Request) -> Response {
     let heartbeat = KeepAlive::new().interval(sb.limits().heartbeat);
-    match sb.open(peer(&request)).await {
+    match sb.open(peer(&request), "sse").await {
         Ok(opened) => {
             let init = envelope::init(&opened.bridge.sid);
             let first = stream::once(async move { Ok(Event::default().data(init)) });

@@ -1,5 +1,6 @@
 //! Realtime over real sockets: the Rust client in `sio.rs` against a real server.
 
+mod admin;
 mod auth;
 mod bad_input;
 mod channels;
