@@ -37,11 +37,11 @@ async function shot(name) {
   await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 }
 
-async function signIn(email, password) {
-  await page.goto(`${server.base}/_/`);
-  await page.fill('#signin-password input[name=username]', email);
-  await page.fill('#signin-password input[name=password]', password);
-  await page.click('#signin-password button[type=submit]');
+async function signIn(email, password, on = page) {
+  await on.goto(`${server.base}/_/`);
+  await on.fill('#signin-password input[name=username]', email);
+  await on.fill('#signin-password input[name=password]', password);
+  await on.click('#signin-password button[type=submit]');
 }
 
 before(async () => {
@@ -142,6 +142,14 @@ test('an action: syntax error at line:col, saved when fixed, run with its emit t
   await page.click('#save-action');
   await page.waitForSelector('#action-version >> text=version 1');
 
+  // An operator watches the live stream in a second tab (events are recorded while a
+  // stream is open), then runs the action from the first.
+  const live = await page.context().newPage();
+  live.on('pageerror', (e) => pageErrors.push(e.message));
+  await signIn(ADMIN_EMAIL, ADMIN_PASSWORD, live);
+  await live.click('nav a[data-page=live]');
+  await live.waitForSelector('#stream-state >> text=live');
+
   await page.fill('#run-parameters', '{"n": 7}');
   await page.click('#run-action');
   await page.waitForSelector('#run-outcome >> text=Returned');
@@ -152,10 +160,9 @@ test('an action: syntax error at line:col, saved when fixed, run with its emit t
   assert.deepEqual(adminPings[0], { n: 7 });
 
   // The live stream shows the emit; its trace says Bob's socket was not a recipient.
-  await page.click('nav a[data-page=live]');
-  await page.click('tr[data-event=dashboardPing]');
-  await page.waitForSelector('#trace-sockets');
-  const rows = await page.$$eval('#trace-sockets tr[data-socket]', (trs) => trs.map((tr) => ({
+  await live.click('tr[data-event=dashboardPing]');
+  await live.waitForSelector('#trace-sockets');
+  const rows = await live.$$eval('#trace-sockets tr[data-socket]', (trs) => trs.map((tr) => ({
     user: tr.children[1].textContent, received: tr.dataset.received, why: tr.children[4].textContent,
   })));
   const bobRow = rows.find((r) => r.user === bob.email);
@@ -165,7 +172,8 @@ test('an action: syntax error at line:col, saved when fixed, run with its emit t
   assert.equal(bobRow.received, 'false');
   assert.match(bobRow.why, /role/i);
   assert.equal(bobPings.length, 0, 'the socket traced as not receiving really got nothing');
-  await shot('live');
+  await live.screenshot({ path: join(SHOTS, 'live.png'), fullPage: true });
+  await live.close();
 
   // A second version, then a rollback to the first from the version list.
   await page.click('nav a[data-page=actions]');
@@ -187,15 +195,19 @@ test('an action: syntax error at line:col, saved when fixed, run with its emit t
 test('sockets: listed with identity, disconnected from the page; health charts draw', { skip }, async () => {
   const bobSocket = connect(bob.token);
   await once(bobSocket, 'connect');
+  await bobSocket.emitWithAck('join', 'db-items');
+  await bobSocket.emitWithAck('join', 'lobby');
   const gone = once(bobSocket, 'disconnect', 10000);
   await page.click('nav a[data-page=sockets]');
-  const row = page.locator('#sockets tr', { hasText: bob.email }).last();
+  const row = page.locator('#sockets tr', { hasText: 'lobby' });
   await row.waitFor();
+  assert.match(await row.textContent(), /bob@e2e\.test.*db-items/);
   await shot('sockets');
-  const before = await page.locator('#sockets tr', { hasText: bob.email }).count();
   await row.locator('button').click();
   await gone;
-  await waitFor(async () => (await page.locator('#sockets tr', { hasText: bob.email }).count()) === before - 1, 'the row goes');
+  await waitFor(async () => (await page.locator('#sockets tr', { hasText: 'lobby' }).count()) === 0, 'the row goes');
+  const left = await server.request('GET', '/1/admin/sockets');
+  assert.ok(left.body.data.every((s) => !s.channels.includes('lobby')), 'the server lists it no more');
 
   await page.click('nav a[data-page=health]');
   await page.waitForFunction(() => document.querySelector('[data-chart-value=connections]')?.textContent !== '—');

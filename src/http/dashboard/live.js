@@ -14,7 +14,7 @@ export function render(root, timers) {
   };
   const state = h('span', { class: 'muted status', id: 'stream-state' }, 'connecting…');
   const body = h('tbody', { id: 'events' });
-  const trace = h('div', { class: 'grow', id: 'trace' }, h('p', { class: 'muted' }, 'Pick an event to see who received it and why the others did not.'));
+  const trace = h('div', { id: 'trace' }, h('p', { class: 'muted' }, 'Pick an event to see who received it and why the others did not.'));
   const events = [];
   const matches = (e) => ['object', 'event'].every((k) => !filters[k].value || String(e[k] ?? '').includes(filters[k].value))
     && (!filters.user.value || String(e.by?.username ?? '').includes(filters.user.value));
@@ -55,8 +55,9 @@ export function render(root, timers) {
 
   root.append(h('div', { class: 'row' },
     h('div', { class: 'grow card' }, h('div', { class: 'toolbar' }, h('h2', { style: 'margin:0' }, 'Live events'), filters.object, filters.event, filters.user, state),
+      h('p', { class: 'muted status' }, 'Events are recorded while a live page is open (the last 500 are shown on opening it); keep this tab open while you test in another.'),
       h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, h('tr', {}, ['time', 'kind', 'event', 'row', 'to', 'by', 'received'].map((t) => h('th', {}, t)))), body))),
-    h('div', { class: 'card', style: 'width:42%' }, trace)));
+    h('div', { class: 'card live-side' }, trace)));
 }
 
 /** Reads the event stream until it ends; each `data:` line is one JSON event. */
