@@ -48,6 +48,7 @@ async function list(view) {
 }
 
 function create(view) {
+  view.timers.stop();
   view.selected = null;
   const name = h('input', { name: 'name', placeholder: 'name', id: 'new-name' });
   const object = h('select', { name: 'object', id: 'new-object' }, view.objects.map((o) => h('option', {}, o)));
@@ -81,9 +82,11 @@ async function open(view, id) {
   try {
     action = await api('GET', `/1/action/config/${id}`);
   } catch (e) {
-    clear(view.main, h('p', { class: 'error' }, message(e)));
+    if (view.selected === id) clear(view.main, h('p', { class: 'error' }, message(e)));
     return;
   }
+  // Another action (or another page) was opened meanwhile.
+  if (view.selected !== id || view.timers.closed) return;
   view.side.querySelector(`li[data-action="${CSS.escape(`${action.object}/${action.trigger}/${action.name}`)}"]`)?.classList.add('on');
   history.replaceState(null, '', `#actions/${id}`);
   const editor = new Editor(action.code);
@@ -94,7 +97,9 @@ async function open(view, id) {
   const save = async () => {
     error.textContent = '';
     try {
-      action = await api('PUT', `/1/action/config/${id}`, { code: editor.code });
+      // With the version it was loaded at: another operator's save in between is a
+      // 409 instead of being overwritten.
+      action = await api('PUT', `/1/action/config/${id}`, { code: editor.code, version: action.version });
       version.textContent = `version ${action.version}`;
       editor.saved(action.code);
       loadVersions(view, action, versions, editor, version);
@@ -107,11 +112,16 @@ async function open(view, id) {
   const remove = async () => {
     if (!confirm(`Delete the action ${action.name}? Its versions go with it.`)) return;
     try { await api('DELETE', `/1/action/config/${id}`); } catch (e) { error.textContent = message(e); return; }
+    view.timers.stop();
+    view.selected = null;
     clear(view.main);
     list(view);
   };
+  const fromFile = action.file
+    ? h('p', { class: 'status', id: 'from-file' }, `This action comes from ${action.file} in the actions directory: a change of that file, or a restart with a different file, replaces what you save here.`)
+    : null;
   const parts = [
-    h('div', { class: 'card' }, h('div', { class: 'toolbar' }, title, version), editor.el, editor.status, error,
+    h('div', { class: 'card' }, h('div', { class: 'toolbar' }, title, version), fromFile, editor.el, editor.status, error,
       h('div', { class: 'toolbar' },
         h('button', { id: 'save-action', onclick: save }, 'Save'),
         h('button', { class: 'danger', onclick: remove }, 'Delete'))),

@@ -13,7 +13,7 @@ const $ = (id) => document.getElementById(id);
 let timers = new Timers();
 
 function showSignIn(note = '') {
-  timers.stop();
+  timers.close();
   session.clear();
   $('nav').hidden = true;
   $('signout').hidden = true;
@@ -46,11 +46,11 @@ async function enter() {
 function route() {
   if (!session.authorization) return;
   const name = (location.hash || '#data').slice(1).split('/')[0];
-  const page = pages[name] || data;
+  const page = Object.hasOwn(pages, name) ? pages[name] : data;
   for (const a of document.querySelectorAll('#nav a')) {
     a.classList.toggle('on', a.dataset.page === name);
   }
-  timers.stop();
+  timers.close();
   timers = new Timers();
   const root = clear($('page'));
   root.dataset.page = name;
@@ -65,7 +65,13 @@ async function signInWithPassword(event) {
   const body = new URLSearchParams({
     grant_type: 'password', username: form.get('username'), password: form.get('password'),
   });
-  const response = await fetch('/token', { method: 'POST', body });
+  let response;
+  try {
+    response = await fetch('/token', { method: 'POST', body });
+  } catch (e) {
+    $('signin-error').textContent = `cannot reach the server: ${message(e)}`;
+    return;
+  }
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
     $('signin-error').textContent = answer.Message || `sign-in failed (HTTP ${response.status})`;

@@ -12,7 +12,8 @@ export async function render(root) {
   const side = h('ul', { class: 'list', id: 'objects' });
   const main = h('div', { class: 'grow' });
   root.append(h('div', { class: 'row' }, h('div', { class: 'side card' }, h('h2', {}, 'Objects'), side), main));
-  const wanted = decodeURIComponent(location.hash.split('/')[1] || '');
+  let wanted = '';
+  try { wanted = decodeURIComponent(location.hash.split('/')[1] || ''); } catch { /* a malformed link opens the first object */ }
   let first = null;
   for (const object of schema.objects) {
     const li = h('li', { 'data-object': object.name, onclick: () => open(object, li) }, object.name);
@@ -96,6 +97,7 @@ class ObjectView {
   }
 
   async load() {
+    const ticket = (this.ticket = (this.ticket || 0) + 1);
     clear(this.chips, this.state.filter.map((f, i) => h('span', { class: 'tag' },
       `${f.fieldName} ${f.operator} ${show(f.value)} `,
       h('button', { class: 'link', style: 'color:inherit', title: 'remove', onclick: () => { this.state.filter.splice(i, 1); this.load(); } }, '×'))));
@@ -108,9 +110,11 @@ class ObjectView {
         search: this.state.search || undefined,
       });
     } catch (e) {
-      clear(this.table, h('p', { class: 'error' }, message(e)));
+      if (ticket === this.ticket) clear(this.table, h('p', { class: 'error' }, message(e)));
       return;
     }
+    // An older, slower answer must not replace a newer one.
+    if (ticket !== this.ticket) return;
     this.pages = Math.max(1, Math.ceil(page.totalRows / this.state.pageSize));
     this.pageText.textContent = `page ${this.state.pageNumber} of ${this.pages} · ${page.totalRows} rows`;
     const columns = ['id', ...this.object.fields.map((f) => f.name)];

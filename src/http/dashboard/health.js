@@ -59,7 +59,9 @@ function parse(text) {
   const out = [];
   for (const line of text.split('\n')) {
     if (!line || line.startsWith('#')) continue;
-    const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/);
+    // Label values may hold `}` (routes such as `/1/objects/{object}`): quoted strings
+    // are skipped whole.
+    const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(\S+)/);
     if (m) out.push({ name: m[1], labels: m[2] || '', value: Number(m[3]) });
   }
   return out;

@@ -2,7 +2,7 @@
 // `/1/admin/events` stream, read with fetch so the credentials travel in a header, not
 // the URL), filterable by object, event and user; and for one event, who received it
 // and why each other connected socket did not.
-import { api, session, clear, h, show, message, time } from './ui.js';
+import { api, session, clear, h, show, message, time, signedOut } from './ui.js';
 
 const KEEP = 500;
 
@@ -34,19 +34,31 @@ export function render(root, timers) {
   }
 
   const abort = timers.abortable();
+  let lastId = null;
+  const onEvent = (e) => {
+    if (e.kind === 'ended') throw new Ended(e.reason || 'the stream ended');
+    if (typeof e.id === 'number') {
+      // A reconnect resumes after this id, so nothing is shown twice.
+      if (lastId !== null && e.id <= lastId) return;
+      lastId = e.id;
+    }
+    events.push(e);
+    if (events.length > 4 * KEEP) events.splice(0, events.length - KEEP);
+    if (matches(e)) {
+      body.prepend(row(e));
+      while (body.children.length > KEEP) body.lastChild.remove();
+    }
+  };
   (async () => {
     for (let attempt = 0; !abort.signal.aborted; attempt++) {
       try {
-        await stream(abort.signal, (e) => {
-          events.push(e);
-          if (events.length > 4 * KEEP) events.splice(0, events.length - KEEP);
-          if (matches(e)) {
-            body.prepend(row(e));
-            while (body.children.length > KEEP) body.lastChild.remove();
-          }
-        }, (text) => { state.textContent = text; });
+        await stream(abort.signal, lastId, onEvent, (text) => { state.textContent = text; attempt = 0; });
       } catch (e) {
         if (abort.signal.aborted) return;
+        if (e instanceof Ended) {
+          signedOut(`The live stream ended: ${e.message}. Sign in again.`);
+          return;
+        }
         state.textContent = `disconnected: ${message(e)}; retrying`;
       }
       await new Promise((r) => setTimeout(r, Math.min(5000, 500 * (attempt + 1))));
@@ -60,12 +72,19 @@ export function render(root, timers) {
     h('div', { class: 'card live-side' }, trace)));
 }
 
-/** Reads the event stream until it ends; each `data:` line is one JSON event. */
-async function stream(signal, onEvent, onState) {
-  const response = await fetch('/1/admin/events', { headers: { Authorization: session.authorization || '' }, signal });
+/** The server ended the stream for good (credentials revoked or expired). */
+class Ended extends Error {}
+
+/** Reads the event stream until it ends; each `data:` block is one JSON event. */
+async function stream(signal, lastId, onEvent, onState) {
+  const headers = { Authorization: session.authorization || '' };
+  if (lastId !== null) headers['Last-Event-ID'] = String(lastId);
+  const response = await fetch('/1/admin/events', { headers, signal });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    throw new Error(body.Message || `HTTP ${response.status}`);
+    const text = body.Message || `HTTP ${response.status}`;
+    if (response.status === 401 || response.status === 403) throw new Ended(text);
+    throw new Error(text);
   }
   onState('live');
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -79,36 +98,52 @@ async function stream(signal, onEvent, onState) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
       const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
-      if (data) {
-        try { onEvent(JSON.parse(data)); } catch { /* a malformed message is skipped */ }
-      }
+      if (!data) continue;
+      let event;
+      try { event = JSON.parse(data); } catch { continue; /* a malformed message is skipped */ }
+      onEvent(event);
     }
   }
 }
 
+let latestTrace = 0;
+
 async function showTrace(event, root) {
+  const mine = ++latestTrace;
+  const current = () => mine === latestTrace;
   clear(root, h('h2', {}, `${event.event}`), h('p', { class: 'muted' }, 'Loading the delivery trace…'));
   let trace;
   try {
     trace = await api('GET', `/1/admin/events/${event.id}/trace`);
   } catch (e) {
-    clear(root, h('h2', {}, event.event), h('p', { class: 'error' }, message(e)));
+    if (current()) clear(root, h('h2', {}, event.event), h('p', { class: 'error' }, message(e)));
     return;
   }
+  // A slower answer for an event picked earlier must not replace this one.
+  if (!current()) return;
   const sockets = trace.sockets || [];
   const got = sockets.filter((s) => s.received).length;
+  const notes = [];
+  if (trace.totalRows > sockets.length) notes.push(`The first ${sockets.length} of ${trace.totalRows} sockets are listed.`);
+  if (trace.recipientsTruncated) notes.push('More sockets received it than were recorded; the count is exact, the list is not.');
+  if (trace.recipientsDisconnected) notes.push(`${trace.recipientsDisconnected} sockets that received it have disconnected since.`);
   clear(root,
     h('h2', {}, `${event.event} · ${event.kind}`),
     h('dl', { class: 'kv' },
       h('dt', {}, 'to'), h('dd', {}, event.target ?? ''),
       h('dt', {}, 'rooms'), h('dd', {}, (event.rooms || []).map((r) => h('span', { class: 'tag' }, r))),
       event.seq ? [h('dt', {}, 'seq'), h('dd', {}, String(event.seq))] : null,
-      h('dt', {}, 'received'), h('dd', {}, `${got} of ${sockets.length} connected sockets`)),
-    trace.note ? h('p', { class: 'muted' }, trace.note) : null,
+      h('dt', {}, 'received'), h('dd', {}, `by ${plural(event.recipients ?? got, 'socket')}; ${got} of the ${plural(trace.totalRows ?? sockets.length, 'socket')} connected now`)),
+    notes.map((n) => h('p', { class: 'muted status' }, n)),
+    h('p', { class: 'muted status' }, `Who received it was recorded when it was sent; why the others did not is worked out now (${time(trace.computedAt)}) from their identity and rooms.`),
     h('table', { id: 'trace-sockets' }, h('tr', {}, ['socket', 'user', 'role', '', 'why'].map((t) => h('th', {}, t))),
       sockets.map((s) => h('tr', { 'data-socket': s.id, 'data-received': String(s.received) },
         h('td', { class: 'cell' }, s.id), h('td', {}, s.username ?? '—'), h('td', {}, s.role ?? '—'),
         h('td', {}, h('span', { class: s.received ? 'tag good' : 'tag bad' }, s.received ? 'received' : 'not received')),
         h('td', {}, s.reason ?? '')))),
     h('h3', {}, 'Payload'), h('pre', {}, JSON.stringify(event.data, null, 2)));
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }

@@ -14,7 +14,8 @@ export function render(root, timers) {
       note.textContent = message(e);
       return;
     }
-    note.textContent = `${page.totalRows} connected · refreshed ${new Date().toLocaleTimeString()}`;
+    const shown = page.data.length < page.totalRows ? ` (the first ${page.data.length} shown)` : '';
+    note.textContent = `${page.totalRows} connected${shown} · refreshed ${new Date().toLocaleTimeString()}`;
     clear(body, h('table', { id: 'sockets' },
       h('tr', {}, ['socket', 'user', 'role', 'transport', 'channels', 'age', 'queued', ''].map((t) => h('th', {}, t))),
       page.data.map((s) => h('tr', { 'data-socket': s.id },

@@ -60,6 +60,8 @@ export class ApiFailure extends Error {
 
 let onSignedOut = () => {};
 export function whenSignedOut(f) { onSignedOut = f; }
+/** Ends the dashboard session (credentials refused, revoked or expired). */
+export function signedOut(note) { onSignedOut(note); }
 
 /** Calls the API as the signed-in operator; resolves with the parsed body. */
 export async function api(method, path, body, { raw = false } = {}) {
@@ -98,10 +100,26 @@ export function message(e) {
 
 /** A live view's timers, stopped when the operator leaves the page. */
 export class Timers {
-  constructor() { this.ids = []; this.aborts = []; }
-  every(ms, f) { this.ids.push(setInterval(f, ms)); }
-  abortable() { const a = new AbortController(); this.aborts.push(a); return a; }
+  constructor() { this.ids = []; this.aborts = []; this.closed = false; }
+  /** Runs `f` every `ms`, never twice at once (a slow call is not overlapped). */
+  every(ms, f) {
+    if (this.closed) return;
+    let busy = false;
+    this.ids.push(setInterval(async () => {
+      if (busy) return;
+      busy = true;
+      try { await f(); } finally { busy = false; }
+    }, ms));
+  }
+  abortable() {
+    const a = new AbortController();
+    if (this.closed) a.abort(); else this.aborts.push(a);
+    return a;
+  }
+  /** Stops what runs now; the page may start more. */
   stop() { this.ids.forEach(clearInterval); this.aborts.forEach((a) => a.abort()); this.ids = []; this.aborts = []; }
+  /** The page was left: stops everything, and whatever a late callback starts. */
+  close() { this.stop(); this.closed = true; }
 }
 
 export function time(iso) {
