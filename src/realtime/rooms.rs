@@ -63,7 +63,14 @@ pub fn is_listed(room: &str) -> bool {
 
 /// One socket alone, by its public id: how an emit leaves out a socket that is behind.
 pub fn socket(public_id: &str) -> String {
-    format!("sock:{public_id}")
+    format!("{SOCKET_PREFIX}{public_id}")
+}
+
+const SOCKET_PREFIX: &str = "sock:";
+
+/// The public id a socket's own room (`socket`) names; `None` for any other room.
+pub fn socket_of(room: &str) -> Option<&str> {
+    room.strip_prefix(SOCKET_PREFIX)
 }
 
 /// The name clients `join` for an object's database channel: `db-<object>`.
