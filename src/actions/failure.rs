@@ -4,9 +4,12 @@
 //!
 //! A deliberate throw is the action refusing the request: a 4xx with its message. A bug
 //! (an error the engine raised in the action's code, see `sandbox::own_errors`) is a 500
-//! naming the action, its file when it came from one, and the line and column: the
-//! text is not hidden as `ApiError::Internal` would hide it, because the action's author
-//! needs the location and it holds nothing of the server's own.
+//! naming the action and the line and column: the text is not hidden as
+//! `ApiError::Internal` would hide it, because the action's author needs the location.
+//! The file the code came from is a path on the server, so it is only in the logs (the
+//! server's and the action's own, which only an Admin reads), never in the answer.
+
+use std::path::Path;
 
 use axum::http::StatusCode;
 
@@ -24,9 +27,14 @@ pub(super) fn refusal(action: &Action, failure: Failure) -> ApiError {
             ),
             None => ApiError::BadRequest(message),
         },
-        bug @ Failure::Bug { .. } => {
-            ApiError::Status(StatusCode::INTERNAL_SERVER_ERROR, describe(action, &bug))
-        }
+        Failure::Bug {
+            message,
+            line,
+            column,
+        } => ApiError::Status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            bug(action, &message, (line, column), None),
+        ),
         Failure::Limit(_, message) => ApiError::Status(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("action `{}` stopped: {message}", action.name),
@@ -54,8 +62,8 @@ pub(super) fn count(result: &Result<serde_json::Value, Failure>) {
     metrics::counter!("livebase_action_runs_total", "outcome" => outcome).increment(1);
 }
 
-/// An action's failure as its log (and the server log) shows it; for a bug, the very
-/// text the client gets.
+/// An action's failure as its log (and the server log) shows it; for a bug, the text
+/// the client gets with the action's file added to its place.
 pub(super) fn describe(action: &Action, failure: &Failure) -> String {
     match failure {
         Failure::Thrown { message, status } => match status {
@@ -66,28 +74,37 @@ pub(super) fn describe(action: &Action, failure: &Failure) -> String {
             message,
             line,
             column,
-        } => {
-            let mut place: Vec<String> = Vec::new();
-            if let Some(file) = &action.file {
-                place.push(file.display().to_string());
-            }
-            if let (Some(l), Some(c)) = (line, column) {
-                place.push(format!("line {l}, column {c}"));
-            }
-            let place = match place.is_empty() {
-                true => String::new(),
-                false => format!(" ({})", place.join(", ")),
-            };
-            format!(
-                "action {}/{}/{} failed: {message}{place}",
-                action.object,
-                action.trigger.as_str(),
-                action.name
-            )
-        }
+        } => bug(action, message, (*line, *column), action.file.as_deref()),
         Failure::Limit(_, m) => format!("stopped: {m}"),
         Failure::Internal(m) => format!("could not run: {m}"),
     }
+}
+
+/// `action <object>/<trigger>/<name> failed: <message> (<file>, line L, column C)`,
+/// each part of the place there when known.
+fn bug(
+    action: &Action,
+    message: &str,
+    (line, column): (Option<u32>, Option<u32>),
+    file: Option<&Path>,
+) -> String {
+    let mut place: Vec<String> = Vec::new();
+    if let Some(file) = file {
+        place.push(file.display().to_string());
+    }
+    if let (Some(l), Some(c)) = (line, column) {
+        place.push(format!("line {l}, column {c}"));
+    }
+    let place = match place.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", place.join(", ")),
+    };
+    format!(
+        "action {}/{}/{} failed: {message}{place}",
+        action.object,
+        action.trigger.as_str(),
+        action.name
+    )
 }
 
 /// How loud a failure is in the server log: a refusal is the action working as meant,

@@ -202,22 +202,32 @@ impl Actions {
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("uploaded action vanished")))
     }
 
-    /// Compiles, then stores new code for an action as its next version.
+    /// Compiles, then stores new code for an action as its next version; when
+    /// `expected` is given, only if the action is still at that version (two operators
+    /// saving over each other: the second is refused, 409, and nothing changes).
     pub async fn replace(
         &self,
         id: i64,
         code: &str,
         source: Source,
+        expected: Option<i64>,
     ) -> Result<Arc<Action>, ApiError> {
         let current = self.get(id)?;
         self.compile(&current.name, code)
             .await
             .map_err(compile_or_refuse)?;
-        if store::replace_code(&self.inner.store, id, code, source)
-            .await?
-            .is_none()
-        {
-            return Err(not_found(id));
+        match store::replace_code(&self.inner.store, id, code, source, expected).await? {
+            store::Replaced::Saved(_) => {}
+            store::Replaced::Missing => return Err(not_found(id)),
+            store::Replaced::Stale(now) => {
+                return Err(ApiError::Conflict(format!(
+                    "action {}/{}/{} is at version {now} now, not {}: reload it before saving",
+                    current.object,
+                    current.trigger.as_str(),
+                    current.name,
+                    expected.unwrap_or_default()
+                )));
+            }
         }
         self.reload().await.map_err(ApiError::Internal)?;
         self.by_id(id)
@@ -233,7 +243,7 @@ impl Actions {
             .ok_or_else(|| {
                 ApiError::NotFound(format!("action {id} has no kept version {version}"))
             })?;
-        self.replace(id, &kept.code, Source::Rollback).await
+        self.replace(id, &kept.code, Source::Rollback, None).await
     }
 
     /// `(how many versions are kept, one page of them newest first)`.

@@ -108,6 +108,16 @@ pub struct Action {
     pub file: Option<PathBuf>,
 }
 
+impl Action {
+    /// `<object>/<trigger>/<name>.js`, the action's file relative to the actions
+    /// directory, when its code is that file's (never the server's path to it).
+    pub fn relative_file(&self) -> Option<String> {
+        self.file
+            .as_ref()
+            .map(|_| format!("{}/{}/{}.js", self.object, self.trigger.as_str(), self.name))
+    }
+}
+
 /// One file of the actions directory.
 pub struct ActionFile {
     pub path: PathBuf,
@@ -222,7 +232,7 @@ pub async fn upsert(store: &Store, file: &ActionFile) -> Result<(), sqlx::Error>
         Some(row) if row[1].as_str() == Some(file.code.as_str()) => return Ok(()),
         Some(row) => {
             let id = row[0].as_i64().unwrap_or_default();
-            next_version(&mut tx, id, &file.code)
+            next_version(&mut tx, id, &file.code, None)
                 .await?
                 .map(|v| (id, v))
         }
@@ -324,30 +334,61 @@ fn is_unique(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// New code for an action as its next version, saved with it: that version, or `None`
-/// if there is no such action.
+/// What `replace_code` did.
+pub enum Replaced {
+    /// Saved as this version.
+    Saved(i64),
+    /// No such action.
+    Missing,
+    /// The action is at this version, not the one the caller expected: nothing saved.
+    Stale(i64),
+}
+
+/// New code for an action as its next version, saved with it; only if the action is
+/// still at `expected` when that is given (checked in the same statement, so of two
+/// saves expecting one version, one wins and the other is `Stale`).
 pub async fn replace_code(
     store: &Store,
     id: i64,
     code: &str,
     source: Source,
-) -> Result<Option<i64>, sqlx::Error> {
+    expected: Option<i64>,
+) -> Result<Replaced, sqlx::Error> {
     let mut tx = store.begin().await?;
-    let Some(version) = next_version(&mut tx, id, code).await? else {
-        return Ok(None);
+    let Some(version) = next_version(&mut tx, id, code, expected).await? else {
+        return Ok(match current_version(&mut tx, id).await? {
+            Some(now) => Replaced::Stale(now),
+            None => Replaced::Missing,
+        });
     };
     versions::append(&mut tx, id, version, code, source).await?;
     tx.commit().await?;
-    Ok(Some(version))
+    Ok(Replaced::Saved(version))
 }
 
-async fn next_version(tx: &mut Tx, id: i64, code: &str) -> Result<Option<i64>, sqlx::Error> {
+async fn next_version(
+    tx: &mut Tx,
+    id: i64,
+    code: &str,
+    expected: Option<i64>,
+) -> Result<Option<i64>, sqlx::Error> {
     let mut sql = tx.sql();
     sql.push("UPDATE lb_actions SET code = ")
         .bind(SqlValue::Text(code.into()))
         .push(", version = version + 1 WHERE id = ")
-        .bind(SqlValue::Int(id))
-        .push(" RETURNING version");
+        .bind(SqlValue::Int(id));
+    if let Some(version) = expected {
+        sql.push(" AND version = ").bind(SqlValue::Int(version));
+    }
+    sql.push(" RETURNING version");
+    let rows = tx.fetch(&sql, &[FieldType::Int]).await?;
+    Ok(rows.first().and_then(|r| r[0].as_i64()))
+}
+
+async fn current_version(tx: &mut Tx, id: i64) -> Result<Option<i64>, sqlx::Error> {
+    let mut sql = tx.sql();
+    sql.push("SELECT version FROM lb_actions WHERE id = ")
+        .bind(SqlValue::Int(id));
     let rows = tx.fetch(&sql, &[FieldType::Int]).await?;
     Ok(rows.first().and_then(|r| r[0].as_i64()))
 }

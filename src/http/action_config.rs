@@ -111,8 +111,10 @@ async fn upload_action(
     Ok(Json(action_json(&action)))
 }
 
-/// The body is `{code}`; the action record's other fields may come along (a client
-/// sending back what it read) and are ignored: replacing changes only the code.
+/// The body is `{code}`, optionally with the `version` the client read: then the save
+/// is refused (409, nothing changed) if the action has been saved since. The action
+/// record's other fields may come along (a client sending back what it read) and are
+/// ignored: replacing changes only the code.
 async fn replace_action(
     State(state): State<AppState>,
     _: AdminCaller,
@@ -133,6 +135,7 @@ async fn replace_action(
             "trigger",
             "version",
             "actionType",
+            "file",
         ]
         .contains(&key.as_str())
         {
@@ -144,7 +147,15 @@ async fn replace_action(
     }
     let code = body.text("code")?;
     let source = source(&body, Source::Replace)?;
-    let action = state.actions.replace(id, code, source).await?;
+    let expected = match fields.get("version") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().filter(|v| *v > 0).ok_or_else(|| {
+            ApiError::bad(
+                "`version` must be a positive integer: the version the action was read at",
+            )
+        })?),
+    };
+    let action = state.actions.replace(id, code, source, expected).await?;
     Ok(Json(action_json(&action)))
 }
 
@@ -207,6 +218,7 @@ pub(super) fn action_json(action: &Action) -> Value {
         "code": action.code,
         "version": action.version,
         "actionType": if action.object == store::GENERAL { "Function" } else { "Action" },
+        "file": action.relative_file(),
     })
 }
 

@@ -48,12 +48,29 @@ pub fn role(role: &str) -> String {
 /// The sockets of one sign-in (an access token's session), which a password change
 /// made by that sign-in leaves connected.
 pub fn session(session: &str) -> String {
-    format!("sess:{session}")
+    format!("{SESSION_PREFIX}{session}")
+}
+
+const SESSION_PREFIX: &str = "sess:";
+
+/// Whether the socket list (`GET /1/admin/sockets`) may show `room`: a session's room
+/// names the session id its access token carries, which leaves the server in no answer.
+/// Every other room names only what the list shows anyway (a user, a role, a channel,
+/// an object, a row, the socket's public id).
+pub fn is_listed(room: &str) -> bool {
+    !room.starts_with(SESSION_PREFIX)
 }
 
 /// One socket alone, by its public id: how an emit leaves out a socket that is behind.
 pub fn socket(public_id: &str) -> String {
-    format!("sock:{public_id}")
+    format!("{SOCKET_PREFIX}{public_id}")
+}
+
+const SOCKET_PREFIX: &str = "sock:";
+
+/// The public id a socket's own room (`socket`) names; `None` for any other room.
+pub fn socket_of(room: &str) -> Option<&str> {
+    room.strip_prefix(SOCKET_PREFIX)
 }
 
 /// The name clients `join` for an object's database channel: `db-<object>`.

@@ -119,7 +119,12 @@ impl Realtime {
 
 fn view(s: &SocketRef) -> SocketView {
     let who = session::identity(s);
-    let mut rooms: Vec<String> = s.rooms().iter().map(|r| r.to_string()).collect();
+    let mut rooms: Vec<String> = s
+        .rooms()
+        .iter()
+        .filter(|r| rooms::is_listed(r))
+        .map(|r| r.to_string())
+        .collect();
     rooms.sort();
     let mut channels: Vec<String> = rooms
         .iter()

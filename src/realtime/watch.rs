@@ -333,21 +333,28 @@ impl Watch {
     pub(crate) fn record<T: Serialize + ?Sized>(&self, sent: Sent<'_, T>) {
         let at = sent.at;
         let addressed = Addressed::of(sent.audience);
+        // The public ids of the sockets behind, once per emit, borrowed from their rooms.
         let behind: HashSet<&str> = sent
             .behind
             .as_deref()
-            .map(|rooms| rooms.iter().map(String::as_str).collect())
+            .map(|rooms| rooms.iter().filter_map(|r| rooms::socket_of(r)).collect())
             .unwrap_or_default();
-        let mut recipients = Vec::new();
+        let listed = sent.in_rooms.len().min(MAX_RECIPIENTS);
+        let mut recipients = Vec::with_capacity(listed);
         let mut left_out = Vec::new();
         let mut sent_to = 0usize;
-        for s in &sent.in_rooms {
+        for (n, s) in sent.in_rooms.iter().enumerate() {
+            // Past the cap, only the count of sockets behind still needs their ids.
+            if n >= listed && behind.is_empty() {
+                sent_to += sent.in_rooms.len() - n;
+                break;
+            }
             let id = session::public_id(s);
-            let behind_now = !behind.is_empty() && behind.contains(rooms::socket(&id).as_str());
+            let behind_now = !behind.is_empty() && behind.contains(&*id);
             if !behind_now {
                 sent_to += 1;
             }
-            if recipients.len() + left_out.len() >= MAX_RECIPIENTS {
+            if n >= listed {
                 continue;
             }
             if behind_now {
@@ -356,8 +363,8 @@ impl Watch {
                 recipients.push(id);
             }
         }
-        recipients.sort_unstable();
-        left_out.sort_unstable();
+        sort(&mut recipients);
+        sort(&mut left_out);
         let truncated = sent.in_rooms.len() > MAX_RECIPIENTS;
         let (data, data_truncated) = preview(sent.data);
 
@@ -499,6 +506,14 @@ fn preview<T: Serialize + ?Sized>(data: &T) -> (Value, bool) {
         json!({ "truncated": true, "bytes": head.total, "preview": preview }),
         true,
     )
+}
+
+/// Sorted for `Recorded::received`'s binary search; a list already in order (one id,
+/// or the adapter's own order) is left as it is.
+fn sort(ids: &mut [Arc<str>]) {
+    if !ids.is_sorted() {
+        ids.sort_unstable();
+    }
 }
 
 #[cfg(test)]

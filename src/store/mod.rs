@@ -371,9 +371,30 @@ where
         .collect()
 }
 
-/// A database URL fit for a log line: the password, if any, replaced by `***`.
+/// A database URL fit for a log line: the password, if any, replaced by `***`. The
+/// userinfo ends at the URL's last `@`, as a password may hold an unencoded `/`, `?`,
+/// `:` or `@`; a URL whose query holds an `@` is then redacted past its host (more than
+/// needed, never less). A `password=` query parameter is redacted too.
 fn redact(url: &str) -> String {
-    let url = match url.split_once('?') {
+    if let Some(scheme_end) = url.find("://").map(|i| i + 3) {
+        let rest = &url[scheme_end..];
+        if let Some(at) = rest.rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                redact_query(&rest[at..])
+            );
+        }
+    }
+    redact_query(url)
+}
+
+/// `text` with the value of each `password=` query parameter replaced by `***`.
+fn redact_query(text: &str) -> String {
+    match text.split_once('?') {
         Some((head, query)) => {
             let query: Vec<String> = query
                 .split('&')
@@ -384,25 +405,7 @@ fn redact(url: &str) -> String {
                 .collect();
             format!("{head}?{}", query.join("&"))
         }
-        None => url.to_string(),
-    };
-    let url = url.as_str();
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(colon) => format!(
-                "{}{}:***{}",
-                &url[..scheme_end],
-                &rest[..colon],
-                &rest[at..]
-            ),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+        None => text.to_string(),
     }
 }
 
@@ -440,5 +443,31 @@ mod tests {
             redact("postgres://h/db?sslmode=off&password=x"),
             "postgres://h/db?sslmode=off&password=***"
         );
+    }
+
+    #[test]
+    fn a_password_holding_url_delimiters_is_redacted_whole() {
+        let cases = [
+            ("postgres://u:pa/ss@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:pa?ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:pa@ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:p:w@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u:a/b?c=d&password=e@f@h:5432/db?sslmode=require&password=x",
+                "postgres://u:***@h:5432/db?sslmode=require&password=***",
+            ),
+            ("postgresql://u:/@?@h", "postgresql://u:***@h"),
+            // No password in the userinfo: the query's is still redacted.
+            (
+                "postgres://me@h/db?user=a@b&password=y",
+                "postgres://me@h/db?user=a@b&password=***",
+            ),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact(url), redacted, "{url}");
+            for secret in ["pa/ss", "pa?ss", "pa@ss", "p:w", "a/b?c", "e@f"] {
+                assert!(!redact(url).contains(secret), "{url}: {secret}");
+            }
+        }
     }
 }

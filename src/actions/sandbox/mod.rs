@@ -298,6 +298,7 @@ impl Vm {
         call: &Call,
         invocation: &Rc<Invocation>,
     ) -> Result<Returned, Failure> {
+        let intrinsics = own_errors::Intrinsics::of(ctx).map_err(|e| self.failure(ctx, e, None))?;
         let own_errors = &self.own_errors;
         let run = || -> rquickjs::Result<Returned> {
             own_errors::install(ctx, own_errors, &invocation.clock)?;
@@ -309,7 +310,7 @@ impl Vm {
             // Ran out of what it may hand out (and did not recover): a limit, like the
             // memory limit, whatever the error it let propagate says.
             Err(_) if invocation.exhausted.borrow().is_some() => Err(invocation.over_budget()),
-            Err(e) => Err(self.failure(ctx, e)),
+            Err(e) => Err(self.failure(ctx, e, Some(&intrinsics))),
         }
     }
 
@@ -411,7 +412,12 @@ impl Vm {
     }
 
     /// Classifies an error: a limit (and the Vm is spent) or what the action threw.
-    fn failure(&mut self, ctx: &Ctx<'_>, error: rquickjs::Error) -> Failure {
+    fn failure<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        error: rquickjs::Error,
+        intrinsics: Option<&own_errors::Intrinsics<'js>>,
+    ) -> Failure {
         if self.interrupted.load(Ordering::Relaxed) {
             self.spent = true;
             return self.time_limit();
@@ -426,7 +432,7 @@ impl Vm {
         let caught = CaughtError::from_error(ctx, error);
         let (message, status) = match &caught {
             CaughtError::Exception(e) => {
-                if let Some(limit) = self.engine_limit(e) {
+                if let Some(limit) = intrinsics.and_then(|i| self.engine_limit(e, i)) {
                     self.spent = true;
                     return limit;
                 }
@@ -461,19 +467,32 @@ impl Vm {
     }
 
     /// The limit an exception means, if the engine threw it for running out of memory
-    /// or stack.
-    fn engine_limit(&self, e: &Exception<'_>) -> Option<Failure> {
-        if is_engine_error(e, "InternalError", "out of memory") {
+    /// or stack. Limits are recognised by what the engine throws (an error of its own
+    /// prototype, with its own message and no own `status` or mark), never by words a
+    /// user's message happens to contain, nor by an error the action made itself with
+    /// the same words, nor by a `name` or mark the action put on a prototype.
+    fn engine_limit<'js>(
+        &self,
+        e: &Exception<'js>,
+        intrinsics: &own_errors::Intrinsics<'js>,
+    ) -> Option<Failure> {
+        let is_engine_error = |class: &str, text: &str| {
+            status_of(e.as_object()).is_none()
+                && !own_errors::is_marked(e)
+                && e.message().as_deref() == Some(text)
+                && intrinsics.class_of(e) == Some(class)
+        };
+        if is_engine_error("InternalError", "out of memory") {
             return Some(self.memory_limit(""));
         }
-        if is_engine_error(e, "InternalError", "string too long") {
+        if is_engine_error("InternalError", "string too long") {
             return Some(Failure::Limit(
                 LimitKind::Memory,
                 "string length limit exceeded (the longest string QuickJS builds)".into(),
             ));
         }
-        if is_engine_error(e, "RangeError", "Maximum call stack size exceeded")
-            || is_engine_error(e, "InternalError", "stack overflow")
+        if is_engine_error("RangeError", "Maximum call stack size exceeded")
+            || is_engine_error("InternalError", "stack overflow")
         {
             return Some(Failure::Limit(
                 LimitKind::Stack,
@@ -482,21 +501,6 @@ impl Vm {
         }
         None
     }
-}
-
-/// Limits are recognised by what the engine throws (its own error, with its own message
-/// and no `status`), never by words a user's message happens to contain, nor by an
-/// error the action made itself with the same words.
-fn is_engine_error(e: &Exception<'_>, name: &str, text: &str) -> bool {
-    status_of(e.as_object()).is_none()
-        && !own_errors::is_marked(e)
-        && e.message().as_deref() == Some(text)
-        && e.as_object()
-            .get::<_, Option<String>>("name")
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some(name)
 }
 
 /// The message and status of a thrown non-Error: an object's `message` and `status`,
@@ -772,8 +776,11 @@ fn position_in(stack: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// The `status` an error or a thrown object carries: its own data property only, as
+/// for the mark (`own_errors::own_data`), so `Error.prototype.status = 400` cannot turn
+/// the engine's limits and bugs into refusals.
 fn status_of(object: &Object<'_>) -> Option<u16> {
-    let status: Option<f64> = object.get("status").ok().flatten();
+    let status = own_errors::own_data(object, "status").and_then(|v| v.as_number());
     status
         .filter(|s| s.fract() == 0.0 && (400.0..=599.0).contains(s))
         .map(|s| s as u16)

@@ -18,7 +18,7 @@
 //! invocation: the proxies live in the invocation's own context.
 
 use rquickjs::module::{Declared, WriteOptions};
-use rquickjs::{Context, Ctx, Exception, Module, Runtime};
+use rquickjs::{Context, Ctx, Exception, Module, Object, Runtime, Value, qjs};
 
 use super::{Clock, settle};
 
@@ -68,6 +68,40 @@ const BUG_CLASSES: [&str; 7] = [
     "URIError",
     "InternalError",
 ];
+
+/// The engine's own `RangeError` and `InternalError` prototypes, taken from the fresh
+/// context before the action runs. The engine raises its limits (stack, memory) with
+/// these; telling them by identity rather than by `name` means an action renaming
+/// `RangeError.prototype` cannot pass a stack overflow off as its own refusal.
+pub(super) struct Intrinsics<'js> {
+    range: Object<'js>,
+    internal: Object<'js>,
+}
+
+impl<'js> Intrinsics<'js> {
+    pub(super) fn of(ctx: &Ctx<'js>) -> rquickjs::Result<Intrinsics<'js>> {
+        let prototype = |class: &str| -> rquickjs::Result<Object<'js>> {
+            ctx.globals().get::<_, Object>(class)?.get("prototype")
+        };
+        Ok(Intrinsics {
+            range: prototype("RangeError")?,
+            internal: prototype("InternalError")?,
+        })
+    }
+
+    /// `RangeError` or `InternalError` when `e` was made from the engine's own
+    /// prototype of that class.
+    pub(super) fn class_of(&self, e: &Exception<'js>) -> Option<&'static str> {
+        let prototype = e.as_object().get_prototype()?;
+        if prototype == self.range {
+            Some("RangeError")
+        } else if prototype == self.internal {
+            Some("InternalError")
+        } else {
+            None
+        }
+    }
+}
 
 /// Our module as bytecode, compiled once per runtime.
 pub(super) fn compile(runtime: &Runtime) -> Result<Vec<u8>, String> {
@@ -144,8 +178,44 @@ pub(super) fn bug(e: &Exception<'_>) -> Option<String> {
 }
 
 /// Whether the action made `e` itself (or livebase refused something on its behalf).
+/// Only the error's own mark counts: one the action put on `Error.prototype` would
+/// otherwise be read through every engine error, its limits included.
 pub(super) fn is_marked(e: &Exception<'_>) -> bool {
-    e.as_object().get::<_, Option<bool>>(MARK).ok().flatten() == Some(true)
+    own_data(e.as_object(), MARK).and_then(|v| v.as_bool()) == Some(true)
+}
+
+/// The value of `object`'s own data property `key`: `None` when it has none, when the
+/// property is inherited (the action may set anything on the shared prototypes) or an
+/// accessor (a getter would run the action's code and could answer anything).
+pub(super) fn own_data<'js>(object: &Object<'js>, key: &str) -> Option<Value<'js>> {
+    let ctx = object.ctx();
+    let raw = ctx.as_raw().as_ptr();
+    // Safety: `raw` is the live context of `object`; the atom is freed below, and each
+    // value the descriptor holds is either handed to a `Value` (which frees it) or freed.
+    unsafe {
+        let atom = qjs::JS_NewAtomLen(raw, key.as_ptr().cast(), key.len() as _);
+        if atom == qjs::JS_ATOM_NULL {
+            let _ = ctx.catch();
+            return None;
+        }
+        let mut desc = std::mem::MaybeUninit::<qjs::JSPropertyDescriptor>::uninit();
+        let found = qjs::JS_GetOwnProperty(raw, desc.as_mut_ptr(), object.as_raw(), atom);
+        qjs::JS_FreeAtom(raw, atom);
+        if found < 0 {
+            let _ = ctx.catch();
+        }
+        if found <= 0 {
+            return None;
+        }
+        let desc = desc.assume_init();
+        qjs::JS_FreeValue(raw, desc.getter);
+        qjs::JS_FreeValue(raw, desc.setter);
+        if desc.flags & qjs::JS_PROP_GETSET as i32 != 0 {
+            qjs::JS_FreeValue(raw, desc.value);
+            return None;
+        }
+        Some(Value::from_raw(ctx.clone(), desc.value))
+    }
 }
 
 /// Line and column (1-based) of the innermost frame of the action's own code in

@@ -1,7 +1,8 @@
 //! A bug in an action (an error the engine raised in its code: a ReferenceError, a
-//! TypeError, …) is a 500 naming the action, its file and the line and column, kept in
-//! the action's log in the same words; a deliberate throw stays the refusal it was, and
-//! a before action's bug writes nothing.
+//! TypeError, …) is a 500 naming the action and the line and column, kept in the
+//! action's log in the same words plus the file it came from (a path on the server,
+//! which the answer never holds); a deliberate throw stays the refusal it was, and a
+//! before action's bug writes nothing.
 
 use serde_json::{Value, json};
 
@@ -157,19 +158,25 @@ async fn a_bug_is_a_500_with_its_place_and_a_throw_stays_a_refusal() {
                     &user.cred(),
                 )
                 .await;
-            let expected = format!(
-                "action items/onDemand/{name} failed: {error} ({}, line {line}, column {column})",
-                file(&app, &format!("items/onDemand/{name}.js"))
+            let path = file(&app, &format!("items/onDemand/{name}.js"));
+            let answered = format!(
+                "action items/onDemand/{name} failed: {error} (line {line}, column {column})"
             );
             assert_eq!(
-                (status, body),
-                (500, json!({ "Message": expected })),
+                (status, &body),
+                (500, &json!({ "Message": answered })),
                 "{be}: {name}"
+            );
+            assert!(
+                !body.to_string().contains(&path) && !body.to_string().contains(".js"),
+                "{be}: {name}: the answer names no file of the server: {body}"
             );
             assert_eq!(
                 failures(&app, name).await,
-                vec![expected],
-                "{be}: {name}: the action's log keeps the same words"
+                vec![format!(
+                    "action items/onDemand/{name} failed: {error} ({path}, line {line}, column {column})"
+                )],
+                "{be}: {name}: the action's log adds the file"
             );
         }
         for (name, _, status, message) in REFUSALS {
@@ -243,10 +250,15 @@ async fn uploaded_or_replaced_code_is_named_without_a_file() {
     assert_eq!(status, 500, "{body}");
     assert_eq!(
         body["Message"],
-        format!(
+        "action general/onDemand/from_file failed: ReferenceError: gone is not defined (line 2, column 10)"
+    );
+    assert_eq!(
+        failures(&app, "from_file").await,
+        vec![format!(
             "action general/onDemand/from_file failed: ReferenceError: gone is not defined ({}, line 2, column 10)",
             file(&app, "general/onDemand/from_file.js")
-        )
+        )],
+        "the action's log names the file"
     );
     // Replaced over the API, its code is no longer the file's.
     let id = action_id(&app, "from_file").await;
@@ -317,8 +329,15 @@ async fn a_bug_in_a_before_action_writes_nothing_and_an_after_actions_bug_is_log
             (status, body),
             (
                 500,
-                json!({ "Message": format!("action items/beforeCreate/validate failed: TypeError: cannot read property 'length' of undefined ({validate}, line 3, column 12)") })
+                json!({ "Message": "action items/beforeCreate/validate failed: TypeError: cannot read property 'length' of undefined (line 3, column 12)" })
             ),
+            "{be}"
+        );
+        assert_eq!(
+            failures(&app, "validate").await,
+            vec![format!(
+                "action items/beforeCreate/validate failed: TypeError: cannot read property 'length' of undefined ({validate}, line 3, column 12)"
+            )],
             "{be}"
         );
         let (status, body) = app

@@ -12,5 +12,6 @@ mod on_demand;
 mod push;
 mod run;
 mod sandbox;
+mod stale_saves;
 mod triggers;
 mod versions;

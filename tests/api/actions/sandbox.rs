@@ -917,6 +917,88 @@ async fn a_thrown_message_that_mentions_a_limit_is_still_the_actions_own_error()
     report(problems);
 }
 
+/// A mark or a `status` put on the shared prototypes is no error's own: the engine's
+/// limits stay limits (422, the runtime replaced) and its bugs stay bugs (500).
+#[tokio::test]
+async fn marks_and_statuses_on_the_prototypes_turn_no_limit_or_bug_into_a_refusal() {
+    let backend = sqlite();
+    let tricks = [
+        ("status", "Error.prototype.status = 400;"),
+        ("range_name", "RangeError.prototype.name = 'Fine';"),
+        ("internal_name", "InternalError.prototype.name = 'Fine';"),
+        ("range_status", "RangeError.prototype.status = 400;"),
+        ("reference_status", "ReferenceError.prototype.status = 400;"),
+        ("internal_status", "InternalError.prototype.status = 400;"),
+        ("object_status", "Object.prototype.status = 400;"),
+        (
+            "getter_status",
+            "Object.defineProperty(Error.prototype, 'status', { get() { return 400; } });",
+        ),
+        ("mark", "Error.prototype['livebase.ownError'] = true;"),
+        (
+            "defined_mark",
+            "Object.defineProperty(Object.prototype, 'livebase.ownError', { value: true });",
+        ),
+        (
+            "getter_mark",
+            "Object.defineProperty(Error.prototype, 'livebase.ownError', { get() { return true; } });",
+        ),
+        (
+            "both",
+            "Error.prototype.status = 400; Error.prototype['livebase.ownError'] = true;",
+        ),
+    ];
+    let mut spawn = Spawn::new(&backend).action(&on_demand("ok"), OK);
+    for (name, trick) in tricks {
+        spawn = spawn
+            .action(
+                &on_demand(&format!("{name}_overflow")),
+                &format!(
+                    "function f() {{ return f() + 1; }}\nfunction backandCallback() {{ {trick} return f(); }}\n"
+                ),
+            )
+            .action(
+                &on_demand(&format!("{name}_bug")),
+                &format!("function backandCallback() {{ {trick}\n  return missing; }}\n"),
+            );
+    }
+    let app = spawn
+        .action(
+            &on_demand("status_memory"),
+            "function backandCallback() {
+               Error.prototype.status = 400;
+               InternalError.prototype.status = 400;
+               Error.prototype['livebase.ownError'] = true;
+               const a = [];
+               for (let i = 0; ; i++) a.push('x'.repeat(100000) + i);
+             }",
+        )
+        .config(|c| c.action_time_limit_ms = 5_000)
+        .start()
+        .await;
+    let mut problems = Vec::new();
+    for (name, _) in tricks {
+        expect_failure(
+            &app,
+            &mut problems,
+            &format!("{name}_overflow"),
+            422,
+            &["stack limit"],
+        )
+        .await;
+        expect_failure(
+            &app,
+            &mut problems,
+            &format!("{name}_bug"),
+            500,
+            &["ReferenceError: missing is not defined (line 2, column"],
+        )
+        .await;
+    }
+    expect_failure(&app, &mut problems, "status_memory", 422, &["memory limit"]).await;
+    report(problems);
+}
+
 // 9. Concurrency ---------------------------------------------------------------------
 
 #[tokio::test]

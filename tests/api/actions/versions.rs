@@ -178,7 +178,8 @@ async fn every_change_is_kept_and_rollback_saves_an_earlier_one_anew() {
         assert_eq!(
             rolled,
             json!({ "id": id, "name": "which", "object": "general", "trigger": "onDemand",
-                    "code": code("v1"), "version": 6, "actionType": "Function" }),
+                    "code": code("v1"), "version": 6, "actionType": "Function",
+                    "file": null }),
             "{ctx}"
         );
         assert_eq!(

@@ -174,8 +174,9 @@ async fn rust_log_silences_the_request_lines_alone() {
     assert!(request_lines(&output).is_empty(), "{output}");
 }
 
-/// The server log tells an action's bug (an error, in the words the client gets) from
-/// its refusal (info, not a warning), never in Rust's debug form.
+/// The server log tells an action's bug (an error, in the words the client gets plus
+/// the action's file, which the client is never shown) from its refusal (info, not a
+/// warning), never in Rust's debug form.
 #[tokio::test]
 async fn an_actions_bug_is_an_error_line_and_its_refusal_an_info_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,11 +208,17 @@ async fn an_actions_bug_is_an_error_line_and_its_refusal_an_info_line() {
         let body: Value = answer.json().await.unwrap();
         answers.push((status, body));
     }
+    assert_eq!(
+        answers[0],
+        (
+            500,
+            serde_json::json!({ "Message": "action general/onDemand/typo failed: ReferenceError: missing is not defined (line 2, column 10)" })
+        )
+    );
     let bug = format!(
         "action general/onDemand/typo failed: ReferenceError: missing is not defined ({}, line 2, column 10)",
         typo.display()
     );
-    assert_eq!(answers[0], (500, serde_json::json!({ "Message": bug })));
     assert_eq!(
         answers[1],
         (400, serde_json::json!({ "Message": "not today" }))

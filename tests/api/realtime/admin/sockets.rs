@@ -91,6 +91,27 @@ async fn the_socket_list_shows_identity_transport_and_channels_and_never_the_sid
     );
     one(&list, "bridged from SSE", |s| s["bridge"] == json!("sse"));
     one(&list, "bridged from /ws", |s| s["bridge"] == json!("ws"));
+    // Nor does the session id their access tokens carry (a `sess:` room).
+    let text = serde_json::to_string(&list).unwrap();
+    for token in [&alice.token, &admin.token] {
+        use base64::Engine;
+        let payload = token.split('.').nth(1).unwrap();
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        let claims: Value = serde_json::from_slice(&payload).unwrap();
+        let session = claims["sid"].as_str().expect("the token names its session");
+        assert!(!text.contains(session), "session {session} listed: {text}");
+    }
+    for s in &list {
+        let rooms = s["rooms"].as_array().unwrap();
+        assert!(
+            rooms
+                .iter()
+                .all(|r| !r.as_str().unwrap().starts_with("sess:")),
+            "a session's room listed: {s}"
+        );
+    }
     // The engine.io session ids the clients hold appear nowhere.
     let text = serde_json::to_string(&list).unwrap();
     for sid in [&salice.sid, &sadmin.sid, &polling.sid, &v4_sid] {
