@@ -190,9 +190,18 @@ test('an action: syntax error at line:col, saved when fixed, run with its emit t
   const now = await server.request('GET', '/1/action/config?filter=' + encodeURIComponent(JSON.stringify([{ fieldName: 'name', operator: 'equals', value: 'dashPing' }])));
   assert.equal(now.body.data[0].version, 3);
   assert.equal(now.body.data[0].code, FIXED, 'version 3 is version 1\'s code');
+  assert.equal(await page.isVisible('#from-file'), false, 'an uploaded action has no file');
+
+  // An action from the actions directory says that its file wins over edits here.
+  await page.click('li[data-action="items/beforeCreate/validate"]');
+  await page.waitForSelector('#from-file >> text=items/beforeCreate/validate.js');
 });
 
 test('sockets: listed with identity, disconnected from the page; health charts draw', { skip }, async () => {
+  if (await page.isHidden('#nav')) {
+    await signIn(ADMIN_EMAIL, ADMIN_PASSWORD);
+    await page.waitForSelector('#nav:not([hidden])');
+  }
   const bobSocket = connect(bob.token);
   await once(bobSocket, 'connect');
   await bobSocket.emitWithAck('join', 'db-items');
@@ -211,7 +220,17 @@ test('sockets: listed with identity, disconnected from the page; health charts d
 
   await page.click('nav a[data-page=health]');
   await page.waitForFunction(() => document.querySelector('[data-chart-value=connections]')?.textContent !== '—');
-  await page.waitForTimeout(4500);
+  // Some traffic while it samples: writes, reads and an action, for about 8 s.
+  const until = Date.now() + 8000;
+  for (let i = 0; Date.now() < until; i++) {
+    await server.request('POST', '/1/objects/items', undefined, { name: `load ${i}`, price: i });
+    await server.request('GET', '/1/objects/items?pageSize=5');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const requests = await page.textContent('[data-chart-value=requests]');
+  assert.ok(Number.parseFloat(requests) > 1, `the request rate counts routes with parameters: ${requests}`);
+  const writes = await page.textContent('[data-chart-value=writes]');
+  assert.ok(Number.parseFloat(writes) > 0, `writes are charted: ${writes}`);
   await shot('health');
 });
 

@@ -64,8 +64,8 @@ function create(view) {
       await list(view);
       open(view, saved.id);
     } catch (e) {
-      editor.mark(e.body);
-      error.textContent = message(e);
+      if (e.body?.line) editor.mark(e.body);
+      error.textContent = e.body?.line ? `Not saved: ${message(e)}` : message(e);
     }
   };
   clear(view.main, h('div', { class: 'card' }, h('h1', {}, 'New action'),
@@ -105,8 +105,8 @@ async function open(view, id) {
       loadVersions(view, action, versions, editor, version);
       list(view);
     } catch (e) {
-      editor.mark(e.body);
-      error.textContent = message(e);
+      if (e.body?.line) editor.mark(e.body);
+      error.textContent = e.body?.line ? `Not saved: ${message(e)}` : message(e);
     }
   };
   const remove = async () => {
@@ -179,8 +179,8 @@ class Editor {
       return;
     }
     this.status.className = 'status error';
-    this.status.textContent = error.line
-      ? `line ${error.line}, column ${error.column}: ${error.Message}` : (error.Message || String(error));
+    // The server's message already names the line and column.
+    this.status.textContent = error.Message || String(error);
   }
 
   async check() {

@@ -74,7 +74,7 @@ function sum(metrics, name) {
 function chart(c) {
   const value = h('div', { class: 'value', 'data-chart-value': c.id }, '—');
   const svg = document.createElementNS(SVG, 'svg');
-  svg.setAttribute('viewBox', `0 0 ${SAMPLES} 70`);
+  svg.setAttribute('viewBox', '0 0 100 70');
   svg.setAttribute('preserveAspectRatio', 'none');
   const line = document.createElementNS(SVG, 'polyline');
   line.setAttribute('vector-effect', 'non-scaling-stroke');
@@ -87,8 +87,10 @@ function chart(c) {
       const max = Math.max(1e-9, ...points);
       const latest = points[points.length - 1];
       value.textContent = `${format(latest)}${unit ? ` ${unit}` : ''}`;
-      scale.textContent = `max ${format(max)} over the last ${points.length * 2} s`;
-      line.setAttribute('points', points.map((p, i) => `${i + SAMPLES - points.length},${68 - (p / max) * 64}`).join(' '));
+      scale.textContent = `max ${format(Math.max(...points))} over the last ${points.length * 2} s`;
+      // Spread over the width from the first sample on, filling up to SAMPLES.
+      const step = 100 / Math.max(points.length - 1, 1);
+      line.setAttribute('points', points.map((p, i) => `${i * step},${68 - (p / max) * 64}`).join(' '));
     },
   };
 }
