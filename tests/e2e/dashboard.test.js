@@ -4,7 +4,8 @@
 // with the delivery trace naming the socket that must not receive it (and that socket
 // really received nothing), rolls back a version, and disconnects a socket. A User is
 // refused, in the page and by every API the page uses. Each page is photographed into
-// docs/dashboard/ (LIVEBASE_E2E_SCREENSHOTS overrides) for the README.
+// target/e2e-screenshots/; `LIVEBASE_E2E_SCREENSHOTS=$PWD/docs/dashboard npm test` (from
+// the repository root: `--prefix tests/e2e`) refreshes the README's pictures.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -15,7 +16,7 @@ import { startServer, once, record, noBrowser, launchBrowser } from './server.js
 
 const skip = noBrowser;
 const SHOTS = process.env.LIVEBASE_E2E_SCREENSHOTS
-  || join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'docs', 'dashboard');
+  || join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'target', 'e2e-screenshots');
 const ADMIN_EMAIL = 'admin@livebase.local';
 const ADMIN_PASSWORD = 'e2e-admin-password';
 
