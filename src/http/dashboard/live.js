@@ -2,7 +2,7 @@
 // `/1/admin/events` stream, read with fetch so the credentials travel in a header, not
 // the URL), filterable by object, event and user; and for one event, who received it
 // and why each other connected socket did not.
-import { api, session, clear, h, show, message, time, signedOut } from './ui.js';
+import { api, clear, h, show, message, time, signedOut } from './ui.js';
 
 const KEEP = 500;
 
@@ -77,9 +77,8 @@ class Ended extends Error {}
 
 /** Reads the event stream until it ends; each `data:` block is one JSON event. */
 async function stream(signal, lastId, onEvent, onState) {
-  const headers = { Authorization: session.authorization || '' };
-  if (lastId !== null) headers['Last-Event-ID'] = String(lastId);
-  const response = await fetch('/1/admin/events', { headers, signal });
+  const headers = lastId === null ? {} : { 'Last-Event-ID': String(lastId) };
+  const response = await api('GET', '/1/admin/events', undefined, { raw: true, signal, headers });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     const text = body.Message || `HTTP ${response.status}`;

@@ -63,10 +63,13 @@ export function whenSignedOut(f) { onSignedOut = f; }
 /** Ends the dashboard session (credentials refused, revoked or expired). */
 export function signedOut(note) { onSignedOut(note); }
 
-/** Calls the API as the signed-in operator; resolves with the parsed body. */
-export async function api(method, path, body, { raw = false } = {}) {
-  const headers = { Authorization: session.authorization || '' };
-  const init = { method, headers };
+/**
+ * Calls the API as the signed-in operator; resolves with the parsed body, or with the
+ * response itself when `raw` (a stream, `/metrics`), whose status is then the caller's.
+ */
+export async function api(method, path, body, { raw = false, signal, headers: extra = {} } = {}) {
+  const headers = { ...extra, Authorization: session.authorization || '' };
+  const init = { method, headers, signal };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
