@@ -180,9 +180,15 @@ pub struct Config {
     #[arg(long, env = "LIVEBASE_JWT_SECRET")]
     pub jwt_secret: Option<String>,
 
-    /// Redis URL for multi-node realtime.
+    /// Redis (7 or newer) shared by several nodes: realtime events reach sockets on
+    /// every node. Needs a PostgreSQL `--database-url` shared by the same nodes.
     #[arg(long, env = "LIVEBASE_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Prefix of every Redis channel this app uses, so several apps (or environments)
+    /// can share one Redis. Every node of one app must use the same prefix.
+    #[arg(long, env = "LIVEBASE_REDIS_PREFIX", default_value = "livebase")]
+    pub redis_prefix: String,
 
     /// Allowed CORS origins, comma separated; `*` allows any. An allowed origin is
     /// answered with itself and credentials allowed.

@@ -19,10 +19,10 @@ use crate::auth::{Auth, Identity, credentials, secrets};
 use crate::config::Config;
 use crate::conn;
 use crate::files::Files;
-use socketioxide::layer::SocketIoLayer;
 
 use crate::http::{self, AppState};
 use crate::queries::Queries;
+use crate::realtime::cluster::{NodeDriver, SocketIoLayer};
 use crate::realtime::staticbackend::StaticBackend;
 use crate::realtime::{Realtime, relay};
 use crate::records::{Records, WriteHook};
@@ -47,12 +47,18 @@ impl App {
 }
 
 pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyhow::Result<App> {
-    // Accepted and ignored, a second node would quietly miss the first node's events.
-    if config.redis_url.is_some() {
+    // Nodes share their data and their secrets through one PostgreSQL database; a
+    // SQLite file is one node's alone, so a second node would serve other data.
+    if config.redis_url.is_some() && !config.effective_database_url().starts_with("postgres") {
         anyhow::bail!(
-            "--redis-url (multi-node realtime) is not supported yet; run one node without it"
+            "--redis-url needs --database-url postgres://…: the nodes share one PostgreSQL database (SQLite is one node's own file)"
         );
     }
+    // Before anything is written: an unreachable or too old Redis stops the start.
+    let driver = match &config.redis_url {
+        Some(url) => NodeDriver::connect(url).await?,
+        None => NodeDriver::Off,
+    };
     // A bad certificate should stop the start before anything is written.
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
@@ -102,7 +108,7 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         config.access_token_ttl,
         config.refresh_token_ttl,
     );
-    let (realtime, socket_layer) = Realtime::new(&config, auth.clone(), schema.clone());
+    let (realtime, socket_layer) = Realtime::new(&config, auth.clone(), schema.clone(), driver);
     let users = Users::new(
         auth.clone(),
         store.clone(),
@@ -163,7 +169,7 @@ pub async fn serve(
     let grace = std::time::Duration::from_millis(config.shutdown_grace_ms);
     let auth = app.state.auth.clone();
     let router = http::app(app.state);
-    realtime.serve(router.clone());
+    realtime.serve(router.clone()).await?;
     let service = router
         .layer(app.socket_layer)
         // Outside the Socket.IO layer, which would take its paths for engine.io's.

@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
+use super::cluster::SocketIo;
+use super::cluster::SocketRef;
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
-use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::extract::{State, TryData};
 
 use super::reply::Reply;
 use super::rooms::{self, Audience, Feed};

@@ -21,6 +21,7 @@
 //!   connection bridged through a socket of this namespace (no rooms of its own).
 
 pub mod channels;
+pub mod cluster;
 pub mod outbox;
 pub mod relay;
 pub mod reply;
@@ -38,14 +39,14 @@ use std::time::Duration;
 
 use axum::Router;
 use serde::Serialize;
-use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::extract::{State, TryData};
 use socketioxide::handler::ConnectHandler;
-use socketioxide::layer::SocketIoLayer;
-use socketioxide::{BroadcastError, SocketError, SocketIo};
+use socketioxide::{BroadcastError, SocketError};
 
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::schema::Schema;
+use cluster::{BroadcastOperators, NodeDriver, SocketIo, SocketIoLayer, SocketRef};
 use rooms::Audience;
 use watch::{Cause, Watch};
 
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     epoch: AtomicU64,
     /// The admin event stream's recorder; idle (one atomic load per emit) unwatched.
     watch: Arc<Watch>,
+    /// How this node reaches the others (`cluster`).
+    driver: NodeDriver,
 }
 
 struct Limits {
@@ -94,7 +97,13 @@ impl Shared {
 impl Realtime {
     /// The Socket.IO layer to put around the HTTP router, and its handle. Sockets are
     /// admitted once `serve` has given the layer the router virtual requests run through.
-    pub fn new(config: &Config, auth: Auth, schema: Arc<Schema>) -> (Realtime, SocketIoLayer) {
+    /// `driver` carries room operations to the other nodes (`cluster`).
+    pub fn new(
+        config: &Config,
+        auth: Auth,
+        schema: Arc<Schema>,
+        driver: NodeDriver,
+    ) -> (Realtime, SocketIoLayer) {
         let shared = Arc::new(Shared {
             auth,
             schema,
@@ -109,8 +118,10 @@ impl Realtime {
             epoch: AtomicU64::new(0),
             ledger: outbox::Ledger::default(),
             watch: Arc::default(),
+            driver: driver.clone(),
         });
-        let (layer, io) = SocketIo::builder()
+        let (layer, io) = socketioxide::SocketIo::builder()
+            .with_adapter::<cluster::NodeAdapter>(driver.adapter_state(&config.redis_prefix))
             .with_state(shared.clone())
             // engine.io applies `max_payload` to long-polling only; WebSocket messages
             // and frames have their own caps, which default to 64 and 16 MiB.
@@ -125,8 +136,10 @@ impl Realtime {
     }
 
     /// Opens the namespace: from now on sockets are admitted, and their virtual requests
-    /// run through `router`. `close` undoes it (the router holds this handle).
-    pub fn serve(&self, router: Router) {
+    /// run through `router`. `close` undoes it (the router holds this handle). With
+    /// several nodes this waits until the namespace listens on Redis, so no emit of
+    /// another node is missed once sockets are admitted.
+    pub async fn serve(&self, router: Router) -> anyhow::Result<()> {
         let admit = move |s: SocketRef,
                           io: SocketIo,
                           State(shared): State<Arc<Shared>>,
@@ -137,13 +150,31 @@ impl Realtime {
                 session::admit(s, io, shared, auth.ok(), register).await
             }
         };
-        self.io.ns("/", session::on_connect.with(admit));
+        self.io
+            .ns("/", session::on_connect.with(admit))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("--redis-url: cannot subscribe to the nodes' channels: {e}")
+            })?;
         // Every drop reason is a series from the start (the metrics recorder is in place
         // by now), so a chart of its rate reads 0 rather than "no data" until a drop.
         for reason in ["bytes", "buffer_full", "closed"] {
             metrics::counter!("livebase_socket_drops_total", "reason" => reason).increment(0);
         }
         tokio::spawn(outbox::keep_accounts(self.shared.clone(), self.io.clone()));
+        Ok(())
+    }
+
+    /// Operators over the namespace's sockets: on every node when nodes share Redis,
+    /// else marked local, so one node never encodes a request meant for no one. `None`
+    /// after `close`.
+    pub(crate) fn root(&self) -> Option<BroadcastOperators> {
+        root_of(&self.io, &self.shared)
+    }
+
+    /// Whether Redis answers: `None` on one node (see `cluster`).
+    pub fn redis_up(&self) -> Option<bool> {
+        self.shared.driver.redis_up()
     }
 
     /// Emits on behalf of `cause`, which the admin event stream shows as `by`.
@@ -186,7 +217,7 @@ impl Realtime {
     pub async fn disconnect_user(&self, username: &str, kept_session: Option<&str>) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         self.shared.watch.revoked();
-        let Some(root) = self.io.of("/") else { return };
+        let Some(root) = self.root() else { return };
         let targets = root.to(rooms::user(username));
         let targets = match kept_session {
             Some(session) => targets.except(rooms::session(session)),
@@ -202,7 +233,7 @@ impl Realtime {
     pub async fn disconnect_all(&self) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         self.shared.watch.revoked();
-        let Some(root) = self.io.of("/") else { return };
+        let Some(root) = self.root() else { return };
         if let Err(e) = root.to(rooms::AUTHENTICATED).disconnect().await {
             tracing::debug!(error = %e, "disconnecting every socket");
         }
@@ -299,7 +330,7 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
     }
     // After `close` (shutdown) the namespace is gone and `io.to` would panic: requests
     // still draining then commit with nobody left to tell.
-    let Some(root) = io.of("/") else {
+    let Some(root) = root_of(io, shared) else {
         return;
     };
     metrics::counter!("livebase_socket_emits_total", "kind" => audience.label()).increment(1);
@@ -312,7 +343,11 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
     // beside the one emit (never instead of it).
     let watched = shared.watch.watched().then(|| {
         let at = std::time::Instant::now();
-        (at, rooms.clone(), root.clone().to(rooms.clone()).sockets())
+        (
+            at,
+            rooms.clone(),
+            root.clone().local().to(rooms.clone()).sockets(),
+        )
     });
     let targets = root.to(rooms);
     let targets = match &behind {
@@ -347,6 +382,16 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
             failed,
         });
     }
+}
+
+/// See `Realtime::root`.
+fn root_of(io: &SocketIo, shared: &Shared) -> Option<BroadcastOperators> {
+    let root = io.of("/")?;
+    Some(if shared.driver.spans_nodes() {
+        root
+    } else {
+        root.local()
+    })
 }
 
 impl Shared {

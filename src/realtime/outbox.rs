@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use super::cluster::BroadcastOperators;
+use super::cluster::SocketIo;
+use super::cluster::SocketRef;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use serde::Serialize;
-use socketioxide::SocketIo;
-use socketioxide::extract::SocketRef;
-use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
 use super::{Realtime, Shared, rooms, session};

@@ -144,7 +144,7 @@ async fn sails(
     )
     .await;
     if event.verb == Verb::Deleted
-        && let Some(root) = realtime.io().of("/")
+        && let Some(root) = realtime.root()
         && let Err(e) = root.to(row_room.clone()).leave(row_room).await
     {
         tracing::debug!(error = %e, "dropping a deleted row's subscribers");

@@ -4,9 +4,10 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use super::cluster::NodeAdapter;
+use super::cluster::SocketRef;
 use serde_json::{Value, json};
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, Event, SocketRef, State};
+use socketioxide::extract::{AckSender, Event, State};
 use socketioxide::handler::{FromMessageParts, Value as WireValue};
 use socketioxide::socket::Socket;
 
@@ -29,17 +30,17 @@ const KNOWN_EVENTS: [&str; 11] = [
 
 /// How a command answers: the ack if the client asked for one, else an event.
 pub struct Reply {
-    ack: AckSender,
+    ack: AckSender<NodeAdapter>,
     wants_ack: bool,
-    socket: Arc<Socket<LocalAdapter>>,
+    socket: Arc<Socket<NodeAdapter>>,
     shared: Option<Arc<Shared>>,
 }
 
-impl FromMessageParts<LocalAdapter> for Reply {
+impl FromMessageParts<NodeAdapter> for Reply {
     type Error = Infallible;
 
     fn from_message_parts(
-        s: &Arc<Socket<LocalAdapter>>,
+        s: &Arc<Socket<NodeAdapter>>,
         v: &mut WireValue,
         ack_id: &Option<i64>,
     ) -> Result<Self, Infallible> {

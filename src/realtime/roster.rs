@@ -8,9 +8,9 @@
 
 use std::time::Instant;
 
+use super::cluster::SocketRef;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use socketioxide::extract::SocketRef;
 use socketioxide::{ProtocolVersion, TransportType};
 
 use super::{Realtime, outbox, rooms, session};

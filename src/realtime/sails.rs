@@ -11,12 +11,13 @@
 
 use std::sync::Arc;
 
+use super::cluster::SocketRef;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use serde_json::{Map, Value, json};
-use socketioxide::extract::{Event, SocketRef, State, TryData};
+use socketioxide::extract::{Event, State, TryData};
 use tower::ServiceExt;
 
 use super::Shared;

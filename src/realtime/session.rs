@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::cluster::SocketIo;
+use super::cluster::SocketRef;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
-use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::extract::{State, TryData};
 use socketioxide::socket::DisconnectReason;
 
 use super::Shared;

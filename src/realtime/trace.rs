@@ -8,8 +8,8 @@
 //! delivery does: this module holds no second copy of the policy, and it changes
 //! nothing.
 
+use super::cluster::SocketRef;
 use serde::Serialize;
-use socketioxide::extract::SocketRef;
 
 use super::rooms::{self, Feed};
 use super::watch::{Addressed, Recorded};

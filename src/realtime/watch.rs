@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::cluster::SocketRef;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use socketioxide::extract::SocketRef;
 use tokio::sync::broadcast;
 
 use super::rooms::{self, Audience, Feed};

@@ -375,7 +375,7 @@ where
 /// userinfo ends at the URL's last `@`, as a password may hold an unencoded `/`, `?`,
 /// `:` or `@`; a URL whose query holds an `@` is then redacted past its host (more than
 /// needed, never less). A `password=` query parameter is redacted too.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     if let Some(scheme_end) = url.find("://").map(|i| i + 3) {
         let rest = &url[scheme_end..];
         if let Some(at) = rest.rfind('@')

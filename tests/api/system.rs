@@ -178,18 +178,53 @@ fn assert_varies_by_origin(headers: &reqwest::header::HeaderMap) {
     );
 }
 
+/// Several nodes share one PostgreSQL database; with SQLite each would serve its own
+/// file, so a second node would quietly serve other data.
 #[tokio::test]
-async fn a_redis_url_is_refused_until_multi_node_is_supported() {
+async fn a_redis_url_with_sqlite_is_refused_naming_the_database_flag() {
     let dir = tempfile::tempdir().unwrap();
     let schema = dir.path().join("schema");
     std::fs::create_dir_all(&schema).unwrap();
     let mut config = livebase::config::Config::default_with(dir.path().join("data"), schema);
     config.redis_url = Some("redis://127.0.0.1:6379".into());
     let Err(e) = livebase::server::build(config, Vec::new()).await else {
-        panic!("a server with --redis-url was built");
+        panic!("a server with --redis-url and SQLite was built");
     };
-    assert!(e.to_string().contains("not supported yet"), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("--redis-url needs --database-url postgres://"),
+        "{text}"
+    );
     // Refused before anything was written.
+    assert!(!dir.path().join("data").exists(), "nothing written");
+}
+
+/// An unreachable Redis stops the start before the database is touched, naming the
+/// flag and never the password.
+#[tokio::test]
+async fn an_unreachable_redis_is_refused_before_anything_is_written() {
+    let Some(url) = std::env::var("LIVEBASE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: LIVEBASE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema");
+    std::fs::create_dir_all(&schema).unwrap();
+    let mut config = livebase::config::Config::default_with(dir.path().join("data"), schema);
+    config.database_url = Some(url);
+    config.redis_url = Some("redis://:hunter2@127.0.0.1:1".into());
+    let Err(e) = livebase::server::build(config, Vec::new()).await else {
+        panic!("a server with an unreachable Redis was built");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("--redis-url") && text.contains("cannot connect"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "the password was shown: {text}");
     assert!(!dir.path().join("data").exists(), "nothing written");
 }
 
