@@ -109,7 +109,7 @@ async fn request(
     if !session::settled(&s).await {
         return;
     }
-    let budget = s.extensions.get::<Budget>().unwrap_or_else(Budget::new);
+    let budget = s.extensions.get::<Budget>().unwrap_or_default();
     let permit = budget.in_flight.clone().try_acquire_owned();
     let (status, body, headers) = match (session::identity(&s), permit) {
         (None, _) => refusal(StatusCode::UNAUTHORIZED, NOT_AUTHENTICATED),
