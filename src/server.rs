@@ -29,6 +29,7 @@ use crate::records::{Records, WriteHook};
 use crate::schema::value::SqlValue;
 use crate::schema::{self, FieldType};
 use crate::store::read_only::ReadLimits;
+use crate::store::bus::Note;
 use crate::store::{Store, migrate};
 use crate::users::Users;
 
@@ -136,6 +137,7 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         config.max_file_bytes,
     );
     tokio::spawn(relay::run(records.subscribe(), realtime.clone()));
+    listen_to_other_nodes(&store, &auth, &realtime, &actions);
     let state = AppState {
         records,
         auth,
@@ -210,6 +212,31 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let app = build(config, Vec::new()).await?;
     serve(listener, app, shutdown).await
+}
+
+/// What another node changed, acted on here (`store::bus`; PostgreSQL only): the same
+/// steps its origin took, for this node's sockets and caches.
+fn listen_to_other_nodes(store: &Store, auth: &Auth, realtime: &Realtime, actions: &Actions) {
+    let (auth, realtime, actions) = (auth.clone(), realtime.clone(), actions.clone());
+    store.listen(Arc::new(move |note: Note| {
+        let (auth, realtime, actions) = (auth.clone(), realtime.clone(), actions.clone());
+        Box::pin(async move {
+            match note {
+                Note::Revoked {
+                    user_id,
+                    username,
+                    kept_session,
+                } => {
+                    auth.forget(user_id).await;
+                    realtime
+                        .disconnect_user_here(&username, kept_session.as_deref())
+                        .await;
+                }
+                Note::Forget { user_id } => auth.forget(user_id).await,
+                Note::Actions => actions.changed_elsewhere().await,
+            }
+        })
+    }));
 }
 
 /// Shows the operator, once, the secrets livebase generated (not those given by flags),

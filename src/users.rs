@@ -14,6 +14,7 @@ use crate::auth::tokens::now_secs;
 use crate::auth::{Auth, Identity, passwords, secrets};
 use crate::error::ApiError;
 use crate::records::{BoxFuture, Change, RecordEvent, Records, Staged, Verb, WriteHook};
+use crate::store::bus::Note;
 use crate::store::statements;
 use crate::store::{Record, Store, Tx};
 
@@ -79,6 +80,20 @@ impl Users {
         for listener in &self.inner.listeners {
             listener.revoked(&revoked).await;
         }
+        self.inner
+            .store
+            .announce(&Note::Revoked {
+                user_id,
+                username: revoked.username,
+                kept_session: revoked.kept_session.map(|s| s.to_string()),
+            })
+            .await;
+    }
+
+    /// The user's cached auth facts are dropped here and on every other node.
+    async fn forget(&self, user_id: i64) {
+        self.inner.auth.forget(user_id).await;
+        self.inner.store.announce(&Note::Forget { user_id }).await;
     }
 
     /// Every token issued to the user so far stops working, and so do their sockets.
@@ -157,7 +172,7 @@ impl Users {
         credentials::set_password(&self.inner.store, id, new_hash, None).await?;
         match self.inner.auth.user(id).await? {
             Some(user) => self.revoke(id, &user.email, None).await,
-            None => self.inner.auth.forget(id).await,
+            None => self.forget(id).await,
         }
         Ok(())
     }
@@ -257,7 +272,7 @@ impl WriteHook for Users {
             }
             match identity_changed(event) {
                 Some(username) => self.revoke(event.id, &username, None).await,
-                None => self.inner.auth.forget(event.id).await,
+                None => self.forget(event.id).await,
             }
         })
     }
@@ -265,7 +280,9 @@ impl WriteHook for Users {
 
 /// `livebase admin reset-password EMAIL`: sets the password straight in the database the
 /// flags name and bumps the user's token version, so every token issued so far stops
-/// working (a running server notices within its 5 s credentials cache). Answers the
+/// working: on PostgreSQL running nodes are told at once (`store::bus`) and end the
+/// user's sockets; on SQLite a running server notices within its 5 s credentials
+/// cache. Answers the
 /// password set.
 pub async fn reset_password_offline(
     config: &crate::config::Config,
@@ -283,5 +300,14 @@ pub async fn reset_password_offline(
     passwords::check_strength(&password).map_err(|e| anyhow::anyhow!("--password: {e}"))?;
     let hash = passwords::hash(password.clone()).await?;
     credentials::set_password(&store, user.id, hash, None).await?;
+    // Running nodes end the user's sockets and forget the cached facts now (PostgreSQL).
+    store
+        .announce(&Note::Revoked {
+            user_id: user.id,
+            username: user.email.clone(),
+            kept_session: None,
+        })
+        .await;
+    store.close().await;
     Ok(password)
 }

@@ -11,6 +11,7 @@ use super::store::{self, Action, Trigger};
 use super::versions::{self, Source};
 use super::{Actions, sandbox};
 use crate::error::ApiError;
+use crate::store::bus::Note;
 use crate::schema::Schema;
 
 pub(super) struct Registry {
@@ -62,7 +63,7 @@ impl Actions {
             store::upsert(&self.inner.store, &file).await?;
             self.stored_from(&file);
         }
-        self.reload().await
+        self.changed().await
     }
 
     /// Remembers that `file`'s code is now its action's.
@@ -100,6 +101,28 @@ impl Actions {
             *actions = all.into_iter().map(Arc::new).collect();
         }
         Ok(())
+    }
+
+    /// Reloads after a change made here, and tells the other nodes to reload too
+    /// (`store::bus`), so every node answers with the same version.
+    pub(super) async fn changed(&self) -> anyhow::Result<()> {
+        self.reload().await?;
+        self.inner.store.announce(&Note::Actions).await;
+        Ok(())
+    }
+
+    /// Another node changed the actions: reload, and drop the logs of those gone.
+    pub async fn changed_elsewhere(&self) {
+        let before: Vec<i64> = self.all().iter().map(|a| a.id).collect();
+        if let Err(e) = self.reload().await {
+            tracing::error!(error = %e, "reloading actions another node changed");
+            return;
+        }
+        for id in before {
+            if self.by_id(id).is_none() {
+                self.inner.logs.forget(id);
+            }
+        }
     }
 
     pub async fn compile(&self, name: &str, code: &str) -> Result<Vec<u8>, sandbox::CompileError> {
@@ -197,7 +220,7 @@ impl Actions {
                 upload.name
             ))
         })?;
-        self.reload().await.map_err(ApiError::Internal)?;
+        self.changed().await.map_err(ApiError::Internal)?;
         self.by_id(id)
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("uploaded action vanished")))
     }
@@ -229,7 +252,7 @@ impl Actions {
                 )));
             }
         }
-        self.reload().await.map_err(ApiError::Internal)?;
+        self.changed().await.map_err(ApiError::Internal)?;
         self.by_id(id)
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("replaced action vanished")))
     }
@@ -263,7 +286,7 @@ impl Actions {
             return Err(not_found(id));
         }
         self.inner.logs.forget(id);
-        self.reload().await.map_err(ApiError::Internal)?;
+        self.changed().await.map_err(ApiError::Internal)?;
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ pub(super) async fn watch(inner: Weak<Inner>, dir: PathBuf, schema: Schema) {
         };
         let actions = Actions { inner };
         if store_changed(&actions, &dir, &schema, &mut seen).await
-            && let Err(e) = actions.reload().await
+            && let Err(e) = actions.changed().await
         {
             tracing::error!(error = %e, "reloading actions");
         }

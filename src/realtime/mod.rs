@@ -215,9 +215,26 @@ impl Realtime {
     /// chosen for the old identity. The sockets of `kept_session` (the sign-in that
     /// changed its own password) stay: their identity did not change.
     pub async fn disconnect_user(&self, username: &str, kept_session: Option<&str>) {
+        self.end_user(username, kept_session, self.root()).await;
+    }
+
+    /// `disconnect_user` for this node's sockets only: another node revoked the user
+    /// and told this one through the cluster bus (`store::bus`), which works whether or
+    /// not Redis does.
+    pub async fn disconnect_user_here(&self, username: &str, kept_session: Option<&str>) {
+        let here = self.io.of("/").map(BroadcastOperators::local);
+        self.end_user(username, kept_session, here).await;
+    }
+
+    async fn end_user(
+        &self,
+        username: &str,
+        kept_session: Option<&str>,
+        root: Option<BroadcastOperators>,
+    ) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         self.shared.watch.revoked();
-        let Some(root) = self.root() else { return };
+        let Some(root) = root else { return };
         let targets = root.to(rooms::user(username));
         let targets = match kept_session {
             Some(session) => targets.except(rooms::session(session)),

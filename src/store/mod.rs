@@ -7,6 +7,7 @@
 //! SQLite gets two pools: one writer connection (so writes queue in the pool instead of
 //! failing with SQLITE_BUSY) and several readers, which WAL lets run beside it.
 
+pub mod bus;
 pub mod migrate;
 pub mod read_only;
 pub mod sql;
@@ -65,6 +66,8 @@ enum Pools {
 #[derive(Clone)]
 pub struct Store {
     pools: Arc<Pools>,
+    /// This process's name on the cluster bus (`bus`): its own notes are skipped.
+    origin: Arc<str>,
 }
 
 /// A write transaction on either database.
@@ -157,8 +160,12 @@ impl Store {
                 redact(url)
             );
         };
+        if let Pools::Postgres(pool) = &pools {
+            bus::prepare(pool).await?;
+        }
         let store = Store {
             pools: Arc::new(pools),
+            origin: crate::auth::secrets::new_token().into(),
         };
         migrate::create_internal_tables(&store).await?;
         Ok(store)
