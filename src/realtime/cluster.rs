@@ -231,12 +231,19 @@ async fn probe(link: std::sync::Weak<Link>) {
 impl Driver for NodeDriver {
     type Error = DriverError;
 
-    /// Never fails: a message Redis did not take is counted and logged, and the adapter
-    /// goes on to deliver the emit to this node's sockets.
+    /// Never fails: a message Redis did not take (or that was not offered, Redis being
+    /// known to be away) is counted and logged once, and the adapter goes on to deliver
+    /// the emit to this node's sockets.
     async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), DriverError> {
         let NodeDriver::Redis(link) = self else {
             return Ok(());
         };
+        // While Redis is known to be away, emits do not wait on it one by one (the relay
+        // would fall behind); the probe notices its return within a second.
+        if link.down.load(Ordering::Relaxed) {
+            metrics::counter!("livebase_cluster_publish_failures_total").increment(1);
+            return Ok(());
+        }
         let mut conn = link.conn.clone();
         let sent = tokio::time::timeout(
             PUBLISH_TIMEOUT,

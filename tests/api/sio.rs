@@ -177,7 +177,7 @@ impl Sio {
         args.remove(0)
     }
 
-    async fn next(&mut self, wait: Duration) -> Option<Incoming> {
+    pub async fn next(&mut self, wait: Duration) -> Option<Incoming> {
         if let Some(i) = self.buffered.pop_front() {
             return Some(i);
         }
