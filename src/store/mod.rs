@@ -8,6 +8,7 @@
 //! failing with SQLITE_BUSY) and several readers, which WAL lets run beside it.
 
 pub mod migrate;
+pub mod nodes;
 pub mod read_only;
 pub mod sql;
 pub mod statements;
