@@ -28,6 +28,7 @@ use crate::realtime::{Realtime, relay};
 use crate::records::{Records, WriteHook};
 use crate::schema::value::SqlValue;
 use crate::schema::{self, FieldType};
+use crate::store::nodes::{Heartbeat, Node};
 use crate::store::read_only::ReadLimits;
 use crate::store::{Store, migrate};
 use crate::users::Users;
@@ -37,6 +38,9 @@ pub struct App {
     pub state: AppState,
     socket_layer: SocketIoLayer,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Keeps this node's `lb_nodes` row fresh while it serves; stopped (the row removed)
+    /// once serving ends.
+    heartbeat: Heartbeat,
 }
 
 impl App {
@@ -74,7 +78,6 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
             config.data_dir.display()
         )
     })?;
-    let (secrets, generated) = secrets::load_or_create(&config)?;
     let database_flag = match config.database_url {
         Some(_) => "--database-url",
         None => "--data-dir",
@@ -82,6 +85,15 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
     let store = Store::connect(&config.effective_database_url(), config.db_pool_size)
         .await
         .with_context(|| format!("opening the database ({database_flag})"))?;
+    // Before anything else is written: on PostgreSQL the nodes agree on the secrets, and
+    // this node is live (in `lb_nodes`) from here on.
+    let node = Node::new(&config.listen);
+    let secrets::Loaded {
+        secrets,
+        generated,
+        kept_in,
+    } = secrets::load_or_create(&config, &store, &node).await?;
+    let heartbeat = node.beat(&store);
     for note in migrate::apply_schema(&store, &schema, config.allow_destructive_schema).await? {
         tracing::warn!("{note}");
     }
@@ -141,13 +153,15 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         files,
         queries,
         config: Arc::new(config),
+        node,
     };
-    announce_secrets(&state.config, &state.auth.secrets().app_name, &generated);
+    announce_secrets(&kept_in, &state.auth.secrets().app_name, &generated);
     ensure_admin(&state).await?;
     Ok(App {
         state,
         socket_layer,
         tls,
+        heartbeat,
     })
 }
 
@@ -157,6 +171,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = app.state.store.clone();
+    if let Ok(addr) = listener.local_addr() {
+        app.state.node.listening(&addr.to_string());
+    }
     let realtime = app.state.realtime.clone();
     let config = app.state.config.clone();
     let cors = http::cors_layer(&config.cors_origins);
@@ -192,6 +209,7 @@ pub async fn serve(
     conn::serve(listener, app.tls, router, limits, shutdown, grace).await;
     // Idempotent: the shutdown future closed it already unless serving failed.
     realtime.close().await;
+    app.heartbeat.stop().await;
     store.close().await;
     Ok(())
 }
@@ -208,13 +226,12 @@ pub async fn run(
 
 /// Shows the operator, once, the secrets livebase generated (not those given by flags),
 /// with the app name the Backand SDK is configured with (`appName`).
-fn announce_secrets(config: &Config, app_name: &str, generated: &[(&'static str, String)]) {
+fn announce_secrets(kept_in: &str, app_name: &str, generated: &[(&'static str, String)]) {
     if generated.is_empty() {
         return;
     }
     let mut text = format!(
-        "\nlivebase generated these secrets (kept in {}; shown once):\n  {:<16} {app_name}\n",
-        config.data_dir.join("secrets.json").display(),
+        "\nlivebase generated these secrets (kept in {kept_in}; shown once):\n  {:<16} {app_name}\n",
         "app name"
     );
     for (name, value) in generated {
