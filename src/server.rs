@@ -18,6 +18,7 @@ use crate::actions::Actions;
 use crate::auth::{Auth, Identity, credentials, secrets};
 use crate::config::Config;
 use crate::conn;
+use crate::error::ApiError;
 use crate::files::Files;
 use socketioxide::layer::SocketIoLayer;
 
@@ -240,15 +241,19 @@ fn announce_secrets(kept_in: &str, app_name: &str, generated: &[(&'static str, S
     println!("{text}");
 }
 
-/// The first start creates an Admin from the flags (generating what is not given).
-async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
-    let store = &state.store;
+async fn admins(store: &Store) -> anyhow::Result<i64> {
     let mut sql = store.sql();
     sql.push(r#"SELECT COUNT(*) FROM "users" WHERE "role" = "#)
         .bind(SqlValue::Text("Admin".into()));
     let admins = store.fetch(&sql, &[FieldType::Int]).await?;
+    Ok(admins.first().and_then(|r| r[0].as_i64()).unwrap_or(0))
+}
+
+/// The first start creates an Admin from the flags (generating what is not given).
+async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
+    let store = &state.store;
     let config = &state.config;
-    if admins.first().and_then(|r| r[0].as_i64()).unwrap_or(0) > 0 {
+    if admins(store).await? > 0 {
         if config.admin_password.is_some() {
             println!(
                 "livebase: --admin-password is ignored: an Admin already exists (it only sets the first Admin's password); to change a password run `livebase admin reset-password EMAIL [--password P]` with the same --data-dir/--database-url"
@@ -266,11 +271,20 @@ async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
         "role": "Admin",
         "password": password,
     });
-    let record = state
+    let created = state
         .records
         .create(&Identity::system(), "users", row)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the first Admin ({}): {e}", config.admin_email))?;
+        .await;
+    let record = match created {
+        Ok(record) => record,
+        // Nodes started together on one database each counted no Admin; the first to
+        // commit made it, and the others' inserts meet its email.
+        Err(ApiError::Conflict(_)) if admins(store).await? > 0 => {
+            tracing::info!("another node created the first Admin at the same moment");
+            return Ok(());
+        }
+        Err(e) => anyhow::bail!("creating the first Admin ({}): {e}", config.admin_email),
+    };
     if let Some(token) = &config.admin_user_token {
         credentials::set_user_token(store, record.id, token).await?;
     }
