@@ -242,7 +242,7 @@ pub fn test_config(data_dir: &std::path::Path, schema_dir: &std::path::Path, url
     config
 }
 
-fn rand_suffix() -> String {
+pub fn rand_suffix() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
