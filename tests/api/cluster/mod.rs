@@ -15,7 +15,7 @@ use std::process::Command;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::common::{Cred, DropDatabase, exec_pg, rand_suffix, with_cred, with_database};
+use crate::common::{Cred, DropDatabase, exec_pg, rand_suffix, send, with_database};
 use crate::process::{Exited, Server, client, livebase, run_to_exit};
 
 /// The first Admin every node is told about, so any test can sign in as it anywhere.
@@ -156,17 +156,7 @@ impl Cluster {
         body: Option<Value>,
     ) -> (u16, Value) {
         let url = format!("{}{path}", self.nodes[i].base);
-        let mut rb = with_cred(client().request(method, url), cred);
-        if let Some(body) = body {
-            rb = rb.json(&body);
-        }
-        let resp = rb.send().await.expect("request sent");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        send(&client(), method, &url, cred, body).await
     }
 
     pub async fn get(&self, i: usize, path: &str, cred: &Cred) -> (u16, Value) {
