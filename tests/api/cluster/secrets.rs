@@ -118,15 +118,29 @@ async fn a_secrets_file_is_imported_by_the_first_node_only() {
     let Some(mut cluster) = Cluster::empty(&[], &[]).await else {
         return;
     };
-    let first_file = cluster.dir(0).join("data/secrets.json");
-    let second_file = cluster.dir(1).join("data/secrets.json");
-    for (path, master) in [
-        (&first_file, "imported-master"),
-        (&second_file, "other-master"),
+    let broken_file = cluster.dir(0).join("data/secrets.json");
+    let first_file = cluster.dir(1).join("data/secrets.json");
+    let second_file = cluster.dir(2).join("data/secrets.json");
+    for (path, text) in [
+        (&broken_file, r#"{ "masterToken": 1 }"#.to_string()),
+        (&first_file, secrets_file("imported-master")),
+        (&second_file, secrets_file("other-master")),
     ] {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, secrets_file(master)).unwrap();
+        std::fs::write(path, text).unwrap();
     }
+
+    // A file that cannot be imported stops the start, naming it, and imports nothing
+    // (else the next node would find the table filled).
+    let refused = cluster.refused(&[]);
+    let line = refused.stderr.trim();
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        line.lines().count() == 1
+            && line.starts_with("livebase: ")
+            && line.contains(&format!("{}: unreadable", broken_file.display())),
+        "{line}"
+    );
 
     cluster.add(1);
     let a = cluster.nodes[0].output();
