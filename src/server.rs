@@ -18,6 +18,7 @@ use crate::actions::Actions;
 use crate::auth::{Auth, Identity, credentials, secrets};
 use crate::config::Config;
 use crate::conn;
+use crate::error::ApiError;
 use crate::files::Files;
 
 use crate::http::{self, AppState};
@@ -28,6 +29,7 @@ use crate::realtime::{Realtime, relay};
 use crate::records::{Records, WriteHook};
 use crate::schema::value::SqlValue;
 use crate::schema::{self, FieldType};
+use crate::store::nodes::{Heartbeat, Node};
 use crate::store::read_only::ReadLimits;
 use crate::store::bus::Note;
 use crate::store::{Store, migrate};
@@ -38,6 +40,9 @@ pub struct App {
     pub state: AppState,
     socket_layer: SocketIoLayer,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Keeps this node's `lb_nodes` row fresh while it serves; stopped (the row removed)
+    /// once serving ends.
+    heartbeat: Heartbeat,
 }
 
 impl App {
@@ -81,7 +86,6 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
             config.data_dir.display()
         )
     })?;
-    let (secrets, generated) = secrets::load_or_create(&config)?;
     let database_flag = match config.database_url {
         Some(_) => "--database-url",
         None => "--data-dir",
@@ -89,6 +93,15 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
     let store = Store::connect(&config.effective_database_url(), config.db_pool_size)
         .await
         .with_context(|| format!("opening the database ({database_flag})"))?;
+    // Before anything else is written: on PostgreSQL the nodes agree on the secrets, and
+    // this node is live (in `lb_nodes`) from here on.
+    let node = Node::new(&config.listen);
+    let secrets::Loaded {
+        secrets,
+        generated,
+        kept_in,
+    } = secrets::load_or_create(&config, &store, &node).await?;
+    let heartbeat = node.beat(&store);
     for note in migrate::apply_schema(&store, &schema, config.allow_destructive_schema).await? {
         tracing::warn!("{note}");
     }
@@ -149,13 +162,15 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         files,
         queries,
         config: Arc::new(config),
+        node,
     };
-    announce_secrets(&state.config, &state.auth.secrets().app_name, &generated);
+    announce_secrets(&kept_in, &state.auth.secrets().app_name, &generated);
     ensure_admin(&state).await?;
     Ok(App {
         state,
         socket_layer,
         tls,
+        heartbeat,
     })
 }
 
@@ -165,6 +180,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = app.state.store.clone();
+    if let Ok(addr) = listener.local_addr() {
+        app.state.node.listening(&addr.to_string());
+    }
     let realtime = app.state.realtime.clone();
     let config = app.state.config.clone();
     let cors = http::cors_layer(&config.cors_origins);
@@ -200,6 +218,7 @@ pub async fn serve(
     conn::serve(listener, app.tls, router, limits, shutdown, grace).await;
     // Idempotent: the shutdown future closed it already unless serving failed.
     realtime.close().await;
+    app.heartbeat.stop().await;
     store.close().await;
     Ok(())
 }
@@ -241,13 +260,12 @@ fn listen_to_other_nodes(store: &Store, auth: &Auth, realtime: &Realtime, action
 
 /// Shows the operator, once, the secrets livebase generated (not those given by flags),
 /// with the app name the Backand SDK is configured with (`appName`).
-fn announce_secrets(config: &Config, app_name: &str, generated: &[(&'static str, String)]) {
+fn announce_secrets(kept_in: &str, app_name: &str, generated: &[(&'static str, String)]) {
     if generated.is_empty() {
         return;
     }
     let mut text = format!(
-        "\nlivebase generated these secrets (kept in {}; shown once):\n  {:<16} {app_name}\n",
-        config.data_dir.join("secrets.json").display(),
+        "\nlivebase generated these secrets (kept in {kept_in}; shown once):\n  {:<16} {app_name}\n",
         "app name"
     );
     for (name, value) in generated {
@@ -256,15 +274,19 @@ fn announce_secrets(config: &Config, app_name: &str, generated: &[(&'static str,
     println!("{text}");
 }
 
-/// The first start creates an Admin from the flags (generating what is not given).
-async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
-    let store = &state.store;
+async fn admins(store: &Store) -> anyhow::Result<i64> {
     let mut sql = store.sql();
     sql.push(r#"SELECT COUNT(*) FROM "users" WHERE "role" = "#)
         .bind(SqlValue::Text("Admin".into()));
     let admins = store.fetch(&sql, &[FieldType::Int]).await?;
+    Ok(admins.first().and_then(|r| r[0].as_i64()).unwrap_or(0))
+}
+
+/// The first start creates an Admin from the flags (generating what is not given).
+async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
+    let store = &state.store;
     let config = &state.config;
-    if admins.first().and_then(|r| r[0].as_i64()).unwrap_or(0) > 0 {
+    if admins(store).await? > 0 {
         if config.admin_password.is_some() {
             println!(
                 "livebase: --admin-password is ignored: an Admin already exists (it only sets the first Admin's password); to change a password run `livebase admin reset-password EMAIL [--password P]` with the same --data-dir/--database-url"
@@ -282,11 +304,20 @@ async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
         "role": "Admin",
         "password": password,
     });
-    let record = state
+    let created = state
         .records
         .create(&Identity::system(), "users", row)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the first Admin ({}): {e}", config.admin_email))?;
+        .await;
+    let record = match created {
+        Ok(record) => record,
+        // Nodes started together on one database each counted no Admin; the first to
+        // commit made it, and the others' inserts meet its email.
+        Err(ApiError::Conflict(_)) if admins(store).await? > 0 => {
+            tracing::info!("another node created the first Admin at the same moment");
+            return Ok(());
+        }
+        Err(e) => anyhow::bail!("creating the first Admin ({}): {e}", config.admin_email),
+    };
     if let Some(token) = &config.admin_user_token {
         credentials::set_user_token(store, record.id, token).await?;
     }

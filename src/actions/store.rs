@@ -11,7 +11,7 @@ use super::versions::{self, Source};
 use crate::records::Verb;
 use crate::schema::value::SqlValue;
 use crate::schema::{FieldType, Schema};
-use crate::store::{Dialect, Store, Tx};
+use crate::store::{Dialect, Store, Tx, migrate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -132,14 +132,18 @@ pub async fn create_table(store: &Store) -> Result<(), sqlx::Error> {
         Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
         Dialect::Postgres => "BIGSERIAL PRIMARY KEY",
     };
-    let mut sql = store.sql();
+    // Under the start lock: PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe against
+    // another node creating the same table at the same moment.
+    let mut tx = store.begin().await?;
+    migrate::lock(&mut tx).await?;
+    let mut sql = tx.sql();
     sql.push(&format!(
         "CREATE TABLE IF NOT EXISTS lb_actions (id {id}, object TEXT NOT NULL, \
          trigger_name TEXT NOT NULL, name TEXT NOT NULL, code TEXT NOT NULL, \
          version BIGINT NOT NULL, UNIQUE (object, trigger_name, name))"
     ));
-    store.execute(&sql).await?;
-    Ok(())
+    tx.execute(&sql).await?;
+    tx.commit().await
 }
 
 /// `actions/<object>/<trigger>/<name>.js`; anything else there is an error naming the
@@ -215,9 +219,11 @@ fn file_name(path: &Path) -> String {
 }
 
 /// Inserts the file's action, or gives it the next version if its code changed; the
-/// version is saved with it, in one transaction.
+/// version is saved with it, in one transaction. Under the start lock, so nodes started
+/// together with the same changed file save it as one new version, not one each.
 pub async fn upsert(store: &Store, file: &ActionFile) -> Result<(), sqlx::Error> {
     let mut tx = store.begin().await?;
+    migrate::lock(&mut tx).await?;
     let mut sql = tx.sql();
     sql.push("SELECT id, code, version FROM lb_actions WHERE object = ")
         .bind(SqlValue::Text(file.object.clone()))

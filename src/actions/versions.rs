@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::schema::FieldType;
 use crate::schema::value::{SqlValue, format_datetime};
-use crate::store::{Dialect, Store, Tx};
+use crate::store::{Dialect, Store, Tx, migrate};
 
 /// Versions kept per action; older ones are pruned when a new one is saved.
 pub const KEPT_VERSIONS: i64 = 100;
@@ -59,6 +59,8 @@ pub struct Version {
 /// saved (a database from before versions were kept).
 pub async fn create_table(store: &Store) -> Result<(), sqlx::Error> {
     let mut tx = store.begin().await?;
+    // Nodes started together must not create it, or backfill it, at the same moment.
+    migrate::lock(&mut tx).await?;
     let id_type = match tx.dialect() {
         Dialect::Sqlite => "INTEGER",
         Dialect::Postgres => "BIGINT",

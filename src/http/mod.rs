@@ -41,6 +41,7 @@ use crate::queries::Queries;
 use crate::realtime::Realtime;
 use crate::records::Records;
 use crate::store::Store;
+use crate::store::nodes::Node;
 use crate::users::Users;
 
 /// Everything a handler may need. Cloning is shallow: each field is a handle.
@@ -56,6 +57,9 @@ pub struct AppState {
     pub files: Files,
     pub queries: Queries,
     pub config: Arc<Config>,
+    /// This process among the nodes sharing the database: answers that say which node
+    /// served them name its id.
+    pub node: Arc<Node>,
 }
 
 pub fn app(state: AppState) -> Router {

@@ -40,9 +40,24 @@ pub(crate) async fn create_internal_tables(store: &Store) -> anyhow::Result<()> 
         ),
         "CREATE INDEX IF NOT EXISTS lb_files_by_name ON lb_files (object, filename)".to_string(),
     ];
+    // Only PostgreSQL is shared by several nodes: they agree on the secrets there
+    // (`auth::secrets`) and each says it is alive (`store::nodes`). SQLite keeps the
+    // secrets in `<data-dir>/secrets.json` and is one node's file.
+    let shared = [
+        "CREATE TABLE IF NOT EXISTS lb_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS lb_nodes (node_id TEXT PRIMARY KEY, started TIMESTAMPTZ, \
+         seen TIMESTAMPTZ, listen TEXT)",
+    ];
+    let shared = match store.dialect() {
+        Dialect::Postgres => &shared[..],
+        Dialect::Sqlite => &[],
+    };
     let mut tx = store.begin().await?;
     lock(&mut tx).await?;
-    for text in statements {
+    for text in statements
+        .into_iter()
+        .chain(shared.iter().map(|s| s.to_string()))
+    {
         let mut sql = tx.sql();
         sql.push(&text);
         tx.execute(&sql).await?;
@@ -71,7 +86,10 @@ async fn add_kept_session(tx: &mut Tx) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-async fn lock(tx: &mut Tx) -> Result<(), sqlx::Error> {
+/// Holds, until `tx` ends, the lock every start takes on PostgreSQL before it changes
+/// shared state (tables, secrets, its node row), so starts of several nodes take turns.
+/// Nothing on SQLite, which one node alone opens.
+pub(crate) async fn lock(tx: &mut Tx) -> Result<(), sqlx::Error> {
     if tx.dialect() == Dialect::Postgres {
         let mut sql = tx.sql();
         sql.push("SELECT pg_advisory_xact_lock(")

@@ -9,6 +9,7 @@
 
 pub mod bus;
 pub mod migrate;
+pub mod nodes;
 pub mod read_only;
 pub mod sql;
 pub mod statements;

@@ -242,7 +242,7 @@ pub fn test_config(data_dir: &std::path::Path, schema_dir: &std::path::Path, url
     config
 }
 
-fn rand_suffix() -> String {
+pub fn rand_suffix() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -325,15 +325,7 @@ impl TestApp {
         cred: &Cred,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut rb = with_cred(self.client.request(method, self.url(path)), cred);
-        if let Some(body) = body {
-            rb = rb.json(&body);
-        }
-        let resp = rb.send().await.expect("request sent");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        send(&self.client, method, &self.url(path), cred, body).await
     }
 
     pub async fn get(&self, path: &str, cred: &Cred) -> (u16, Value) {
@@ -437,6 +429,25 @@ impl TestApp {
             self.pg_database.take(),
         )
     }
+}
+
+/// Sends a request and returns (status, JSON body or the text as a JSON string).
+pub async fn send(
+    client: &reqwest::Client,
+    method: Method,
+    url: &str,
+    cred: &Cred,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut rb = with_cred(client.request(method, url), cred);
+    if let Some(body) = body {
+        rb = rb.json(&body);
+    }
+    let resp = rb.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
 }
 
 /// Adds the headers that carry `cred` to a request.

@@ -7,6 +7,7 @@ mod actions;
 mod auth;
 mod bad_input;
 mod bulk;
+mod cluster;
 mod concurrency;
 mod connections;
 mod dashboard;

@@ -97,7 +97,15 @@ pub struct Server {
 
 impl Server {
     /// Starts `command` and waits for its "listening on" line.
-    pub fn start(mut command: Command) -> Server {
+    pub fn start(command: Command) -> Server {
+        let mut server = Server::spawn(command);
+        server.wait_listening();
+        server
+    }
+
+    /// Starts `command` without waiting: several can start at the same moment, then
+    /// each `wait_listening`.
+    pub fn spawn(mut command: Command) -> Server {
         let out = tempfile::tempdir().unwrap();
         let (stdout, stderr) = (out.path().join("stdout"), out.path().join("stderr"));
         let child = command
@@ -106,26 +114,30 @@ impl Server {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .unwrap();
-        let mut server = Server {
+        Server {
             child,
             base: String::new(),
             stdout,
             stderr,
             _out: out,
-        };
+        }
+    }
+
+    /// Waits for the "listening on" line and takes the base URL from it.
+    pub fn wait_listening(&mut self) {
         let started = Instant::now();
         loop {
-            let text = read(&server.stdout);
+            let text = read(&self.stdout);
             if let Some(at) = text.find("livebase listening on ") {
                 let rest = &text[at + "livebase listening on ".len()..];
-                server.base = rest.lines().next().unwrap().trim().to_string();
-                return server;
+                self.base = rest.lines().next().unwrap().trim().to_string();
+                return;
             }
-            if let Some(status) = server.child.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap() {
                 panic!(
                     "livebase exited ({status}) before listening: {}{}",
                     text,
-                    read(&server.stderr)
+                    read(&self.stderr)
                 );
             }
             assert!(
@@ -157,6 +169,31 @@ impl Server {
         self.child.id()
     }
 
+    /// Asks it to stop as an operator would (SIGTERM) and waits for it to exit, which
+    /// must be cleanly; its graceful shutdown has run by then.
+    pub fn terminate(&mut self) {
+        // SAFETY: signals the process this test started, by its id.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > PATIENCE {
+                self.stop();
+                panic!("livebase did not exit within {PATIENCE:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "exit after SIGTERM: {status}: {}",
+            self.output()
+        );
+    }
+
     /// Stops it (SIGKILL: what it printed is in the files already).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -168,6 +205,14 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The value printed after `label` on a line of `text` (the secrets and the first Admin
+/// a start announces).
+pub fn printed(text: &str, label: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .map(|v| v.trim().to_string())
 }
 
 fn read(path: &Path) -> String {

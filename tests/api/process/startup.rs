@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Server, client, livebase, run_to_exit};
+use super::{Server, client, livebase, printed, run_to_exit};
 use crate::common::basic_header;
 
 /// What a newcomer gets wrong, and the words the one line must hold.
@@ -91,13 +91,6 @@ fn a_start_that_cannot_happen_names_its_flag_and_path_in_one_line() {
     }
     drop(taken);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-}
-
-/// The value printed after `label` on a line of `text`.
-fn printed(text: &str, label: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix(label))
-        .map(|v| v.trim().to_string())
 }
 
 #[tokio::test]
