@@ -29,9 +29,9 @@ use crate::realtime::{Realtime, relay};
 use crate::records::{Records, WriteHook};
 use crate::schema::value::SqlValue;
 use crate::schema::{self, FieldType};
+use crate::store::bus::Note;
 use crate::store::nodes::{Heartbeat, Node};
 use crate::store::read_only::ReadLimits;
-use crate::store::bus::Note;
 use crate::store::{Store, migrate};
 use crate::users::Users;
 

@@ -11,8 +11,8 @@ use super::store::{self, Action, Trigger};
 use super::versions::{self, Source};
 use super::{Actions, sandbox};
 use crate::error::ApiError;
-use crate::store::bus::Note;
 use crate::schema::Schema;
+use crate::store::bus::Note;
 
 pub(super) struct Registry {
     /// Every action, sorted by (object, trigger, name): triggers run in name order.

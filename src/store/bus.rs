@@ -36,7 +36,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// What a node tells the others.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Note {
     /// The user's identity no longer holds: end their sockets (but the kept session's)
     /// and forget their cached auth facts.
@@ -102,12 +106,13 @@ async fn write(pool: &PgPool, origin: &str, note: &Note) -> Result<(), sqlx::Err
         .bind(BUS_LOCK_KEY)
         .execute(&mut *tx)
         .await?;
-    let seq: i64 =
-        sqlx::query_scalar("INSERT INTO lb_cluster_events (origin, body) VALUES ($1, $2) RETURNING seq")
-            .bind(origin)
-            .bind(&body)
-            .fetch_one(&mut *tx)
-            .await?;
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO lb_cluster_events (origin, body) VALUES ($1, $2) RETURNING seq",
+    )
+    .bind(origin)
+    .bind(&body)
+    .fetch_one(&mut *tx)
+    .await?;
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(seq.to_string())
@@ -172,8 +177,12 @@ async fn prune(pool: PgPool) {
         if pool.is_closed() {
             return;
         }
-        let statement = format!("DELETE FROM lb_cluster_events WHERE at < now() - interval '{KEEP}'");
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&pool).await {
+        let statement =
+            format!("DELETE FROM lb_cluster_events WHERE at < now() - interval '{KEEP}'");
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&pool)
+            .await
+        {
             tracing::debug!(error = %e, "cluster bus: pruning old notes");
         }
     }

@@ -7,6 +7,9 @@
 //! Runs only when `LIVEBASE_TEST_POSTGRES_URL` is set (else `Cluster::start` says so
 //! and answers `None`): SQLite is one node's file.
 
+mod bus;
+mod outage;
+mod redis;
 mod secrets;
 
 use std::path::PathBuf;
@@ -90,6 +93,14 @@ impl Cluster {
             flags: all,
             made: 0,
         })
+    }
+
+    /// The value every node is given for `flag` (e.g. `--database-url`).
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .find(|(f, _)| f == flag)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The directory of node `i` (its data directory is `data/` inside), made with the

@@ -105,7 +105,8 @@ async fn nodes_serve_their_own_sockets_while_redis_is_away_and_rejoin_when_it_is
         return;
     };
     let url = format!("redis://127.0.0.1:{port}");
-    let Some(c) = Cluster::start(2, &[("schema/items.json", ITEMS)], &[("--redis-url", &url)]).await
+    let Some(c) =
+        Cluster::start(2, &[("schema/items.json", ITEMS)], &[("--redis-url", &url)]).await
     else {
         return;
     };
@@ -134,14 +135,23 @@ async fn nodes_serve_their_own_sockets_while_redis_is_away_and_rejoin_when_it_is
         }
     };
     create("before").await;
-    assert_eq!(on_b.expect("db_created").await["data"]["name"], json!("before"));
-    assert_eq!(on_a.expect("db_created").await["data"]["name"], json!("before"));
+    assert_eq!(
+        on_b.expect("db_created").await["data"]["name"],
+        json!("before")
+    );
+    assert_eq!(
+        on_a.expect("db_created").await["data"]["name"],
+        json!("before")
+    );
 
     drop(redis);
     all_say(&c, "degraded", Duration::from_secs(5)).await;
     // Writes go on, and node A's own sockets still hear of them.
     create("during").await;
-    assert_eq!(on_a.expect("db_created").await["data"]["name"], json!("during"));
+    assert_eq!(
+        on_a.expect("db_created").await["data"]["name"],
+        json!("during")
+    );
     assert!(!on_a.closed_within(Duration::from_millis(10)).await);
 
     let _redis = Redis::start(port).expect("redis-server starts again");

@@ -44,8 +44,9 @@ async fn redis_cluster(n: usize) -> Option<Cluster> {
         .filter(|u| !u.is_empty())
     else {
         use std::io::Write;
-        let _ = std::io::stderr()
-            .write_all(b"note: Redis cluster test skipped (set LIVEBASE_TEST_REDIS_URL to run it)\n");
+        let _ = std::io::stderr().write_all(
+            b"note: Redis cluster test skipped (set LIVEBASE_TEST_REDIS_URL to run it)\n",
+        );
         return None;
     };
     let prefix = format!("lbt_{}", rand_suffix());
@@ -69,7 +70,9 @@ async fn user(c: &Cluster, admin: &str, i: usize, email: &str) -> (String, Strin
             Method::POST,
             "/1/objects/users",
             &Cred::Bearer(admin.into()),
-            Some(json!({ "email": email, "password": password, "role": "User", "firstName": email })),
+            Some(
+                json!({ "email": email, "password": password, "role": "User", "firstName": email }),
+            ),
         )
         .await;
     assert_eq!(status, 200, "creating {email}: {body}");
@@ -81,7 +84,7 @@ async fn emit(c: &Cluster, i: usize, token: &str, input: Value) {
         .req(
             i,
             Method::POST,
-            "/1/objects/action/general?name=emit",
+            "/1/function/general/emit",
             &Cred::Bearer(token.into()),
             Some(input),
         )
@@ -131,7 +134,11 @@ async fn a_write_on_one_node_reaches_the_readers_on_another_and_no_one_else() {
         .await;
     assert_eq!(status, 200, "{row}");
     let created = alice_b.expect("db_created").await;
-    assert_eq!(created["data"]["name"], json!("alice's secret"), "{created}");
+    assert_eq!(
+        created["data"]["name"],
+        json!("alice's secret"),
+        "{created}"
+    );
     // Then Bob writes on A: his own row reaches him on B after Alice's would have.
     let (status, _) = c
         .req(
@@ -288,26 +295,12 @@ async fn an_action_uploaded_on_one_node_runs_on_the_others_within_a_second() {
         .await;
     assert_eq!(status, 200, "{created}");
     let id = created["id"].as_i64().unwrap();
-    let answer = |c: &Cluster, i: usize| {
-        let admin = admin.clone();
-        async move {
-            c.req(
-                i,
-                Method::POST,
-                "/1/objects/action/general?name=which",
-                &Cred::Bearer(admin),
-                Some(json!({})),
-            )
-            .await
-        }
-    };
     let within_a_second = |want: Value| {
-        let answer = &answer;
-        let c = &c;
+        let (c, admin) = (&c, admin.clone());
         async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
             loop {
-                let got = answer(c, 1).await;
+                let got = which(c, 1, &admin).await;
                 if got == (200, want.clone()) {
                     return;
                 }
@@ -345,7 +338,7 @@ async fn an_action_uploaded_on_one_node_runs_on_the_others_within_a_second() {
     assert!(status == 200 || status == 204, "{status} {body}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
-        let (status, _) = answer(&c, 1).await;
+        let (status, _) = which(&c, 1, &admin).await;
         if status == 404 {
             break;
         }
@@ -355,4 +348,16 @@ async fn an_action_uploaded_on_one_node_runs_on_the_others_within_a_second() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What the on-demand action `which` answers on node `i`.
+async fn which(c: &Cluster, i: usize, admin: &str) -> (u16, Value) {
+    c.req(
+        i,
+        Method::POST,
+        "/1/function/general/which",
+        &Cred::Bearer(admin.into()),
+        Some(json!({})),
+    )
+    .await
 }
