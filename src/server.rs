@@ -30,6 +30,7 @@ use crate::records::{Records, WriteHook};
 use crate::schema::value::SqlValue;
 use crate::schema::{self, FieldType};
 use crate::store::bus::Note;
+use crate::store::manifest::{self, Manifest};
 use crate::store::nodes::{Heartbeat, Node};
 use crate::store::read_only::ReadLimits;
 use crate::store::{Store, migrate};
@@ -102,6 +103,10 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         kept_in,
     } = secrets::load_or_create(&config, &store, &node).await?;
     let heartbeat = node.beat(&store);
+    // Before the tables change: a node serving other files than the running ones would
+    // migrate them under their feet and answer requests differently.
+    let manifest = Manifest::of(&schema, &config.queries_dir);
+    manifest::agree(&store, &node, &manifest).await?;
     for note in migrate::apply_schema(&store, &schema, config.allow_destructive_schema).await? {
         tracing::warn!("{note}");
     }

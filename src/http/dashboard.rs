@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::extract::AdminCaller;
 use crate::error::ApiError;
-use crate::schema::{ObjectSchema, RowSecurity};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -114,40 +113,6 @@ fn asset(name: &str) -> Response {
 /// declare them (plus `users`' built-in fields), and the roles.
 async fn describe_schema(State(state): State<AppState>, _: AdminCaller) -> Json<Value> {
     let schema = state.records.schema();
-    let objects: Vec<Value> = schema.objects.values().map(|o| object_json(o)).collect();
+    let objects: Vec<Value> = schema.objects.values().map(|o| o.describe()).collect();
     Json(json!({ "objects": objects, "roles": schema.roles }))
-}
-
-fn object_json(object: &ObjectSchema) -> Value {
-    let fields: Vec<Value> = object
-        .fields
-        .iter()
-        .map(|f| {
-            json!({
-                "name": f.name,
-                "type": match f.ty.referenced_object() {
-                    Some(_) if f.ty == crate::schema::FieldType::User => "user".to_string(),
-                    Some(_) => "ref".to_string(),
-                    None => f.ty.describe(),
-                },
-                "object": f.ty.referenced_object(),
-                "required": f.required,
-                "unique": f.unique,
-                "default": f.default,
-                "maxLength": f.max_length,
-            })
-        })
-        .collect();
-    let p = &object.permissions;
-    json!({
-        "name": object.name,
-        "fields": fields,
-        "permissions": { "read": p.read, "create": p.create, "update": p.update, "delete": p.delete },
-        "rowSecurity": match object.row_security {
-            RowSecurity::None => "none",
-            RowSecurity::Owner => "owner",
-            RowSecurity::OwnerWrite => "ownerWrite",
-        },
-        "events": object.events,
-    })
 }

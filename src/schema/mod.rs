@@ -166,6 +166,45 @@ impl ObjectSchema {
         self.name == "users"
     }
 
+    /// The object as the dashboard shows it and as nodes compare it: every field with
+    /// its type and constraints, permissions, row security and event styles (not the
+    /// file it came from).
+    pub fn describe(&self) -> serde_json::Value {
+        use serde_json::{Value, json};
+        let object = self;
+        let fields: Vec<Value> = object
+            .fields
+            .iter()
+            .map(|f| {
+                json!({
+                    "name": f.name,
+                    "type": match f.ty.referenced_object() {
+                        Some(_) if f.ty == crate::schema::FieldType::User => "user".to_string(),
+                        Some(_) => "ref".to_string(),
+                        None => f.ty.describe(),
+                    },
+                    "object": f.ty.referenced_object(),
+                    "required": f.required,
+                    "unique": f.unique,
+                    "default": f.default,
+                    "maxLength": f.max_length,
+                })
+            })
+            .collect();
+        let p = &object.permissions;
+        json!({
+            "name": object.name,
+            "fields": fields,
+            "permissions": { "read": p.read, "create": p.create, "update": p.update, "delete": p.delete },
+            "rowSecurity": match object.row_security {
+                RowSecurity::None => "none",
+                RowSecurity::Owner => "owner",
+                RowSecurity::OwnerWrite => "ownerWrite",
+            },
+            "events": object.events,
+        })
+    }
+
     /// Whether its changes are also published under LoopBack event names.
     pub fn publishes_loopback(&self) -> bool {
         self.events.iter().any(|e| e == "loopback")

@@ -47,6 +47,8 @@ pub(crate) async fn create_internal_tables(store: &Store) -> anyhow::Result<()> 
         "CREATE TABLE IF NOT EXISTS lb_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS lb_nodes (node_id TEXT PRIMARY KEY, started TIMESTAMPTZ, \
          seen TIMESTAMPTZ, listen TEXT)",
+        // What the node serves (`store::manifest`), compared by each starting node.
+        "ALTER TABLE lb_nodes ADD COLUMN IF NOT EXISTS manifest TEXT",
     ];
     let shared = match store.dialect() {
         Dialect::Postgres => &shared[..],

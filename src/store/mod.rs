@@ -8,6 +8,7 @@
 //! failing with SQLITE_BUSY) and several readers, which WAL lets run beside it.
 
 pub mod bus;
+pub mod manifest;
 pub mod migrate;
 pub mod nodes;
 pub mod read_only;

@@ -112,6 +112,35 @@ pub async fn others_live(tx: &mut Tx, me: &Node) -> Result<bool, sqlx::Error> {
     Ok(rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0) > 0)
 }
 
+/// `(node id, address, manifest)` of each live node but `me` that recorded one.
+pub async fn others_manifests(
+    tx: &mut Tx,
+    me: &Node,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    let mut sql = tx.sql();
+    sql.push("SELECT node_id, COALESCE(listen, ''), manifest FROM lb_nodes WHERE seen > now() - ")
+        .push(&interval(LIVE))
+        .push(" AND manifest IS NOT NULL AND node_id <> ")
+        .bind(SqlValue::Text(me.id.clone()))
+        .push(" ORDER BY started");
+    let rows = tx
+        .fetch(
+            &sql,
+            &[FieldType::String, FieldType::String, FieldType::Text],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r[0].as_str()?.to_string(),
+                r[1].as_str()?.to_string(),
+                r[2].as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
 fn interval(d: Duration) -> String {
     format!("interval '{} seconds'", d.as_secs())
 }

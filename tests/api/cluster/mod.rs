@@ -8,6 +8,7 @@
 //! and answers `None`): SQLite is one node's file.
 
 mod bus;
+mod manifest;
 mod outage;
 mod redis;
 mod secrets;
