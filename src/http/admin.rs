@@ -1,5 +1,7 @@
 //! Live realtime introspection for the dashboard, Admin only (`AdminCaller`):
 //!
+//! - `GET /1/admin/nodes` — the nodes sharing the database (`store::nodes`), and which
+//!   one answers.
 //! - `GET /1/admin/sockets` — this node's sockets (`realtime::roster`), paged.
 //! - `DELETE /1/admin/sockets/{id}` — ends one, by its public id.
 //! - `GET /1/admin/events` — `text/event-stream` of recorded emits (`realtime::watch`):
@@ -45,6 +47,7 @@ const MAX_SOCKET_ID: usize = 64;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/1/admin/nodes", get(list_nodes))
         .route("/1/admin/sockets", get(list_sockets))
         .route(
             "/1/admin/sockets/{id}",
@@ -52,6 +55,16 @@ pub fn router() -> Router<AppState> {
         )
         .route("/1/admin/events", get(stream_events))
         .route("/1/admin/events/{id}/trace", get(trace_event))
+}
+
+async fn list_nodes(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+    Params(params): Params,
+) -> Result<Response, ApiError> {
+    only(&params, &[])?;
+    let nodes = crate::store::nodes::list(&state.store, &state.node).await?;
+    Ok(axum::Json(json!({ "node": state.node.id, "data": nodes })).into_response())
 }
 
 async fn list_sockets(
@@ -62,7 +75,12 @@ async fn list_sockets(
     only(&params, &["pageSize", "pageNumber"])?;
     let (size, number) = page(&params, MAX_SOCKETS_PAGE, 100)?;
     let page = state.realtime.sockets(size, number);
-    Ok(axum::Json(json!({ "totalRows": page.total, "data": page.sockets })).into_response())
+    Ok(axum::Json(json!({
+        "node": state.node.id,
+        "totalRows": page.total,
+        "data": page.sockets,
+    }))
+    .into_response())
 }
 
 async fn disconnect_socket(
@@ -90,7 +108,8 @@ async fn disconnect_socket(
         Ok(axum::Json(json!({})).into_response())
     } else {
         Err(ApiError::NotFound(format!(
-            "no socket `{id}` is connected to this node"
+            "no socket `{id}` is connected to this node ({})",
+            state.node.id
         )))
     }
 }

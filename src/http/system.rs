@@ -83,13 +83,15 @@ async fn health(State(state): State<AppState>) -> Response {
     {
         // Redis away is not unavailability: this node still serves its own sockets and
         // every request, only its emits miss the other nodes (`realtime::cluster`).
-        Ok(_) => match state.realtime.redis_up() {
-            None => axum::Json(json!({ "status": "ok" })).into_response(),
-            Some(true) => axum::Json(json!({ "status": "ok", "redis": "up" })).into_response(),
-            Some(false) => {
-                axum::Json(json!({ "status": "degraded", "redis": "down" })).into_response()
-            }
-        },
+        Ok(_) => {
+            let node = &state.node.id;
+            axum::Json(match state.realtime.redis_up() {
+                None => json!({ "status": "ok", "node": node }),
+                Some(true) => json!({ "status": "ok", "node": node, "redis": "up" }),
+                Some(false) => json!({ "status": "degraded", "node": node, "redis": "down" }),
+            })
+            .into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "health check failed");
             (

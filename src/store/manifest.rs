@@ -159,6 +159,12 @@ pub async fn agree(store: &Store, node: &Node, manifest: &Manifest) -> anyhow::R
             continue;
         };
         if let Some(what) = manifest.difference(&theirs) {
+            // A refused node is no node: its row (written with the secrets) goes.
+            let mut sql = tx.sql();
+            sql.push("DELETE FROM lb_nodes WHERE node_id = ")
+                .bind(SqlValue::Text(node.id.clone()));
+            tx.execute(&sql).await.map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
             anyhow::bail!(
                 "this node's app differs from the running node {other} (at {listen}): {what}. Nodes of one app serve the same schema/ and queries/ files: deploy the same files, or stop every node to change them"
             );

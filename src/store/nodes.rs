@@ -141,6 +141,48 @@ pub async fn others_manifests(
         .collect())
 }
 
+/// The nodes sharing the database, oldest first, as `GET /1/admin/nodes` shows them:
+/// id, address, when it started and last beat, whether it is live, whether it is `me`.
+/// SQLite: `me` alone.
+pub async fn list(store: &Store, me: &Node) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    let here = |live: bool| {
+        serde_json::json!({
+            "node": me.id, "listen": *me.listen.lock().unwrap(), "live": live, "self": true,
+        })
+    };
+    if store.dialect() != Dialect::Postgres {
+        return Ok(vec![here(true)]);
+    }
+    let mut sql = store.sql();
+    sql.push(
+        "SELECT node_id, COALESCE(listen, ''), CAST(EXTRACT(EPOCH FROM started) AS BIGINT), \
+         CAST(EXTRACT(EPOCH FROM seen) AS BIGINT), seen > now() - ",
+    )
+    .push(&interval(LIVE))
+    .push(" FROM lb_nodes ORDER BY started, node_id");
+    let rows = store
+        .fetch(
+            &sql,
+            &[
+                FieldType::String,
+                FieldType::String,
+                FieldType::Int,
+                FieldType::Int,
+                FieldType::Bool,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "node": r[0], "listen": r[1], "startedAt": r[2], "seenAt": r[3],
+                "live": r[4], "self": r[0].as_str() == Some(me.id.as_str()),
+            })
+        })
+        .collect())
+}
+
 fn interval(d: Duration) -> String {
     format!("interval '{} seconds'", d.as_secs())
 }

@@ -10,7 +10,11 @@ async fn health_and_metrics_report_on_requests_and_the_pool() {
     let backend = Backend::Sqlite;
     let app = Spawn::new(&backend).start().await;
     let (status, body) = app.get("/healthz", &Cred::None).await;
-    assert_eq!((status, body), (200, json!({ "status": "ok" })));
+    let node = app.state.node.id.clone();
+    assert_eq!(
+        (status, body),
+        (200, json!({ "status": "ok", "node": node }))
+    );
 
     // A refused request and a served one, so both show up by status.
     assert_eq!(app.get("/1/objects/users", &Cred::None).await.0, 401);

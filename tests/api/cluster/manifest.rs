@@ -73,12 +73,27 @@ async fn a_node_with_other_schema_or_queries_is_refused_beside_a_running_one() {
         "{refused:?}"
     );
 
-    // Same files: a second node joins.
+    // Same files: a second node joins, and each lists both as live.
     c.add(1);
     let (status, _) = c
         .get(1, "/1/objects/items", &Cred::Bearer(admin.clone()))
         .await;
     assert_eq!(status, 200);
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let (status, body) = c
+            .get(i, "/1/admin/nodes", &Cred::Bearer(admin.clone()))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let listed = body["data"].as_array().unwrap();
+        assert_eq!(listed.len(), 2, "refused nodes are not listed: {body}");
+        assert!(listed.iter().all(|n| n["live"] == json!(true)), "{body}");
+        let me: Vec<_> = listed.iter().filter(|n| n["self"] == json!(true)).collect();
+        assert_eq!(me.len(), 1, "{body}");
+        assert_eq!(me[0]["node"], body["node"], "{body}");
+        ids.push(body["node"].clone());
+    }
+    assert_ne!(ids[0], ids[1], "two nodes, two ids");
 
     // Every node stopped: the changed schema is a deploy.
     for node in &mut c.nodes {

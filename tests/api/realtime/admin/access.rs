@@ -22,6 +22,7 @@ async fn every_endpoint_refuses_users_anonymous_callers_and_no_credentials() {
             .as_u64()
             .unwrap();
         let endpoints = [
+            ("GET", "/1/admin/nodes".to_string()),
             ("GET", "/1/admin/sockets".to_string()),
             ("DELETE", format!("/1/admin/sockets/{target}")),
             ("GET", "/1/admin/events".to_string()),
@@ -51,6 +52,19 @@ async fn every_endpoint_refuses_users_anonymous_callers_and_no_credentials() {
         let admin = app.admin().await;
         let (status, body) = app.get("/1/admin/sockets", &admin.cred()).await;
         assert_eq!(status, 200, "{be}: {body}");
+        let node = app.state.node.id.clone();
+        assert_eq!(body["node"], json!(node), "{be}: {body}");
+        // One node: it lists itself, live.
+        let (status, body) = app.get("/1/admin/nodes", &admin.cred()).await;
+        assert_eq!(status, 200, "{be}: {body}");
+        assert_eq!(body["node"], json!(node), "{be}: {body}");
+        let listed = body["data"].as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{be}: {body}");
+        assert_eq!(
+            (&listed[0]["node"], &listed[0]["live"], &listed[0]["self"]),
+            (&json!(node), &json!(true), &json!(true)),
+            "{be}: {body}"
+        );
         let (status, body) = app
             .get(&format!("/1/admin/events/{event}/trace"), &admin.cred())
             .await;
