@@ -12,6 +12,7 @@ mod manifest;
 mod outage;
 mod redis;
 mod secrets;
+mod transports;
 
 use std::path::PathBuf;
 use std::process::Command;

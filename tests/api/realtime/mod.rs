@@ -13,8 +13,8 @@ mod limits;
 mod no_leaks;
 mod sails;
 mod slow_readers;
-mod staticbackend;
-mod support;
+pub(crate) mod staticbackend;
+pub(crate) mod support;
 
 use serde_json::json;
 

@@ -21,12 +21,12 @@ use crate::common::{Spawn, TestApp, backends};
 use crate::sio::{PATIENCE, Sio};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Transport {
+pub(crate) enum Transport {
     Sse,
     Ws,
 }
 
-const BOTH: [Transport; 2] = [Transport::Sse, Transport::Ws];
+pub(crate) const BOTH: [Transport; 2] = [Transport::Sse, Transport::Ws];
 
 #[derive(Debug)]
 enum Item {
@@ -37,7 +37,7 @@ enum Item {
 }
 
 /// A StaticBackend client on either transport, as `@staticbackend/js` drives it.
-struct Sb {
+pub(crate) struct Sb {
     transport: Transport,
     /// From `init`.
     sid: String,
@@ -64,7 +64,12 @@ impl Drop for Sb {
 impl Sb {
     /// Connects and reads `init`.
     async fn connect(app: &TestApp, transport: Transport) -> Sb {
-        let mut sb = Sb::open(app, transport).await;
+        Sb::connect_to(&app.base, transport).await
+    }
+
+    /// Connects to the server at `base` and reads `init`.
+    pub(crate) async fn connect_to(base: &str, transport: Transport) -> Sb {
+        let mut sb = Sb::open_at(base, &reqwest::Client::new(), transport).await;
         let init = sb.next_message().await.expect("init arrives");
         assert_eq!(init["type"], json!("init"), "{init}");
         for field in ["sid", "type", "data", "channel", "token"] {
@@ -77,14 +82,17 @@ impl Sb {
 
     /// Opens the connection and reads nothing.
     async fn open(app: &TestApp, transport: Transport) -> Sb {
+        Sb::open_at(&app.base, &app.client, transport).await
+    }
+
+    async fn open_at(base: &str, client: &reqwest::Client, transport: Transport) -> Sb {
         let (tx, incoming) = mpsc::unbounded_channel();
         let mut ws_out = None;
         let mut tasks = Vec::new();
         match transport {
             Transport::Sse => {
-                let mut response = app
-                    .client
-                    .get(app.url("/sse/connect?sbpk=any"))
+                let mut response = client
+                    .get(format!("{base}/sse/connect?sbpk=any"))
                     .send()
                     .await
                     .expect("SSE connects");
@@ -117,7 +125,7 @@ impl Sb {
                 tasks.push(task.abort_handle());
             }
             Transport::Ws => {
-                let url = format!("{}/ws", app.base.replacen("http://", "ws://", 1));
+                let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
                 let (ws, _) = tokio_tungstenite::connect_async(url)
                     .await
                     .expect("/ws connects");
@@ -153,8 +161,8 @@ impl Sb {
             token: None,
             incoming,
             buffered: VecDeque::new(),
-            base: app.base.clone(),
-            client: app.client.clone(),
+            base: base.to_string(),
+            client: client.clone(),
             ws_out,
             markers: 0,
             tasks,
@@ -181,7 +189,7 @@ impl Sb {
     }
 
     /// A command that must be accepted (`true` over SSE).
-    async fn command(&self, kind: &str, data: Value, channel: &str) {
+    pub(crate) async fn command(&self, kind: &str, data: Value, channel: &str) {
         let (status, body) = self.send(kind, data, channel).await;
         if self.transport == Transport::Sse {
             assert_eq!((status, &body), (200, &json!(true)), "{kind}");
@@ -189,7 +197,7 @@ impl Sb {
     }
 
     /// `auth` with `token` → `token` carrying it; afterwards envelopes carry it.
-    async fn auth(&mut self, token: &str) {
+    pub(crate) async fn auth(&mut self, token: &str) {
         self.token = match self.transport {
             // connect() sets the token before it sends `auth`; connectWS after.
             Transport::Sse => Some(token.to_string()),
@@ -223,7 +231,7 @@ impl Sb {
     }
 
     /// The next message of `kind`; others stay queued in order.
-    async fn expect(&mut self, kind: &str) -> Value {
+    pub(crate) async fn expect(&mut self, kind: &str) -> Value {
         let mut skipped = VecDeque::new();
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let found = loop {

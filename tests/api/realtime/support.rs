@@ -7,7 +7,7 @@ use crate::common::{Cred, TestApp};
 use crate::sio::Sio;
 
 /// A Sails virtual request `{method, url, data}` on the `verb` event; the whole ack.
-pub(super) async fn req(s: &Sio, verb: &str, url: &str, data: Value) -> Value {
+pub(crate) async fn req(s: &Sio, verb: &str, url: &str, data: Value) -> Value {
     let mut request = json!({ "method": verb, "url": url });
     if !data.is_null() {
         request["data"] = data;
