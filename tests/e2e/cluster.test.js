@@ -171,7 +171,7 @@ async function connect(user, transport) {
   });
   const c = {
     s, user, transport, events: [], cursor: 0, connects: 0, joined: 0, disconnects: [], errors: [],
-    /** The node its HAProxy cookie names (polling clients), or -1. */
+    /** The node its HAProxy cookie names (polling clients; engine.io-client's jar in Node), or -1. */
     node() {
       const jar = s.io.engine?._cookieJar;
       if (!jar) return -1;
@@ -245,7 +245,7 @@ before(async () => {
   ];
   // The first start creates the schema; the others then start side by side.
   nodes.push(await startServer(args, { app }));
-  nodes.push(...await Promise.all(Array.from({ length: NODES - 1 }, () => startServer(args, { app }))));
+  await Promise.all(Array.from({ length: NODES - 1 }, async () => nodes.push(await startServer(args, { app }))));
 
   const port = await freePort();
   const cfg = join(dir, 'haproxy.cfg');
