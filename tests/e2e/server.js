@@ -35,7 +35,8 @@ export async function launchBrowser() {
   return ws ? chromium.connect(ws) : chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
 }
 
-function freePort() {
+/** A TCP port free on 127.0.0.1 right now. */
+export function freePort() {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.on('error', reject);
@@ -68,18 +69,19 @@ function fetchTls(url, ca, { method = 'GET', headers = {}, body } = {}) {
 
 /**
  * Starts livebase. With `{ tls: { cert, key, ca } }` (PEM file paths and the CA's
- * PEM text) it serves HTTPS/WSS and every request here trusts only that CA.
+ * PEM text) it serves HTTPS/WSS and every request here trusts only that CA. `app`
+ * (`{ schema, actions, queries }` directories) replaces the example app's.
  */
-export async function startServer(extraArgs = [], { tls } = {}) {
+export async function startServer(extraArgs = [], { tls, app = {} } = {}) {
   const bin = process.env.LIVEBASE_BIN || join(root, 'target', 'debug', 'livebase');
   const dataDir = mkdtempSync(join(tmpdir(), 'livebase-e2e-'));
   const port = await freePort();
   const child = spawn(bin, [
     '--listen', `127.0.0.1:${port}`,
     '--data-dir', dataDir,
-    '--schema-dir', join(root, 'schema'),
-    '--actions-dir', join(root, 'actions'),
-    '--queries-dir', join(root, 'queries'),
+    '--schema-dir', app.schema ?? join(root, 'schema'),
+    '--actions-dir', app.actions ?? join(root, 'actions'),
+    '--queries-dir', app.queries ?? join(root, 'queries'),
     '--master-token', MASTER,
     '--anonymous-token', ANON,
     '--admin-password', 'e2e-admin-password',
@@ -102,20 +104,53 @@ export async function startServer(extraArgs = [], { tls } = {}) {
     if (i > 300) throw new Error(`livebase did not come up:\n${output}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+  return {
+    ...api(base, fetch),
+    /** Everything the server printed so far (its log). */
+    output: () => output,
+    /** SIGKILL (no shutdown at all); resolves once the process is gone. */
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) {
+        const gone = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGKILL');
+        await gone;
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+    /** Whether the process is still running. */
+    running: () => child.exitCode === null && child.signalCode === null,
+    /** SIGTERM; resolves with the exit code (rejects if it takes over 10 s). */
+    async stop() {
+      child.kill('SIGTERM');
+      const code = await new Promise((resolve, reject) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        const timer = setTimeout(() => reject(new Error(`no exit 10 s after SIGTERM:\n${output}`)), 10000);
+        child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
+      });
+      rmSync(dataDir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+/**
+ * `request` and `user` against `base`: one server, or a balancer in front of several.
+ * `request` uses the master token (acting as the first Admin) unless given `auth`;
+ * `headers` are added to the request (e.g. a balancer's cookie).
+ */
+export function api(base, fetch = globalThis.fetch) {
   const master = 'Basic ' + Buffer.from(`${MASTER}:${ADMIN_TOKEN}`).toString('base64');
   return {
     base,
     fetch,
-    /** Everything the server printed so far (its log). */
-    output: () => output,
-    async request(method, path, auth, body) {
-      const headers = { Authorization: auth ?? master };
-      if (body !== undefined) headers['Content-Type'] = 'application/json';
-      const r = await fetch(base + path, { method, headers, body: body && JSON.stringify(body) });
+    async request(method, path, auth, body, headers = {}) {
+      const all = { ...headers, Authorization: auth ?? master };
+      if (body !== undefined) all['Content-Type'] = 'application/json';
+      const r = await fetch(base + path, { method, headers: all, body: body && JSON.stringify(body) });
       const text = await r.text();
       let json;
       try { json = JSON.parse(text); } catch { json = text; }
-      return { status: r.status, body: json };
+      return { status: r.status, body: json, headers: r.headers };
     },
     /** Creates a user with `role` and returns its access token. */
     async user(email, role) {
@@ -130,17 +165,6 @@ export async function startServer(extraArgs = [], { tls } = {}) {
       });
       const body = await r.json();
       return { token: body.access_token, id: Number(created.body.__metadata.id), email };
-    },
-    /** SIGTERM; resolves with the exit code (rejects if it takes over 10 s). */
-    async stop() {
-      child.kill('SIGTERM');
-      const code = await new Promise((resolve, reject) => {
-        if (child.exitCode !== null) return resolve(child.exitCode);
-        const timer = setTimeout(() => reject(new Error(`no exit 10 s after SIGTERM:\n${output}`)), 10000);
-        child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
-      });
-      rmSync(dataDir, { recursive: true, force: true });
-      return code;
     },
   };
 }
