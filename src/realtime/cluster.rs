@@ -20,11 +20,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind};
+use socketioxide_core::Uid;
+use socketioxide_core::adapter::remote_packet::{
+    RequestIn, RequestOut, RequestTypeIn, RequestTypeOut,
+};
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::mpsc;
@@ -56,11 +60,26 @@ pub enum NodeDriver {
     Redis(Arc<Link>),
 }
 
+/// What this node does with another node's room emit before its adapter delivers it:
+/// charge `(rooms, bytes)` to the per-socket byte budget (`outbox`) and answer the
+/// rooms of the sockets to leave out (behind on their budget), if any.
+pub type RemoteEmit = Box<dyn Fn(&[String], u64) -> Option<Arc<Vec<String>>> + Send + Sync>;
+
+/// What the Redis push handler needs besides the handlers.
+#[derive(Default)]
+struct Accounting {
+    remote_emit: OnceLock<RemoteEmit>,
+    /// This node's adapter id, learnt from its first request: Redis hands a node its
+    /// own publishes back, which the adapter ignores and the budget must too.
+    own: OnceLock<Uid>,
+}
+
 /// The connection to Redis, shared by every adapter operation of this node.
 pub struct Link {
     conn: ConnectionManager,
     /// Published channel → the adapter's stream for it.
     handlers: Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>,
+    accounting: Arc<Accounting>,
     /// Set while Redis does not answer; cleared by the next command that succeeds.
     down: AtomicBool,
 }
@@ -88,6 +107,8 @@ impl NodeDriver {
             redis::Client::open(info).map_err(|e| anyhow::anyhow!("--redis-url {shown}: {e}"))?;
         let handlers: Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>> = Arc::default();
         let route = handlers.clone();
+        let accounting = Arc::new(Accounting::default());
+        let account = accounting.clone();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -95,7 +116,7 @@ impl NodeDriver {
             .set_max_delay(Duration::from_secs(1))
             .set_automatic_resubscription()
             .set_push_sender(move |push: PushInfo| {
-                deliver(push, &route);
+                deliver(push, &route, &account);
                 Ok::<(), std::convert::Infallible>(())
             });
         let mut conn = ConnectionManager::new_with_config(client, config)
@@ -125,6 +146,7 @@ impl NodeDriver {
         let link = Arc::new(Link {
             conn,
             handlers,
+            accounting,
             down: AtomicBool::new(false),
         });
         tokio::spawn(probe(Arc::downgrade(&link)));
@@ -137,6 +159,13 @@ impl NodeDriver {
     pub fn adapter_state(self, prefix: &str) -> RedisAdapterCtr<NodeDriver> {
         let config = RedisAdapterConfig::default().with_prefix(prefix.to_string());
         RedisAdapterCtr::new_with_driver(self, config)
+    }
+
+    /// Sets what this node does with other nodes' room emits (see `RemoteEmit`); once.
+    pub fn on_remote_emit(&self, remote_emit: RemoteEmit) {
+        if let NodeDriver::Redis(link) = self {
+            let _ = link.accounting.remote_emit.set(remote_emit);
+        }
     }
 
     /// Whether other nodes may exist (operations must not be marked local).
@@ -178,9 +207,14 @@ impl Link {
     }
 }
 
-/// Hands a published message to the adapter's stream for its channel. A stream that is
-/// full (its node is too slow to keep up) loses the message, counted.
-fn deliver(push: PushInfo, handlers: &RwLock<HashMap<String, mpsc::Sender<ChanItem>>>) {
+/// Hands a published message to the adapter's stream for its channel, another node's
+/// room emit first charged to the byte budget (`charge`). A stream that is full (its
+/// node is too slow to keep up) loses the message, counted.
+fn deliver(
+    push: PushInfo,
+    handlers: &RwLock<HashMap<String, mpsc::Sender<ChanItem>>>,
+    accounting: &Accounting,
+) {
     if !matches!(push.kind, PushKind::Message | PushKind::SMessage) || push.data.len() < 2 {
         return;
     }
@@ -196,6 +230,12 @@ fn deliver(push: PushInfo, handlers: &RwLock<HashMap<String, mpsc::Sender<ChanIt
             .increment(1);
         return;
     };
+    let body = match accounting.remote_emit.get() {
+        Some(remote_emit) if chan.contains("-request#") => {
+            charge(body, remote_emit, accounting.own.get())
+        }
+        _ => body,
+    };
     let handlers = handlers.read().unwrap_or_else(|e| e.into_inner());
     let Some(tx) = handlers.get(&chan) else {
         return;
@@ -203,6 +243,30 @@ fn deliver(push: PushInfo, handlers: &RwLock<HashMap<String, mpsc::Sender<ChanIt
     if tx.try_send((chan, body)).is_err() {
         metrics::counter!("livebase_cluster_receive_drops_total", "reason" => "full").increment(1);
     }
+}
+
+/// Another node's room emit, as this node will deliver it: its bytes charged to the
+/// rooms it targets here, and the sockets behind on their budget added to its
+/// exceptions (re-encoded only then). Anything else passes as it came.
+fn charge(body: Vec<u8>, remote_emit: &RemoteEmit, own: Option<&Uid>) -> Vec<u8> {
+    let Ok(mut request) = rmp_serde::from_slice::<RequestIn>(&body) else {
+        return body;
+    };
+    if own == Some(&request.node_id) {
+        return body;
+    }
+    let (RequestTypeIn::Broadcast(packet), Some(opts)) = (&request.r#type, request.opts.as_mut())
+    else {
+        return body;
+    };
+    let rooms: Vec<String> = opts.rooms.iter().map(|r| r.to_string()).collect();
+    let Some(behind) = remote_emit(&rooms, body.len() as u64) else {
+        return body;
+    };
+    opts.except
+        .extend(behind.iter().map(|r| std::borrow::Cow::Owned(r.clone())));
+    let out = RequestOut::new(request.node_id, RequestTypeOut::Broadcast(packet), opts);
+    rmp_serde::to_vec(&out).unwrap_or(body)
 }
 
 /// Asks Redis every second whether it is there, so `/healthz` and the log say so even
@@ -243,6 +307,11 @@ impl Driver for NodeDriver {
         if link.down.load(Ordering::Relaxed) {
             metrics::counter!("livebase_cluster_publish_failures_total").increment(1);
             return Ok(());
+        }
+        if link.accounting.own.get().is_none()
+            && let Ok(request) = rmp_serde::from_slice::<RequestIn>(&val)
+        {
+            let _ = link.accounting.own.set(request.node_id);
         }
         let mut conn = link.conn.clone();
         let sent = tokio::time::timeout(
@@ -337,6 +406,64 @@ mod tests {
         let mut stream = off.subscribe("c".into(), 8).await.unwrap();
         assert!(stream.next().await.is_none());
         assert!(off.unsubscribe("c".into()).await.is_ok());
+    }
+
+    /// The adapter's wire form of a room emit to `rooms`, sent by `node`.
+    fn room_emit(node: Uid, rooms: &[&'static str]) -> Vec<u8> {
+        use socketioxide_core::adapter::BroadcastOptions;
+        use socketioxide_core::packet::Packet;
+        let packet = Packet::event(
+            "/",
+            socketioxide_core::Value::Str("[\"evt\",1]".into(), None),
+        );
+        let mut opts = BroadcastOptions::default();
+        opts.rooms
+            .extend(rooms.iter().map(|r| std::borrow::Cow::Borrowed(*r)));
+        rmp_serde::to_vec(&RequestOut::new(
+            node,
+            RequestTypeOut::Broadcast(&packet),
+            &opts,
+        ))
+        .unwrap()
+    }
+
+    fn decoded(body: &[u8]) -> RequestIn {
+        rmp_serde::from_slice(body).unwrap()
+    }
+
+    #[test]
+    fn another_nodes_emit_is_charged_and_leaves_out_those_behind() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let behind: RemoteEmit = Box::new(move |rooms: &[String], size: u64| {
+            log.lock().unwrap().push((rooms.to_vec(), size));
+            Some(Arc::new(vec!["sock:slow".to_string()]))
+        });
+        let (me, other) = (Uid::new(), Uid::new());
+        let body = room_emit(other, &["user:alice", "role:User"]);
+        let out = decoded(&charge(body.clone(), &behind, Some(&me)));
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            &[(
+                vec!["user:alice".to_string(), "role:User".to_string()],
+                body.len() as u64
+            )]
+        );
+        let opts = out.opts.unwrap();
+        assert_eq!(opts.except.as_slice(), ["sock:slow"]);
+        assert_eq!(opts.rooms.as_slice(), ["user:alice", "role:User"]);
+        assert!(matches!(out.r#type, RequestTypeIn::Broadcast(_)));
+        assert_eq!(out.node_id, other);
+
+        // This node's own emit, handed back by Redis: neither charged nor changed.
+        let mine = room_emit(me, &["user:bob"]);
+        assert_eq!(charge(mine.clone(), &behind, Some(&me)), mine);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        // Nobody behind: passed on as it came, but charged.
+        let nobody: RemoteEmit = Box::new(|_: &[String], _: u64| None);
+        assert_eq!(charge(body.clone(), &nobody, Some(&me)), body);
+        // Not a request at all: untouched.
+        assert_eq!(charge(vec![1, 2, 3], &behind, Some(&me)), vec![1, 2, 3]);
     }
 
     #[tokio::test]

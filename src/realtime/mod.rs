@@ -120,6 +120,16 @@ impl Realtime {
             watch: Arc::default(),
             driver: driver.clone(),
         });
+        // Other nodes' room emits count against this node's sockets' byte budgets, as
+        // its own do (`emit_to`).
+        let weak = Arc::downgrade(&shared);
+        driver.on_remote_emit(Box::new(move |rooms, size| {
+            let shared = weak.upgrade()?;
+            shared
+                .ledger
+                .record(rooms, size, shared.limits.buffer_bytes);
+            shared.ledger.behind()
+        }));
         let (layer, io) = socketioxide::SocketIo::builder()
             .with_adapter::<cluster::NodeAdapter>(driver.adapter_state(&config.redis_prefix))
             .with_state(shared.clone())

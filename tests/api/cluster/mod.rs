@@ -7,6 +7,7 @@
 //! Runs only when `LIVEBASE_TEST_POSTGRES_URL` is set (else `Cluster::start` says so
 //! and answers `None`): SQLite is one node's file.
 
+mod budget;
 mod bus;
 mod manifest;
 mod outage;

@@ -1,0 +1,108 @@
+//! A socket's byte budget holds for emits from other nodes too: a socket on node B
+//! that stops reading misses node A's channel messages once it is behind by its budget,
+//! and is disconnected when it stays behind, while a healthy member on B gets them all.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::Cluster;
+use crate::common::{metric, rand_suffix};
+use crate::process::client;
+use crate::sio::{PATIENCE, Sio, next_frame, raw_v5, send};
+
+async fn counter(base: &str, name: &str, labels: &[&str]) -> f64 {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric(&text, name, labels)
+}
+
+#[tokio::test]
+async fn another_nodes_emits_count_against_a_sockets_byte_budget() {
+    let Some(redis) = std::env::var("LIVEBASE_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("note: Redis cluster test skipped (set LIVEBASE_TEST_REDIS_URL to run it)");
+        return;
+    };
+    let prefix = format!("lbt_{}", rand_suffix());
+    let Some(c) = Cluster::start(
+        2,
+        &[],
+        &[
+            ("--redis-url", &redis),
+            ("--redis-prefix", &prefix),
+            ("--socket-buffer-bytes", "1048576"),
+            ("--socket-buffer", "100000"),
+            // Neither the stall guard nor the heartbeat: only the byte budget acts.
+            ("--write-stall-timeout-ms", "0"),
+            ("--socket-ping-interval-ms", "120000"),
+            ("--socket-ping-timeout-ms", "3000"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let token = c
+        .sign_in(0, super::ADMIN_EMAIL, super::ADMIN_PASSWORD)
+        .await;
+    let (a, b) = (c.nodes[0].base.clone(), c.nodes[1].base.clone());
+    let publisher = Sio::with_token(&a, &token).await;
+    let mut healthy = Sio::with_token(&b, &token).await;
+    assert_eq!(
+        healthy.call("join", json!("flood")).await["ok"],
+        json!(true)
+    );
+    // A member on B that never reads again.
+    let mut ws = raw_v5(&b, json!({ "token": token }))
+        .await
+        .expect("connects");
+    send(&mut ws, r#"421["join","flood"]"#).await;
+    while let Some(frame) = next_frame(&mut ws, PATIENCE).await {
+        if frame.starts_with("431") {
+            break;
+        }
+    }
+    let (_sink, _unread) = ws.split();
+
+    let dropped = counter(&b, "livebase_socket_drops_total", &[r#"reason="bytes""#]).await;
+    let ended = counter(&b, "livebase_socket_over_budget_disconnects_total", &[]).await;
+    let data = "y".repeat(200 * 1024);
+    for n in 0..200 {
+        let ack = publisher
+            .call("chan_in", json!({ "channel": "flood", "data": data }))
+            .await;
+        assert_eq!(ack["ok"], json!(true), "{ack}");
+        let got = healthy.expect("chan_out").await;
+        assert_eq!(
+            got["data"].as_str().map(str::len),
+            Some(data.len()),
+            "message {n}"
+        );
+    }
+    assert!(
+        counter(&b, "livebase_socket_drops_total", &[r#"reason="bytes""#]).await > dropped,
+        "node A's messages past the stalled socket's byte budget are dropped for it on B"
+    );
+    // Staying over the budget for the ping timeout (3 s) ends it.
+    for _ in 0..20 {
+        publisher
+            .call("chan_in", json!({ "channel": "flood", "data": "tick" }))
+            .await;
+        healthy.expect("chan_out").await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        counter(&b, "livebase_socket_over_budget_disconnects_total", &[]).await > ended,
+        "a socket on B that stays over its budget with A's messages is disconnected"
+    );
+}
