@@ -23,7 +23,6 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
 use super::{Pools, Store};
-use crate::records::BoxFuture;
 
 /// The `NOTIFY` channel.
 const CHANNEL: &str = "livebase_bus";
@@ -56,7 +55,9 @@ pub enum Note {
 }
 
 /// What a node does with the notes of the others.
-pub type Handler = Arc<dyn Fn(Note) -> BoxFuture<'static, ()> + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(Note) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 impl Store {
     /// Tells the other nodes (no-op on SQLite). A note that cannot be written is logged

@@ -167,7 +167,16 @@ impl Store {
         }
         let store = Store {
             pools: Arc::new(pools),
-            origin: crate::auth::secrets::new_token().into(),
+            origin: {
+                use rand::RngCore;
+                let mut bytes = [0u8; 12];
+                rand::rng().fill_bytes(&mut bytes);
+                bytes
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    .into()
+            },
         };
         migrate::create_internal_tables(&store).await?;
         Ok(store)

@@ -91,6 +91,14 @@ struct Args {
     /// Keep the temporary data directories (and print where they are).
     #[arg(long)]
     keep: bool,
+    /// Nodes of one app (PostgreSQL and Redis): writers spread over them, each kill
+    /// takes one node at random, and the writes are checked through a survivor. 1: the
+    /// single-server cycles of `--backend`.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Redis for `--nodes` above 1. Default: `$LIVEBASE_TEST_REDIS_URL`.
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 #[derive(Default)]
@@ -160,6 +168,14 @@ async fn run(args: Args) -> Result<bool> {
         Backend::All => vec!["sqlite", "postgres"],
     };
     let mut summaries = Vec::new();
+    if args.nodes > 1 {
+        let summary = run_cluster(&args, &binary, seed)
+            .await
+            .context("cluster run")?;
+        summaries.push(summary);
+        print_summary(&summaries);
+        return Ok(summaries.iter().all(|s| s.violation_count() == 0));
+    }
     for backend in backends {
         let summary = run_backend(&args, backend, &binary, seed)
             .await
@@ -215,6 +231,7 @@ async fn run_backend(
         data_dir: dir.path().join("data"),
         database_url: pg.as_ref().map(|p| p.url.clone()),
         log: dir.path().join("livebase.log"),
+        extra: Vec::new(),
     };
     println!(
         "\n== {backend}: {} kill cycles, {} writers (log: {})",
@@ -254,6 +271,123 @@ async fn run_backend(
     }
     if summary.violation_count() > 0 {
         println!("  server log tail:\n{}", livebase::log_tail(&setup.log));
+    }
+    drop(pg);
+    Ok(summary)
+}
+
+/// `--nodes N`: N nodes on one fresh PostgreSQL database and Redis; each cycle runs the
+/// writers spread over every node, SIGKILLs one node at random, checks every write
+/// through a surviving node, then restarts the killed one.
+async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result<Summary> {
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("lbfault-cluster-")
+        .tempdir()?;
+    let from_env = std::env::var("LIVEBASE_TEST_POSTGRES_URL").ok();
+    let pg_url = args
+        .postgres_url
+        .as_deref()
+        .or(from_env.as_deref())
+        .context("--nodes needs --postgres-url or LIVEBASE_TEST_POSTGRES_URL")?;
+    let redis_env = std::env::var("LIVEBASE_TEST_REDIS_URL").ok();
+    let redis = args
+        .redis_url
+        .as_deref()
+        .or(redis_env.as_deref())
+        .context("--nodes needs --redis-url or LIVEBASE_TEST_REDIS_URL")?;
+    let pg = PgDatabase::create(pg_url)?;
+    let prefix = format!("lbfault_{}", std::process::id());
+    let setups: Vec<Setup> = (0..args.nodes)
+        .map(|i| Setup {
+            binary: binary.to_path_buf(),
+            app_dir: args.app.clone(),
+            data_dir: dir.path().join(format!("data{i}")),
+            database_url: Some(pg.url.clone()),
+            log: dir.path().join(format!("node{i}.log")),
+            extra: vec![
+                "--redis-url".into(),
+                redis.into(),
+                "--redis-prefix".into(),
+                prefix.clone(),
+            ],
+        })
+        .collect();
+    println!(
+        "\n== cluster: {} nodes, {} kill cycles, {} writers (logs: {})",
+        args.nodes,
+        args.kills,
+        args.writers,
+        dir.path().display()
+    );
+    let mut summary = Summary {
+        backend: "cluster",
+        ..Summary::default()
+    };
+    let mut rng = Rng::new(seed ^ 0xc1);
+    let mut model = Model::default();
+    let mut servers = Vec::new();
+    for setup in &setups {
+        servers.push(Server::start(setup).await?);
+    }
+    for cycle in 1..=args.kills {
+        let write_ms =
+            args.min_write_ms + rng.below(args.max_write_ms.saturating_sub(args.min_write_ms) + 1);
+        let victim = rng.below(args.nodes as u64) as usize;
+        let targets: Vec<&Server> = servers.iter().collect();
+        let (sent, _) = write_then_signal_on(
+            &targets,
+            &servers[victim],
+            &model,
+            cycle,
+            args.writers,
+            &mut rng,
+            write_ms,
+            libc::SIGKILL,
+        )
+        .await?;
+        if servers[victim]
+            .wait_exit(Duration::from_secs(10))
+            .await?
+            .is_none()
+        {
+            bail!("node {victim} outlived SIGKILL");
+        }
+        // Read back through a node that was never down this cycle.
+        let survivor = (victim + 1) % args.nodes;
+        let report = check(&servers[survivor], &mut model, &sent).await?;
+        servers[victim] = Server::start(&setups[victim])
+            .await
+            .with_context(|| format!("restarting node {victim} after SIGKILL"))?;
+        summary.kills += 1;
+        print_cycle(
+            &format!("kill {cycle:>2} (node {victim}, read on {survivor})"),
+            write_ms,
+            &report,
+            &model,
+        );
+        add_doubts(&mut summary.doubts, &report.doubts);
+        summary.add(&report);
+    }
+    for server in &servers {
+        server.signal(libc::SIGKILL)?;
+    }
+    for server in &mut servers {
+        server.wait_exit(Duration::from_secs(10)).await?;
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    for setup in &setups {
+        let panics = livebase::log_panics(&setup.log);
+        summary
+            .violations
+            .extend(panics.iter().map(|p| format!("a node panicked: {p}")));
+    }
+    for v in summary.violations.iter().take(20) {
+        println!("  VIOLATION: {v}");
+    }
+    if args.keep {
+        let kept = dir.keep();
+        println!("  kept {}", kept.display());
     }
     drop(pg);
     Ok(summary)
@@ -376,6 +510,32 @@ async fn write_then_signal(
     write_ms: u64,
     signal: i32,
 ) -> Result<(Vec<Sent>, Vec<(String, bool)>)> {
+    write_then_signal_on(
+        &[server],
+        server,
+        model,
+        cycle,
+        writers,
+        rng,
+        write_ms,
+        signal,
+    )
+    .await
+}
+
+/// `write_then_signal` with the writers spread over `targets` (writer `i` on
+/// `targets[i % len]`) and the signal sent to `victim` alone.
+#[allow(clippy::too_many_arguments)]
+async fn write_then_signal_on(
+    targets: &[&Server],
+    victim: &Server,
+    model: &Model,
+    cycle: usize,
+    writers: usize,
+    rng: &mut Rng,
+    write_ms: u64,
+    signal: i32,
+) -> Result<(Vec<Sent>, Vec<(String, bool)>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for index in 0..writers {
@@ -385,12 +545,13 @@ async fn write_then_signal(
             live: model.live_rows(index),
             rng: Rng::new(rng.next()),
         };
-        tasks.push(tokio::spawn(writer.run(server.api(), stop.clone())));
+        let api = targets[index % targets.len()].api();
+        tasks.push(tokio::spawn(writer.run(api, stop.clone())));
     }
     tokio::time::sleep(Duration::from_millis(write_ms)).await;
     stop.store(true, Ordering::SeqCst);
     let signalled = Instant::now();
-    server.signal(signal)?;
+    victim.signal(signal)?;
     let mut sent = Vec::new();
     let mut unanswered = Vec::new();
     for task in tasks {

@@ -31,6 +31,8 @@ pub struct Setup {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     pub log: PathBuf,
+    /// More flags (a cluster node's `--redis-url`, `--redis-prefix`).
+    pub extra: Vec<String>,
 }
 
 pub struct Server {
@@ -77,6 +79,7 @@ impl Server {
         if let Some(url) = &setup.database_url {
             command.arg("--database-url").arg(url);
         }
+        command.args(&setup.extra);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", setup.binary.display()))?;
