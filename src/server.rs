@@ -102,10 +102,14 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         generated,
         kept_in,
     } = secrets::load_or_create(&config, &store, &node).await?;
-    // Before the tables change: a node serving other files than the running ones would
-    // migrate them under their feet and answer requests differently.
-    let manifest = Manifest::of(&schema, &config.queries_dir);
-    manifest::agree(&store, &node, &manifest).await?;
+    // Before the tables change: a node of a cluster serving other files than the
+    // running ones would migrate them under their feet and answer requests differently.
+    // (A lone node on PostgreSQL is not compared: restarting it with a new schema right
+    // after a kill is an upgrade, not a disagreement.)
+    if config.redis_url.is_some() {
+        let manifest = Manifest::of(&schema, &config.queries_dir);
+        manifest::agree(&store, &node, &manifest).await?;
+    }
     let heartbeat = node.beat(&store);
     for note in migrate::apply_schema(&store, &schema, config.allow_destructive_schema).await? {
         tracing::warn!("{note}");

@@ -78,8 +78,16 @@ impl Store {
         let Pools::Postgres(pool) = &*self.pools else {
             return;
         };
-        tokio::spawn(listen(pool.clone(), self.origin.clone(), handler));
-        tokio::spawn(prune(pool.clone()));
+        let (pool, url, origin) = (pool.clone(), self.url.clone(), self.origin.clone());
+        // Ends with the store (its pool closed at shutdown).
+        let closed = pool.close_event();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = closed => {}
+                () = listen(pool.clone(), url, origin, handler) => {}
+                () = prune(pool.clone()) => {}
+            }
+        });
     }
 }
 
@@ -132,32 +140,36 @@ async fn newest(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .await
 }
 
-async fn listen(pool: PgPool, origin: Arc<str>, handler: Handler) {
+async fn listen(pool: PgPool, url: Arc<str>, origin: Arc<str>, handler: Handler) {
     let mut last = None;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match follow(&pool, &origin, &handler, &mut last).await {
-            Ok(()) => return,
-            Err(e) => {
-                if pool.is_closed() {
-                    return;
-                }
-                tracing::warn!(error = %e, "cluster bus: listening again shortly");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+        let Err(e) = follow(&pool, &url, &origin, &handler, &mut last).await;
+        if pool.is_closed() {
+            return;
         }
+        // The database is gone (dropped, or its URL no longer valid): nothing to follow.
+        if let Some(db) = e.as_database_error()
+            && matches!(db.code().as_deref(), Some("3D000" | "28P01" | "28000"))
+        {
+            tracing::error!(error = %e, "cluster bus: stopped listening");
+            return;
+        }
+        tracing::warn!(error = %e, "cluster bus: listening again shortly");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
 /// Listens, catching up from `last` on each notification and each reconnect.
 async fn follow(
     pool: &PgPool,
+    url: &str,
     origin: &str,
     handler: &Handler,
     last: &mut Option<i64>,
-) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
+) -> Result<std::convert::Infallible, sqlx::Error> {
+    let mut listener = PgListener::connect(url).await?;
     listener.listen(CHANNEL).await?;
     if last.is_none() {
         *last = Some(newest(pool).await?);

@@ -166,7 +166,7 @@ pub async fn agree(store: &Store, node: &Node, manifest: &Manifest) -> anyhow::R
             tx.execute(&sql).await.map_err(failed)?;
             tx.commit().await.map_err(failed)?;
             anyhow::bail!(
-                "this node's app differs from the running node {other} (at {listen}): {what}. Nodes of one app serve the same schema/ and queries/ files: deploy the same files, or stop every node to change them"
+                "this node's app differs from the running node {other} (at {listen}): {what}. Nodes of one app serve the same schema/ and queries/ files: deploy the same files, or stop every node to change them (a node killed without SIGTERM counts as running for 5 s)"
             );
         }
     }

@@ -70,6 +70,9 @@ pub struct Store {
     pools: Arc<Pools>,
     /// This process's name on the cluster bus (`bus`): its own notes are skipped.
     origin: Arc<str>,
+    /// The URL it was opened with: the bus listens on a connection of its own, so it
+    /// never holds one of the pool's.
+    url: Arc<str>,
 }
 
 /// A write transaction on either database.
@@ -177,6 +180,7 @@ impl Store {
                     .collect::<String>()
                     .into()
             },
+            url: url.into(),
         };
         migrate::create_internal_tables(&store).await?;
         Ok(store)
