@@ -212,6 +212,8 @@ test('sockets: listed with identity, disconnected from the page; health charts d
   const row = page.locator('#sockets tr', { hasText: 'lobby' });
   await row.waitFor();
   assert.match(await row.textContent(), /bob@e2e\.test.*db-items/);
+  const health = await server.request('GET', '/healthz');
+  assert.match(await page.textContent('#page .status'), new RegExp(`to node ${health.body.node}`), 'the page names the node that answered');
   await shot('sockets');
   await row.locator('button').click();
   await gone;

@@ -15,7 +15,9 @@ export function render(root, timers) {
       return;
     }
     const shown = page.data.length < page.totalRows ? ` (the first ${page.data.length} shown)` : '';
-    note.textContent = `${page.totalRows} connected${shown} · refreshed ${new Date().toLocaleTimeString()}`;
+    // With several nodes each lists its own sockets: say which node answered.
+    const node = page.node ? ` to node ${page.node}` : '';
+    note.textContent = `${page.totalRows} connected${node}${shown} · refreshed ${new Date().toLocaleTimeString()}`;
     clear(body, h('table', { id: 'sockets' },
       h('tr', {}, ['socket', 'user', 'role', 'transport', 'channels', 'age', 'queued', ''].map((t) => h('th', {}, t))),
       page.data.map((s) => h('tr', { 'data-socket': s.id },
