@@ -41,6 +41,15 @@
 //! (it is allowed, not owed, unless the socket also watches the object);
 //! `emitUsers(["Guest"])` reaches anonymous sockets, whose username is `Guest`.
 //!
+//! Across nodes (`no_leaked_events_over_every_path_across_nodes`, when PostgreSQL and
+//! Redis are configured): the same generator and oracle over three real binaries, each
+//! socket and each REST request on a random node, so most events cross nodes through
+//! Redis and role changes end sockets through the bus. The barrier is then built from
+//! requests alone (`Sim::sync`): a marker row through each node, awaited by an Admin
+//! sentinel socket on each node, then one `emitAll('__barrier')` action call through a
+//! random node. The node choices come from a random stream of their own: a seed draws
+//! the same app on one node and on several, and a one-node run draws nothing more.
+//!
 //! Reproduce a failure with the seed it prints (every random choice repeats; thread
 //! timing, and so the row ids, may not):
 //! `LIVEBASE_NO_LEAKS_SEED=<seed> cargo test --test api no_leaks -- --nocapture`.
@@ -58,6 +67,9 @@ use crate::sio::{Incoming, Sio};
 /// Events checked on SQLite (PostgreSQL: `PG_TARGET`); batches run until it is reached.
 const SQLITE_TARGET: usize = 10_000;
 const PG_TARGET: usize = 10_000;
+/// Events checked across `CLUSTER_NODES` real nodes.
+const CLUSTER_TARGET: usize = 10_000;
+const CLUSTER_NODES: usize = 3;
 const MIN_BATCHES: usize = 6;
 const MAX_BATCHES: usize = 400;
 
@@ -1985,7 +1997,16 @@ struct Nodes<'a> {
 enum Barrier<'a> {
     /// One in-process node: its realtime layer emits the marker (`TestApp::barrier`).
     InProcess(&'a TestApp),
+    /// Real binaries: the on-demand action `barrier` calls `emitAll('__barrier', …)`.
+    Action,
 }
+
+/// The barrier of real binaries, reached as `/1/function/general/barrier`.
+const BARRIER_ACTION: &str = r#"
+function backandCallback(userInput) {
+  socket.emitAll("__barrier", userInput.marker);
+  return {};
+}"#;
 
 impl Nodes<'_> {
     fn at(&self, node: usize) -> Endpoint<'_> {
@@ -1996,9 +2017,25 @@ impl Nodes<'_> {
     }
 
     /// Emits a new barrier marker through `node` and returns it (see `Sim::sync`).
-    async fn barrier(&self, _node: usize) -> String {
+    async fn barrier(&self, node: usize) -> String {
         match self.barrier {
             Barrier::InProcess(app) => app.barrier().await,
+            Barrier::Action => {
+                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let marker = format!("nb{n}");
+                let (status, body) = self
+                    .at(node)
+                    .req(
+                        Method::POST,
+                        "/1/function/general/barrier",
+                        &master(),
+                        Some(json!({ "marker": marker })),
+                    )
+                    .await;
+                assert_eq!(status, 200, "barrier through node {node}: {body}");
+                marker
+            }
         }
     }
 }
@@ -2084,6 +2121,51 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
         barrier: Barrier::InProcess(&app),
     };
     simulate(&nodes, ctx, rng, objs, target, started).await
+}
+
+/// `CLUSTER_NODES` real binaries on one PostgreSQL database and one Redis; `None` (with
+/// a note) unless both are configured.
+async fn run_cluster(seed: u64, target: usize) -> Option<String> {
+    let started = Instant::now();
+    let ctx = format!("no_leaks seed={seed} cluster of {CLUSTER_NODES} nodes");
+    let _guard = SeedOnPanic(ctx.clone());
+    let mut rng = Rng(seed);
+    let objs = random_objects(&mut rng);
+
+    let mut files = app_files(&objs);
+    files.push((
+        "actions/general/onDemand/barrier.js".into(),
+        BARRIER_ACTION.into(),
+    ));
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let cluster = crate::cluster::on_redis(
+        CLUSTER_NODES,
+        &files,
+        &[
+            // The secrets and the first Admin of `common`, as on one node.
+            ("--master-token", crate::common::MASTER),
+            ("--anonymous-token", ANON),
+            ("--admin-email", crate::common::ADMIN_EMAIL),
+            ("--admin-password", crate::common::ADMIN_PASSWORD),
+            ("--admin-user-token", crate::common::ADMIN_USER_TOKEN),
+            // As `run` configures its one node.
+            ("--socket-auth-timeout-ms", "3600000"),
+            ("--action-time-limit-ms", "20000"),
+            ("--socket-buffer", "8192"),
+            ("--max-connections-per-address", "0"),
+            ("--db-pool-size", "4"),
+        ],
+    )
+    .await?;
+    let nodes = Nodes {
+        bases: cluster.nodes.iter().map(|n| n.base.clone()).collect(),
+        client: crate::process::client(),
+        barrier: Barrier::Action,
+    };
+    Some(simulate(&nodes, ctx, rng, objs, target, started).await)
 }
 
 /// Users, sockets spread over the nodes, then batches until `target` events were
@@ -2325,6 +2407,20 @@ async fn no_leaked_events_over_every_path() {
             Backend::Postgres(_) => PG_TARGET,
         };
         let summary = run(&backend, seed, target).await;
+        eprintln!("{summary}");
+    }
+}
+
+/// The same property with every socket and every request on a random one of three real
+/// nodes sharing one PostgreSQL database and one Redis: room emits cross the nodes
+/// through Redis, revocations through the database's bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_leaked_events_over_every_path_across_nodes() {
+    let seed = seed();
+    eprintln!(
+        "no_leaks across nodes: seed {seed} (LIVEBASE_NO_LEAKS_SEED={seed} reproduces this run)"
+    );
+    if let Some(summary) = run_cluster(seed, CLUSTER_TARGET).await {
         eprintln!("{summary}");
     }
 }
