@@ -317,6 +317,14 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// This server as an `Endpoint` (what a node of a cluster is too).
+    pub fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            client: &self.client,
+            base: &self.base,
+        }
+    }
+
     /// Sends a request and returns (status, JSON body or the text as a JSON string).
     pub async fn req(
         &self,
@@ -325,7 +333,7 @@ impl TestApp {
         cred: &Cred,
         body: Option<Value>,
     ) -> (u16, Value) {
-        send(&self.client, method, &self.url(path), cred, body).await
+        self.endpoint().req(method, path, cred, body).await
     }
 
     pub async fn get(&self, path: &str, cred: &Cred) -> (u16, Value) {
@@ -346,52 +354,16 @@ impl TestApp {
 
     /// `POST /token` with the password grant, form-encoded as the Backand SDK sends it.
     pub async fn login(&self, email: &str, password: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .post(self.url("/token"))
-            .form(&[
-                ("grant_type", "password"),
-                ("username", email),
-                ("password", password),
-                ("appName", "livebase"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.endpoint().login(email, password).await
     }
 
     pub async fn admin(&self) -> User {
-        let (status, body) = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-        assert_eq!(status, 200, "admin login: {body}");
-        User {
-            id: body["userId"].as_str().unwrap().parse().unwrap(),
-            email: ADMIN_EMAIL.into(),
-            password: ADMIN_PASSWORD.into(),
-            token: body["access_token"].as_str().unwrap().into(),
-        }
+        self.endpoint().admin().await
     }
 
     /// A user with `role`, created by the master token and signed in.
     pub async fn user(&self, email: &str, role: &str) -> User {
-        let password = format!("pw-{email}");
-        let (status, body) = self
-            .post(
-                "/1/objects/users",
-                &Cred::Basic(MASTER.into(), ADMIN_USER_TOKEN.into()),
-                json!({ "email": email, "role": role, "password": password, "firstName": email }),
-            )
-            .await;
-        assert_eq!(status, 200, "create user {email}: {body}");
-        let (status, login) = self.login(email, &password).await;
-        assert_eq!(status, 200, "login {email}: {login}");
-        User {
-            id: body["__metadata"]["id"].as_str().unwrap().parse().unwrap(),
-            email: email.into(),
-            password,
-            token: login["access_token"].as_str().unwrap().into(),
-        }
+        self.endpoint().user(email, role).await
     }
 
     /// The rows of `object` straight from the database's point of view (as master).
@@ -524,8 +496,97 @@ pub fn id_of(created: &Value) -> i64 {
 impl TestApp {
     /// The row as REST returns it to the master token (it must exist).
     pub async fn row(&self, object: &str, id: i64) -> Value {
+        self.endpoint().row(object, id).await
+    }
+}
+
+/// One server reached over HTTP, in-process (`TestApp::endpoint`) or a node of a cluster
+/// of real binaries started with the test secrets (`MASTER`, `ADMIN_EMAIL`, …).
+#[derive(Clone, Copy)]
+pub struct Endpoint<'a> {
+    pub client: &'a reqwest::Client,
+    pub base: &'a str,
+}
+
+impl Endpoint<'_> {
+    /// Sends a request and returns (status, JSON body or the text as a JSON string).
+    pub async fn req(
+        &self,
+        method: Method,
+        path: &str,
+        cred: &Cred,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        send(
+            self.client,
+            method,
+            &format!("{}{path}", self.base),
+            cred,
+            body,
+        )
+        .await
+    }
+
+    /// `POST /token` with the password grant, form-encoded as the Backand SDK sends it.
+    pub async fn login(&self, email: &str, password: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/token", self.base))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", email),
+                ("password", password),
+                ("appName", "livebase"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn admin(&self) -> User {
+        let (status, body) = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(status, 200, "admin login: {body}");
+        User {
+            id: body["userId"].as_str().unwrap().parse().unwrap(),
+            email: ADMIN_EMAIL.into(),
+            password: ADMIN_PASSWORD.into(),
+            token: body["access_token"].as_str().unwrap().into(),
+        }
+    }
+
+    /// A user with `role`, created by the master token and signed in.
+    pub async fn user(&self, email: &str, role: &str) -> User {
+        let password = format!("pw-{email}");
         let (status, body) = self
-            .get(&format!("/1/objects/{object}/{id}"), &master())
+            .req(
+                Method::POST,
+                "/1/objects/users",
+                &master(),
+                Some(json!({ "email": email, "role": role, "password": password, "firstName": email })),
+            )
+            .await;
+        assert_eq!(status, 200, "create user {email}: {body}");
+        let (status, login) = self.login(email, &password).await;
+        assert_eq!(status, 200, "login {email}: {login}");
+        User {
+            id: body["__metadata"]["id"].as_str().unwrap().parse().unwrap(),
+            email: email.into(),
+            password,
+            token: login["access_token"].as_str().unwrap().into(),
+        }
+    }
+
+    /// The row as REST returns it to the master token (it must exist).
+    pub async fn row(&self, object: &str, id: i64) -> Value {
+        let (status, body) = self
+            .req(
+                Method::GET,
+                &format!("/1/objects/{object}/{id}"),
+                &master(),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "GET {object}/{id}: {body}");
         body

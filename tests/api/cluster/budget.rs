@@ -7,8 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::Cluster;
-use crate::common::{metric, rand_suffix};
+use crate::common::metric;
 use crate::process::client;
 use crate::sio::{PATIENCE, Sio, next_frame, raw_v5, send};
 
@@ -26,20 +25,10 @@ async fn counter(base: &str, name: &str, labels: &[&str]) -> f64 {
 
 #[tokio::test]
 async fn another_nodes_emits_count_against_a_sockets_byte_budget() {
-    let Some(redis) = std::env::var("LIVEBASE_TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        eprintln!("note: Redis cluster test skipped (set LIVEBASE_TEST_REDIS_URL to run it)");
-        return;
-    };
-    let prefix = format!("lbt_{}", rand_suffix());
-    let Some(c) = Cluster::start(
+    let Some(c) = super::on_redis(
         2,
         &[],
         &[
-            ("--redis-url", &redis),
-            ("--redis-prefix", &prefix),
             ("--socket-buffer-bytes", "1048576"),
             ("--socket-buffer", "100000"),
             // Neither the stall guard nor the heartbeat: only the byte budget acts.

@@ -42,6 +42,26 @@ pub struct Cluster {
     made: usize,
 }
 
+/// A cluster of `n` nodes on one Redis (`LIVEBASE_TEST_REDIS_URL`), under a prefix of
+/// its own, with `flags` besides; `None` (with a note) unless both PostgreSQL and Redis
+/// are configured.
+pub async fn on_redis(n: usize, app: &[(&str, &str)], flags: &[(&str, &str)]) -> Option<Cluster> {
+    let Some(redis) = std::env::var("LIVEBASE_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(
+            b"note: Redis cluster test skipped (set LIVEBASE_TEST_REDIS_URL to run it)\n",
+        );
+        return None;
+    };
+    let prefix = format!("lbt_{}", rand_suffix());
+    let mut all = vec![("--redis-url", redis.as_str()), ("--redis-prefix", &prefix)];
+    all.extend_from_slice(flags);
+    Cluster::start(n, app, &all).await
+}
+
 impl Cluster {
     /// A cluster of `n` nodes started at the same moment, on a new database; `None`
     /// (with a note) when no PostgreSQL is configured.

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::Cluster;
-use crate::common::{Cred, rand_suffix};
+use crate::common::Cred;
 use crate::sio::Sio;
 
 /// Rows readable only by their owner; LoopBack names too.
@@ -36,27 +36,15 @@ function backandCallback(userInput, dbRow, parameters, userProfile) {
   return { emitted: userInput.kind };
 }"#;
 
-/// A cluster of `n` nodes on one Redis, under a prefix of its own; `None` (with a
-/// note) unless both PostgreSQL and Redis are configured.
+/// A cluster of `n` nodes on one Redis with the items and the emitting action.
 async fn redis_cluster(n: usize) -> Option<Cluster> {
-    let Some(redis) = std::env::var("LIVEBASE_TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(
-            b"note: Redis cluster test skipped (set LIVEBASE_TEST_REDIS_URL to run it)\n",
-        );
-        return None;
-    };
-    let prefix = format!("lbt_{}", rand_suffix());
-    Cluster::start(
+    super::on_redis(
         n,
         &[
             ("schema/items.json", ITEMS),
             ("actions/general/onDemand/emit.js", EMIT),
         ],
-        &[("--redis-url", &redis), ("--redis-prefix", &prefix)],
+        &[],
     )
     .await
 }

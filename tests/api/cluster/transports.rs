@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::Cluster;
-use crate::common::{Cred, rand_suffix};
+use crate::common::Cred;
 use crate::realtime::staticbackend::{BOTH, Sb};
 use crate::realtime::support::req;
 use crate::sio::Sio;
@@ -60,21 +60,7 @@ fn sb_row(message: &Value) -> Value {
 
 #[tokio::test]
 async fn staticbackend_and_sails_clients_on_another_node_get_exactly_their_rows() {
-    let Some(redis) = std::env::var("LIVEBASE_TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        eprintln!("note: Redis cluster test skipped (set LIVEBASE_TEST_REDIS_URL to run it)");
-        return;
-    };
-    let prefix = format!("lbt_{}", rand_suffix());
-    let Some(c) = Cluster::start(
-        2,
-        &[("schema/items.json", ITEMS)],
-        &[("--redis-url", &redis), ("--redis-prefix", &prefix)],
-    )
-    .await
-    else {
+    let Some(c) = super::on_redis(2, &[("schema/items.json", ITEMS)], &[]).await else {
         return;
     };
     let admin = c

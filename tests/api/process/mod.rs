@@ -220,7 +220,13 @@ fn read(path: &Path) -> String {
 }
 
 /// An HTTP client (reqwest's rustls needs the process-wide provider the harness installs).
+/// A node closes a keep-alive connection idle for `--header-read-timeout-ms` (10 s), and
+/// a request sent on one just as it closes fails (`IncompleteMessage`): the client lets
+/// go of idle connections well before.
 pub fn client() -> reqwest::Client {
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap()
 }

@@ -41,6 +41,15 @@
 //! (it is allowed, not owed, unless the socket also watches the object);
 //! `emitUsers(["Guest"])` reaches anonymous sockets, whose username is `Guest`.
 //!
+//! Across nodes (`no_leaked_events_over_every_path_across_nodes`, when PostgreSQL and
+//! Redis are configured): the same generator and oracle over three real binaries, each
+//! socket and each REST request on a random node, so most events cross nodes through
+//! Redis and role changes end sockets through the bus. The barrier is then built from
+//! requests alone (`Sim::sync`): a marker row through each node, awaited by an Admin
+//! sentinel socket on each node, then one `emitAll('__barrier')` action call through a
+//! random node. The node choices come from a random stream of their own: a seed draws
+//! the same app on one node and on several, and a one-node run draws nothing more.
+//!
 //! Reproduce a failure with the seed it prints (every random choice repeats; thread
 //! timing, and so the row ids, may not):
 //! `LIVEBASE_NO_LEAKS_SEED=<seed> cargo test --test api no_leaks -- --nocapture`.
@@ -52,12 +61,15 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use crate::common::{ANON, Backend, Cred, Spawn, TestApp, backends, id_of, master};
+use crate::common::{ANON, Backend, Cred, Endpoint, Spawn, TestApp, backends, id_of, master};
 use crate::sio::{Incoming, Sio};
 
 /// Events checked on SQLite (PostgreSQL: `PG_TARGET`); batches run until it is reached.
 const SQLITE_TARGET: usize = 10_000;
 const PG_TARGET: usize = 10_000;
+/// Events checked across `CLUSTER_NODES` real nodes.
+const CLUSTER_TARGET: usize = 10_000;
+const CLUSTER_NODES: usize = 3;
 const MIN_BATCHES: usize = 6;
 const MAX_BATCHES: usize = 400;
 
@@ -325,6 +337,8 @@ struct Row {
 struct Sock {
     label: String,
     sio: Sio,
+    /// The node it is connected to.
+    node: usize,
     who: Who,
     db: BTreeSet<usize>,
     watch: BTreeSet<usize>,
@@ -342,10 +356,11 @@ struct Sock {
 
 impl Sock {
     /// A socket with no subscriptions and nothing owed yet.
-    fn new(label: String, sio: Sio, who: Who) -> Sock {
+    fn new(label: String, sio: Sio, node: usize, who: Who) -> Sock {
         Sock {
             label,
             sio,
+            node,
             who,
             db: BTreeSet::new(),
             watch: BTreeSet::new(),
@@ -517,6 +532,8 @@ enum Plan {
 
 struct Op {
     via: Via,
+    /// The node a REST request goes to (a socket's request goes to the socket's node).
+    node: usize,
     who: Who,
     plan: Plan,
     expect: u16,
@@ -536,6 +553,8 @@ struct Stats {
     churn: usize,
     reauths: usize,
     role_changes: usize,
+    /// Batch requests over REST, by the node they went to.
+    rest_by_node: BTreeMap<usize, usize>,
     /// Events received and matched, by path.
     checked: BTreeMap<String, usize>,
     /// Of those, deliveries that were allowed but not promised.
@@ -544,6 +563,14 @@ struct Stats {
 
 struct Sim {
     ctx: String,
+    /// How many nodes serve the app; every socket and REST request goes to a random one.
+    nodes: usize,
+    /// Those choices, on a stream of their own: with one node nothing is drawn, and
+    /// every other choice of a seed is the same whatever the number of nodes.
+    spread: Rng,
+    /// Sockets `0..sentinels`: an Admin socket on each node, with no subscriptions,
+    /// which no batch or churn touches (see `sync`).
+    sentinels: usize,
     objs: Vec<Obj>,
     persons: Vec<Person>,
     rows: Vec<Row>,
@@ -628,6 +655,20 @@ fn vary_case(rng: &mut Rng, s: &str) -> String {
 }
 
 impl Sim {
+    /// A node for a socket or a REST request.
+    fn pick_node(&mut self) -> usize {
+        if self.nodes == 1 {
+            0
+        } else {
+            self.spread.below(self.nodes)
+        }
+    }
+
+    /// A socket batches and churn may use: any but the sentinels.
+    fn pick_sock(&self, rng: &mut Rng) -> usize {
+        self.sentinels + rng.below(self.socks.len() - self.sentinels)
+    }
+
     fn next(&mut self, prefix: &str) -> String {
         self.counter += 1;
         format!("{prefix}{}", self.counter)
@@ -782,8 +823,8 @@ impl Sim {
     // ----- generating a batch -----
 
     fn pick_actor(&self, rng: &mut Rng, load: &mut HashMap<usize, usize>) -> (Via, Who) {
-        if self.socks.len() > 1 && rng.chance(0.35) {
-            let i = 1 + rng.below(self.socks.len() - 1);
+        if self.socks.len() > self.sentinels && rng.chance(0.35) {
+            let i = self.pick_sock(rng);
             let n = load.entry(i).or_default();
             if *n < 3 {
                 *n += 1;
@@ -854,8 +895,13 @@ impl Sim {
                 self.gen_create(rng, &data, &mut touched, &who)
             };
             let expect = self.predict(&who, &plan);
+            let node = match via {
+                Via::Rest(_) => self.pick_node(),
+                Via::Sock(i) => self.socks[i].node,
+            };
             ops.push(Op {
                 via,
+                node,
                 who,
                 plan,
                 expect,
@@ -1112,7 +1158,7 @@ impl Sim {
     }
 }
 
-async fn execute(app: &TestApp, sim: &Sim, op: &Op) -> (u16, Value) {
+async fn execute(nodes: &Nodes<'_>, sim: &Sim, op: &Op) -> (u16, Value) {
     let (verb, url, body) = sim.request(op);
     match &op.via {
         Via::Rest(cred) => {
@@ -1121,7 +1167,7 @@ async fn execute(app: &TestApp, sim: &Sim, op: &Op) -> (u16, Value) {
                 "put" => Method::PUT,
                 _ => Method::DELETE,
             };
-            app.req(method, &url, cred, body).await
+            nodes.at(op.node).req(method, &url, cred, body).await
         }
         Via::Sock(i) => {
             let s = &sim.socks[*i].sio;
@@ -1169,16 +1215,14 @@ async fn execute(app: &TestApp, sim: &Sim, op: &Op) -> (u16, Value) {
 
 /// Connects a socket for person `p` (or anonymously) by a random way of authenticating:
 /// handshake `auth`, Backand `login`, or LoopBack `authentication`.
-async fn connect(app: &TestApp, rng: &mut Rng, token: Option<&str>) -> Sio {
+async fn connect(base: &str, rng: &mut Rng, token: Option<&str>) -> Sio {
     match (token, rng.below(3)) {
-        (Some(token), 0) => app.socket(token).await,
-        (None, 0) => Sio::connect(&app.base, Some(json!({ "anonymousToken": ANON })))
+        (Some(token), 0) => Sio::with_token(base, token).await,
+        (None, 0) => Sio::connect(base, Some(json!({ "anonymousToken": ANON })))
             .await
             .expect("anonymous socket connects"),
         (Some(token), 1) => {
-            let mut s = Sio::connect(&app.base, None)
-                .await
-                .expect("socket connects");
+            let mut s = Sio::connect(base, None).await.expect("socket connects");
             let header = if rng.chance(0.5) {
                 format!("Bearer {token}")
             } else {
@@ -1189,17 +1233,13 @@ async fn connect(app: &TestApp, rng: &mut Rng, token: Option<&str>) -> Sio {
             s
         }
         (None, _) => {
-            let mut s = Sio::connect(&app.base, None)
-                .await
-                .expect("socket connects");
+            let mut s = Sio::connect(base, None).await.expect("socket connects");
             s.emit("login", &[json!(""), json!(ANON), Value::Null]);
             s.expect("authorized").await;
             s
         }
         (Some(token), _) => {
-            let mut s = Sio::connect(&app.base, None)
-                .await
-                .expect("socket connects");
+            let mut s = Sio::connect(base, None).await.expect("socket connects");
             s.emit("authentication", &[json!({ "id": token })]);
             s.expect("authenticated").await;
             s
@@ -1208,14 +1248,20 @@ async fn connect(app: &TestApp, rng: &mut Rng, token: Option<&str>) -> Sio {
 }
 
 impl Sim {
-    async fn add_socket(&mut self, app: &TestApp, rng: &mut Rng, person: Option<usize>) {
+    async fn add_socket(&mut self, nodes: &Nodes<'_>, rng: &mut Rng, person: Option<usize>) {
         let (who, token) = match person {
             Some(p) => (self.person_who(p), Some(self.persons[p].token.clone())),
             None => (Who::guest(), None),
         };
-        let sio = connect(app, rng, token.as_deref()).await;
-        let label = format!("socket#{} of {}", self.socks.len(), who.describe());
-        self.socks.push(Sock::new(label, sio, who));
+        let node = self.pick_node();
+        let sio = connect(nodes.at(node).base, rng, token.as_deref()).await;
+        let label = format!(
+            "socket#{} of {}{}",
+            self.socks.len(),
+            who.describe(),
+            self.on(node)
+        );
+        self.socks.push(Sock::new(label, sio, node, who));
         let i = self.socks.len() - 1;
         self.subscribe_randomly(rng, i).await;
     }
@@ -1233,6 +1279,15 @@ impl Sim {
             if rng.chance(0.35) {
                 self.join_channel(i, channel).await;
             }
+        }
+    }
+
+    /// ` on node <k>` where there are several.
+    fn on(&self, node: usize) -> String {
+        if self.nodes == 1 {
+            String::new()
+        } else {
+            format!(" on node {node}")
         }
     }
 
@@ -1420,10 +1475,10 @@ impl Sim {
     /// Subscriptions change between batches.
     async fn churn(&mut self, rng: &mut Rng) {
         for _ in 0..2 + rng.below(6) {
-            if self.socks.len() < 2 {
+            if self.socks.len() <= self.sentinels {
                 return;
             }
-            let i = 1 + rng.below(self.socks.len() - 1);
+            let i = self.pick_sock(rng);
             let o = rng.below(self.objs.len());
             self.stats.churn += 1;
             match rng.below(100) {
@@ -1465,11 +1520,11 @@ impl Sim {
 
     // ----- a batch -----
 
-    async fn batch(&mut self, app: &TestApp, rng: &mut Rng) {
+    async fn batch(&mut self, nodes: &Nodes<'_>, rng: &mut Rng) {
         let ops = self.gen_ops(rng);
         let results: Vec<(u16, Value)> = {
             let sim = &*self;
-            futures_util::stream::iter(ops.iter().map(|op| execute(app, sim, op)))
+            futures_util::stream::iter(ops.iter().map(|op| execute(nodes, sim, op)))
                 .buffered(12)
                 .collect()
                 .await
@@ -1479,7 +1534,7 @@ impl Sim {
             if *status != op.expect {
                 let (verb, url, request) = self.request(op);
                 let via = match &op.via {
-                    Via::Rest(_) => "REST".to_string(),
+                    Via::Rest(_) => format!("REST{}", self.on(op.node)),
                     Via::Sock(i) => format!("Sails on {}", self.socks[*i].label),
                 };
                 wrong.push(format!(
@@ -1499,8 +1554,9 @@ impl Sim {
         }
         self.stats.ops += ops.len();
         for (op, (status, body)) in ops.into_iter().zip(results) {
-            if let Via::Sock(_) = op.via {
-                self.stats.via_socket += 1;
+            match op.via {
+                Via::Sock(_) => self.stats.via_socket += 1,
+                Via::Rest(_) => *self.stats.rest_by_node.entry(op.node).or_default() += 1,
             }
             if status != 200 {
                 *self.stats.refused.entry(status).or_default() += 1;
@@ -1601,7 +1657,7 @@ impl Sim {
 
     /// A role change: the user's row event, then every socket of that user ends (their
     /// rooms were chosen for the old role). New sockets come with the new role.
-    async fn role_change(&mut self, app: &TestApp, rng: &mut Rng) {
+    async fn role_change(&mut self, nodes: &Nodes<'_>, rng: &mut Rng) {
         if self.persons.len() < 2 {
             return;
         }
@@ -1616,11 +1672,13 @@ impl Sim {
             }
         }
         let (id, handle) = (self.persons[p].id, self.persons[p].row);
-        let (status, body) = app
-            .put(
+        let (status, body) = nodes
+            .at(self.pick_node())
+            .req(
+                Method::PUT,
                 &format!("/1/objects/users/{id}"),
                 &master(),
-                json!({ "role": new, "firstName": tag }),
+                Some(json!({ "role": new, "firstName": tag })),
             )
             .await;
         if status != 200 {
@@ -1631,47 +1689,72 @@ impl Sim {
         }
         let previous = std::mem::replace(&mut self.rows[handle].tag, tag);
         self.owe_row_event(handle, "updated", &previous, None);
-        self.settle(app).await;
+        self.settle(nodes).await;
         self.socks.retain(|s| !s.soft);
 
-        let person = &mut self.persons[p];
-        person.role = new;
-        let (status, login) = app.login(&person.email, &person.password).await;
+        self.persons[p].role = new;
+        let at = nodes.at(self.pick_node());
+        let person = &self.persons[p];
+        let (status, login) = at.login(&person.email, &person.password).await;
         if status != 200 {
             self.fail(format!("login after role change: {status} {login}"));
         }
         self.persons[p].token = login["access_token"].as_str().unwrap().to_string();
         for _ in 0..1 + rng.below(2) {
-            self.add_socket(app, rng, Some(p)).await;
+            self.add_socket(nodes, rng, Some(p)).await;
         }
         self.stats.role_changes += 1;
     }
 
     // ----- checking -----
 
+    /// Until everything caused so far is on its way to its sockets, then a barrier after
+    /// it on every authenticated socket; returns the barrier's marker.
+    ///
+    /// 1. A marker row written through each node. A node's relay delivers its own
+    ///    writes in order, and action emits left before their requests answered, so
+    ///    once a node's marker has reached a socket, everything that node caused before
+    ///    it has been handed out (locally, and published on Redis).
+    /// 2. Every marker awaited on the sentinel of every node (an Admin with no
+    ///    subscriptions, which each marker reaches by its LoopBack name). A node hands
+    ///    its sockets what Redis brings in the order it came, so once its sentinel has
+    ///    every marker, it has queued everything earlier for its own sockets.
+    /// 3. The barrier, emitted through a random node: after all that on every socket.
+    async fn sync(&mut self, nodes: &Nodes<'_>, name: &str) -> String {
+        let titles: Vec<String> = (0..self.nodes).map(|k| format!("{name}.{k}")).collect();
+        for (k, title) in titles.iter().enumerate() {
+            let (status, body) = nodes
+                .at(k)
+                .req(
+                    Method::POST,
+                    "/1/objects/markers",
+                    &master(),
+                    Some(json!({ "title": title })),
+                )
+                .await;
+            if status != 200 {
+                self.fail(format!("marker write{}: {status} {body}", self.on(k)));
+            }
+        }
+        for s in 0..self.sentinels {
+            let mut missing: BTreeSet<&String> = titles.iter().collect();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !missing.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let Some(got) = self.socks[s].sio.try_expect("/markers/POST", left).await else {
+                    self.fail(format!("{} never got {missing:?}", self.socks[s].label));
+                };
+                missing.remove(&text(&got["title"]));
+            }
+        }
+        let node = self.pick_node();
+        nodes.barrier(node).await
+    }
+
     /// Everything each socket got since the last settle, against what it was owed.
-    async fn settle(&mut self, app: &TestApp) {
-        // 1. A marker row through the write path's bus: once the sentinel (socket 0,
-        //    an Admin with no subscriptions, which every marker reaches by its LoopBack
-        //    name) has it, the relay has delivered every earlier change. Action emits
-        //    were queued before their requests answered.
+    async fn settle(&mut self, nodes: &Nodes<'_>) {
         self.markers += 1;
-        let marker = format!("marker{}", self.markers);
-        let (status, body) = app
-            .post("/1/objects/markers", &master(), json!({ "title": marker }))
-            .await;
-        if status != 200 {
-            self.fail(format!("marker write: {status} {body}"));
-        }
-        let got = self.socks[0]
-            .sio
-            .try_expect("/markers/POST", Duration::from_secs(30))
-            .await;
-        if got.as_ref().map(|g| &g["title"]) != Some(&json!(marker)) {
-            self.fail(format!("the sentinel never got {marker}: {got:?}"));
-        }
-        // 2. A barrier after it on every authenticated socket.
-        let barrier = app.barrier().await;
+        let barrier = self.sync(nodes, &format!("marker{}", self.markers)).await;
         let mut problems = Vec::new();
         for i in 0..self.socks.len() {
             let events: Vec<(String, Vec<Value>)> = if self.socks[i].soft {
@@ -1798,6 +1881,12 @@ impl Sim {
                  channel), or its action failed, or a duplicate"
                     .into()
             }
+            // Only a socket being ended drains past a barrier.
+            "unknown" if parts.get(1) == Some(&"__barrier") => {
+                "LEAK: an emit made after its user's role changed reached it (the socket \
+                 outlived the change)"
+                    .into()
+            }
             _ => "an event no path should carry".to_string(),
         }
     }
@@ -1894,9 +1983,111 @@ impl Sim {
 }
 
 // ---------------------------------------------------------------------------------
+// Where the sockets and requests go: one in-process node, or real binaries.
+// ---------------------------------------------------------------------------------
+
+/// The nodes serving the app, and how a barrier reaches every authenticated socket on
+/// them.
+struct Nodes<'a> {
+    bases: Vec<String>,
+    client: reqwest::Client,
+    barrier: Barrier<'a>,
+}
+
+enum Barrier<'a> {
+    /// One in-process node: its realtime layer emits the marker (`TestApp::barrier`).
+    InProcess(&'a TestApp),
+    /// Real binaries: the on-demand action `barrier` calls `emitAll('__barrier', …)`.
+    Action,
+}
+
+/// The barrier of real binaries, reached as `/1/function/general/barrier`.
+const BARRIER_ACTION: &str = r#"
+function backandCallback(userInput) {
+  socket.emitAll("__barrier", userInput.marker);
+  return {};
+}"#;
+
+impl Nodes<'_> {
+    fn at(&self, node: usize) -> Endpoint<'_> {
+        Endpoint {
+            client: &self.client,
+            base: &self.bases[node],
+        }
+    }
+
+    /// Emits a new barrier marker through `node` and returns it (see `Sim::sync`).
+    async fn barrier(&self, node: usize) -> String {
+        match self.barrier {
+            Barrier::InProcess(app) => app.barrier().await,
+            Barrier::Action => {
+                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let marker = format!("nb{n}");
+                let (status, body) = self
+                    .at(node)
+                    .req(
+                        Method::POST,
+                        "/1/function/general/barrier",
+                        &master(),
+                        Some(json!({ "marker": marker })),
+                    )
+                    .await;
+                assert_eq!(status, 200, "barrier through node {node}: {body}");
+                marker
+            }
+        }
+    }
+}
+
+/// The generated app as files under a node's directory: `schema/…` and `actions/…`.
+fn app_files(objs: &[Obj]) -> Vec<(String, String)> {
+    let mut files = vec![
+        (
+            "schema/_roles.json".to_string(),
+            json!({ "roles": ["Editor", "Viewer"] }).to_string(),
+        ),
+        (
+            "schema/markers.json".to_string(),
+            json!({ "name": "markers", "fields": { "title": { "type": "string" } },
+                    "permissions": { "read": ROLES, "create": [], "update": [], "delete": [] },
+                    "events": ["loopback"] })
+            .to_string(),
+        ),
+        (
+            "actions/general/onDemand/fx.js".to_string(),
+            action("onDemand", "emit"),
+        ),
+    ];
+    for obj in objs {
+        files.push((
+            format!("schema/{}.json", obj.name),
+            obj.schema().to_string(),
+        ));
+        if obj.users {
+            continue;
+        }
+        let mut add = |path: String, code: String| {
+            files.push((format!("actions/{}/{path}", obj.name), code));
+        };
+        for t in TRIGGERS {
+            if BEFORE.contains(&t) {
+                add(format!("{t}/a_emit.js"), action(t, "emit"));
+                add(format!("{t}/b_refuse.js"), action(t, "refuse"));
+            } else {
+                add(format!("{t}/emit.js"), action(t, "emit"));
+            }
+        }
+        add("onDemand/fx.js".into(), action("onDemand", "emit"));
+    }
+    files
+}
+
+// ---------------------------------------------------------------------------------
 // The run.
 // ---------------------------------------------------------------------------------
 
+/// One in-process node on `backend`.
 async fn run(backend: &Backend, seed: u64, target: usize) -> String {
     let started = Instant::now();
     let ctx = format!("no_leaks seed={seed} backend={}", backend.name());
@@ -1904,34 +2095,13 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
     let mut rng = Rng(seed);
     let objs = random_objects(&mut rng);
 
-    let mut spawn = Spawn::new(backend)
-        .schema("_roles.json", json!({ "roles": ["Editor", "Viewer"] }))
-        .schema(
-            "markers.json",
-            json!({ "name": "markers", "fields": { "title": { "type": "string" } },
-                    "permissions": { "read": ROLES, "create": [], "update": [], "delete": [] },
-                    "events": ["loopback"] }),
-        )
-        .action("general/onDemand/fx.js", &action("onDemand", "emit"));
-    for obj in &objs {
-        spawn = spawn.schema(&format!("{}.json", obj.name), obj.schema());
-        if obj.users {
-            continue;
-        }
-        for t in TRIGGERS {
-            let path = |file: &str| format!("{}/{t}/{file}", obj.name);
-            if BEFORE.contains(&t) {
-                spawn = spawn
-                    .action(&path("a_emit.js"), &action(t, "emit"))
-                    .action(&path("b_refuse.js"), &action(t, "refuse"));
-            } else {
-                spawn = spawn.action(&path("emit.js"), &action(t, "emit"));
-            }
-        }
-        spawn = spawn.action(
-            &format!("{}/onDemand/fx.js", obj.name),
-            &action("onDemand", "emit"),
-        );
+    let mut spawn = Spawn::new(backend);
+    for (path, content) in app_files(&objs) {
+        spawn = match (path.strip_prefix("schema/"), path.strip_prefix("actions/")) {
+            (Some(file), _) => spawn.schema(file, serde_json::from_str(&content).unwrap()),
+            (_, Some(file)) => spawn.action(file, &content),
+            _ => unreachable!("{path}"),
+        };
     }
     let app = spawn
         .config(|c| {
@@ -1945,10 +2115,75 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
         })
         .start()
         .await;
+    let nodes = Nodes {
+        bases: vec![app.base.clone()],
+        client: app.client.clone(),
+        barrier: Barrier::InProcess(&app),
+    };
+    simulate(&nodes, ctx, rng, objs, target, started).await
+}
 
+/// `CLUSTER_NODES` real binaries on one PostgreSQL database and one Redis; `None` (with
+/// a note) unless both are configured.
+async fn run_cluster(seed: u64, target: usize) -> Option<String> {
+    let started = Instant::now();
+    let ctx = format!("no_leaks seed={seed} cluster of {CLUSTER_NODES} nodes");
+    let _guard = SeedOnPanic(ctx.clone());
+    let mut rng = Rng(seed);
+    let objs = random_objects(&mut rng);
+
+    let mut files = app_files(&objs);
+    files.push((
+        "actions/general/onDemand/barrier.js".into(),
+        BARRIER_ACTION.into(),
+    ));
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let cluster = crate::cluster::on_redis(
+        CLUSTER_NODES,
+        &files,
+        &[
+            // The secrets and the first Admin of `common`, as on one node.
+            ("--master-token", crate::common::MASTER),
+            ("--anonymous-token", ANON),
+            ("--admin-email", crate::common::ADMIN_EMAIL),
+            ("--admin-password", crate::common::ADMIN_PASSWORD),
+            ("--admin-user-token", crate::common::ADMIN_USER_TOKEN),
+            // As `run` configures its one node.
+            ("--socket-auth-timeout-ms", "3600000"),
+            ("--action-time-limit-ms", "20000"),
+            ("--socket-buffer", "8192"),
+            ("--max-connections-per-address", "0"),
+            ("--db-pool-size", "4"),
+        ],
+    )
+    .await?;
+    let nodes = Nodes {
+        bases: cluster.nodes.iter().map(|n| n.base.clone()).collect(),
+        client: crate::process::client(),
+        barrier: Barrier::Action,
+    };
+    Some(simulate(&nodes, ctx, rng, objs, target, started).await)
+}
+
+/// Users, sockets spread over the nodes, then batches until `target` events were
+/// checked; the summary line.
+async fn simulate(
+    nodes: &Nodes<'_>,
+    ctx: String,
+    mut rng: Rng,
+    objs: Vec<Obj>,
+    target: usize,
+    started: Instant,
+) -> String {
     let users_obj = objs.iter().position(|o| o.users).unwrap();
     let mut sim = Sim {
         ctx: ctx.clone(),
+        nodes: nodes.bases.len(),
+        spread: Rng(rng.0 ^ 0x6e6f_6465_7370_7264),
+        sentinels: nodes.bases.len(),
         objs,
         persons: Vec::new(),
         rows: Vec::new(),
@@ -1979,10 +2214,13 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
         .collect();
     eprintln!("{ctx}: app {}", shape.join("; "));
 
-    // People. The sentinel connects first so it can wait out the users' own events.
-    let admin = app.admin().await;
-    let admin_row = app.row("users", admin.id).await;
-    let sentinel = app.socket(&admin.token).await;
+    // People. The sentinels connect first so they can wait out the users' own events.
+    let admin = nodes.at(sim.pick_node()).admin().await;
+    let admin_row = nodes.at(sim.pick_node()).row("users", admin.id).await;
+    let mut sentinels = Vec::new();
+    for node in 0..sim.sentinels {
+        sentinels.push(Sio::with_token(nodes.at(node).base, &admin.token).await);
+    }
     sim.persons.push(Person {
         email: admin.email.clone(),
         password: admin.password.clone(),
@@ -1998,7 +2236,7 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
     for k in 0..people {
         let role = rng.pick(&weighted).to_string();
         let email = format!("u{k}@nl.test");
-        let user = app.user(&email, &role).await;
+        let user = nodes.at(sim.pick_node()).user(&email, &role).await;
         sim.persons.push(Person {
             email,
             password: user.password,
@@ -2028,24 +2266,16 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
         sim.persons[p].row = handle;
         sim.by_id.insert((users_obj, id), handle);
     }
-    let who = sim.person_who(0);
-    sim.socks.push(Sock::new(
-        format!("sentinel of {}", admin.email),
-        sentinel,
-        who,
-    ));
+    for (node, sentinel) in sentinels.into_iter().enumerate() {
+        let who = sim.person_who(0);
+        let label = format!("sentinel of {}{}", admin.email, sim.on(node));
+        sim.socks.push(Sock::new(label, sentinel, node, who));
+    }
     // Whatever the users' creation delivered is not under test: settle it away.
-    let (status, body) = app
-        .post("/1/objects/markers", &master(), json!({ "title": "setup" }))
-        .await;
-    assert_eq!(status, 200, "{ctx}: {body}");
-    sim.socks[0]
-        .sio
-        .try_expect("/markers/POST", Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("{ctx}: setup marker"));
-    let barrier = app.barrier().await;
-    sim.socks[0].sio.until_barrier(&barrier).await;
+    let barrier = sim.sync(nodes, "setup").await;
+    for s in 0..sim.sentinels {
+        sim.socks[s].sio.until_barrier(&barrier).await;
+    }
 
     for p in 0..sim.persons.len() {
         let sockets = if p == 0 {
@@ -2054,15 +2284,17 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
             1 + rng.below(4)
         };
         for _ in 0..sockets {
-            sim.add_socket(&app, &mut rng, Some(p)).await;
+            sim.add_socket(nodes, &mut rng, Some(p)).await;
         }
     }
     for _ in 0..1 + rng.below(3) {
-        sim.add_socket(&app, &mut rng, None).await;
+        sim.add_socket(nodes, &mut rng, None).await;
     }
+    let base = nodes.at(sim.pick_node()).base;
     sim.unauth
-        .push(Sio::connect(&app.base, None).await.expect("connects"));
-    let mut refused = Sio::connect(&app.base, None).await.expect("connects");
+        .push(Sio::connect(base, None).await.expect("connects"));
+    let base = nodes.at(sim.pick_node()).base;
+    let mut refused = Sio::connect(base, None).await.expect("connects");
     refused.emit("authentication", &[json!({ "id": "not-a-token" })]);
     refused.expect("unauthorized").await;
     sim.unauth.push(refused);
@@ -2080,24 +2312,29 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
     {
         sim.churn(&mut rng).await;
         if sim.stats.batches > 0 && sim.stats.role_changes < 3 && rng.chance(0.2) {
-            sim.role_change(&app, &mut rng).await;
+            sim.role_change(nodes, &mut rng).await;
         }
-        sim.batch(&app, &mut rng).await;
-        sim.settle(&app).await;
+        sim.batch(nodes, &mut rng).await;
+        sim.settle(nodes).await;
         sim.stats.batches += 1;
     }
 
-    // No id another client handed over names a session, on either transport; the probe
-    // itself recognises a live one (a control: a socket's own session id).
+    // No id another client handed over names a session on any node, on either
+    // transport; the probe itself recognises a live one (a control: a socket's own
+    // session id on its node).
+    let control = &sim.socks[0];
     assert!(
-        crate::sio::names_a_session(&app.base, &sim.socks[0].sio.sid).await,
+        crate::sio::names_a_session(nodes.at(control.node).base, &control.sio.sid).await,
         "{ctx}: control: a live session id is recognised"
     );
     for id in &sim.seen_ids {
-        assert!(
-            !crate::sio::names_a_session(&app.base, id).await,
-            "{ctx}: `{id}`, received from another client, names a live session"
-        );
+        for node in 0..sim.nodes {
+            assert!(
+                !crate::sio::names_a_session(nodes.at(node).base, id).await,
+                "{ctx}: `{id}`, received from another client, names a live session{}",
+                sim.on(node)
+            );
+        }
     }
     eprintln!(
         "{ctx}: {} ids received from other clients, none a credential",
@@ -2120,12 +2357,24 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
 
     let checked = total(&sim);
     let s = &sim.stats;
+    let mut socks_by_node = BTreeMap::<usize, usize>::new();
+    for sock in &sim.socks {
+        *socks_by_node.entry(sock.node).or_default() += 1;
+    }
+    let spread = if sim.nodes == 1 {
+        String::new()
+    } else {
+        format!(
+            "; REST requests by node {:?}, sockets by node at the end {socks_by_node:?}",
+            s.rest_by_node
+        )
+    };
     let summary = format!(
         "{ctx}: {checked} events delivered and checked, 0 leaked, 0 missing — by path {:?} \
          ({} of them allowed-but-optional Sails creates); {} batches, {} requests ({} over \
          Sails/chan_in sockets, {} on-demand calls) of which {} committed and refused by \
          status {:?}; {} subscription changes, {} re-authentications, {} role changes; \
-         {} users, {} sockets at the end; {:.1}s",
+         {} users, {} sockets at the end{spread}; {:.1}s",
         s.checked,
         s.optional_hits,
         s.batches,
@@ -2158,6 +2407,20 @@ async fn no_leaked_events_over_every_path() {
             Backend::Postgres(_) => PG_TARGET,
         };
         let summary = run(&backend, seed, target).await;
+        eprintln!("{summary}");
+    }
+}
+
+/// The same property with every socket and every request on a random one of three real
+/// nodes sharing one PostgreSQL database and one Redis: room emits cross the nodes
+/// through Redis, revocations through the database's bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_leaked_events_over_every_path_across_nodes() {
+    let seed = seed();
+    eprintln!(
+        "no_leaks across nodes: seed {seed} (LIVEBASE_NO_LEAKS_SEED={seed} reproduces this run)"
+    );
+    if let Some(summary) = run_cluster(seed, CLUSTER_TARGET).await {
         eprintln!("{summary}");
     }
 }
