@@ -5,7 +5,6 @@
 use reqwest::Method;
 use serde_json::json;
 
-use super::Cluster;
 use crate::common::Cred;
 
 fn items(price: &str) -> String {
@@ -21,19 +20,11 @@ const TOP: &str = "-- roles: Admin\nSELECT COUNT(*) AS n FROM items\n";
 
 #[tokio::test]
 async fn a_node_with_other_schema_or_queries_is_refused_beside_a_running_one() {
-    let Some(redis) = std::env::var("LIVEBASE_TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        eprintln!("note: cluster manifest test skipped (set LIVEBASE_TEST_REDIS_URL to run it)");
-        return;
-    };
-    let prefix = format!("lbt_{}", crate::common::rand_suffix());
     let float = items("float");
-    let Some(mut c) = Cluster::start(
+    let Some(mut c) = super::on_redis(
         1,
         &[("schema/items.json", &float), ("queries/top.sql", TOP)],
-        &[("--redis-url", &redis), ("--redis-prefix", &prefix)],
+        &[],
     )
     .await
     else {
