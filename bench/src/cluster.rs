@@ -84,7 +84,7 @@ pub async fn run(
         ],
     );
     writes.notes.push(format!(
-        "livebase only: the Node.js peer and the floor have no cluster mode here. Every node runs pinned to the server core (CPU {}), so the nodes share one core; Redis and PostgreSQL are not pinned. Each node count starts on a fresh database and Redis prefix; `created` reaches every socket through the `events` object's `afterCreate` action (`emitAll`), as in write-emit.",
+        "livebase only: the Node.js peer and the floor have no cluster mode here. Every node runs pinned to the server core (CPU {}), so the nodes share one core; Redis and PostgreSQL are not pinned. Every cluster (each write → receive step, each node count's fan-out series) starts on a fresh database and Redis prefix; `created` reaches every socket through the `events` object's `afterCreate` action (`emitAll`), as in write-emit.",
         paths.server_core
     ));
     let mut fan = Table::new(
