@@ -3,10 +3,11 @@
 //! ratios that are the headline. See `bench/README.md`.
 //!
 //! Layout: `target` starts and measures servers; `http` and `sio` are lean clients;
-//! `clients` holds load patterns shared by scenarios; `scenarios` the five scenarios;
-//! `stats` histograms and tables.
+//! `clients` holds load patterns shared by scenarios; `scenarios` the single-server
+//! scenarios; `cluster` the several-node one; `stats` histograms and tables.
 
 mod clients;
+mod cluster;
 mod http;
 mod scenarios;
 mod sio;
@@ -38,6 +39,9 @@ enum Scenario {
     Hostile,
     /// Many sockets for a long time: memory curve, deliveries, slow readers, limit.
     Soak,
+    /// livebase as 1, 2 and 3 nodes over Redis and PostgreSQL: latency across nodes,
+    /// cost per node and per emit, projected capacity (livebase only).
+    Cluster,
     All,
 }
 
@@ -82,6 +86,21 @@ struct Args {
     /// Folder for the soak's memory curve (CSV and SVG).
     #[arg(long, default_value = "target/lbbench")]
     plot_dir: PathBuf,
+    /// PostgreSQL for the cluster scenario, as a role that may create and drop
+    /// databases (one per cluster, dropped after it).
+    #[arg(
+        long,
+        env = "LIVEBASE_TEST_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
+    /// Redis (7+) for the cluster scenario; each cluster uses a channel prefix of its own.
+    #[arg(
+        long,
+        env = "LIVEBASE_TEST_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
     /// Append the tables (markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -134,6 +153,10 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
         plan.soak_sockets = n;
     }
     plan.plot_dir = args.plot_dir.clone();
+    let services = cluster::Services {
+        postgres: args.postgres_url.clone(),
+        redis: args.redis_url.clone(),
+    };
     let mut list = args.scenarios.clone();
     if list.contains(&Scenario::All) {
         list = vec![
@@ -144,6 +167,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
             Scenario::Writes,
             Scenario::Hostile,
             Scenario::Soak,
+            Scenario::Cluster,
         ];
     }
     let kinds = &args.targets;
@@ -167,29 +191,33 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
     );
     for scenario in list {
         println!("== {scenario:?}");
+        let one = |r: Result<stats::Table>| r.map(|t| vec![t]);
         let result = match scenario {
-            Scenario::WriteEmit => scenarios::write_emit(&paths, &plan, kinds).await,
-            Scenario::Fanout => scenarios::fanout(&paths, &plan, kinds, &mut heads).await,
-            Scenario::Actions => scenarios::actions(&paths, &plan, kinds, &mut heads).await,
-            Scenario::Idle => scenarios::idle(&paths, &plan, kinds, &mut heads).await,
-            Scenario::Writes => scenarios::writes(&paths, &plan, kinds, &mut heads).await,
-            Scenario::Hostile => scenarios::hostile(&paths, &plan, kinds, &mut heads).await,
-            Scenario::Soak => scenarios::soak(&paths, &plan, kinds, &mut heads).await,
+            Scenario::WriteEmit => one(scenarios::write_emit(&paths, &plan, kinds).await),
+            Scenario::Fanout => one(scenarios::fanout(&paths, &plan, kinds, &mut heads).await),
+            Scenario::Actions => one(scenarios::actions(&paths, &plan, kinds, &mut heads).await),
+            Scenario::Idle => one(scenarios::idle(&paths, &plan, kinds, &mut heads).await),
+            Scenario::Writes => one(scenarios::writes(&paths, &plan, kinds, &mut heads).await),
+            Scenario::Hostile => one(scenarios::hostile(&paths, &plan, kinds, &mut heads).await),
+            Scenario::Soak => one(scenarios::soak(&paths, &plan, kinds, &mut heads).await),
+            Scenario::Cluster => cluster::run(&paths, &plan, kinds, &services).await,
             Scenario::All => unreachable!(),
         };
         // A scenario that fails is reported and the run goes on; the exit status says so.
-        let table = match result {
-            Ok(table) => table,
+        let tables = match result {
+            Ok(tables) => tables,
             Err(e) => {
                 eprintln!("lbbench: {scenario:?} failed: {e:#}");
                 failed.push(format!("{scenario:?}"));
                 let mut table = stats::Table::new(&format!("{scenario:?}"), &["failed"]);
                 table.push(vec![format!("{e:#}")]);
-                table
+                vec![table]
             }
         };
-        rendered.push_str(&table.render());
-        rendered.push('\n');
+        for table in tables {
+            rendered.push_str(&table.render());
+            rendered.push('\n');
+        }
     }
     rendered.push_str(&ratios(&heads));
     println!("\n{rendered}");

@@ -47,6 +47,13 @@ pub struct Plan {
     pub soak_warmup: Duration,
     /// Where the soak writes its memory curve (CSV and SVG).
     pub plot_dir: std::path::PathBuf,
+    /// Cluster: node counts, write → receive sockets and writes/s, fan-out sockets and
+    /// the messages/s it steps through.
+    pub cluster_nodes: Vec<usize>,
+    pub cluster_sockets: usize,
+    pub cluster_rates: Vec<u64>,
+    pub cluster_fanout_sockets: usize,
+    pub cluster_fanout_rates: Vec<u64>,
 }
 
 impl Plan {
@@ -78,6 +85,11 @@ impl Plan {
             soak_sample: Duration::from_secs(5),
             soak_warmup: Duration::from_secs(60),
             plot_dir: "target/lbbench".into(),
+            cluster_nodes: vec![1, 2, 3],
+            cluster_sockets: 1_000,
+            cluster_rates: vec![10, 50],
+            cluster_fanout_sockets: 10_000,
+            cluster_fanout_rates: vec![1, 2, 3, 5, 7, 10, 15, 20, 30],
         }
     }
 
@@ -105,13 +117,18 @@ impl Plan {
             soak_sample: Duration::from_millis(250),
             soak_warmup: Duration::from_secs(2),
             plot_dir: "target/lbbench".into(),
+            cluster_nodes: vec![1, 2, 3],
+            cluster_sockets: 30,
+            cluster_rates: vec![20],
+            cluster_fanout_sockets: 30,
+            cluster_fanout_rates: vec![5, 20],
         }
     }
 }
 
 /// Attempted deliveries per second beyond which a step is not run: one load
 /// generator core cannot read more, so the number would measure the harness.
-const LOADER_CAP: u64 = 2_000_000;
+pub(crate) const LOADER_CAP: u64 = 2_000_000;
 
 /// A headline figure per target, for the ratio summary.
 #[derive(Default)]
@@ -151,7 +168,7 @@ async fn created_listeners(
 
 /// Open-loop REST creates of `events` rows numbered 1, 2, …, each row's due time
 /// recorded in `sent` (its `created` emit's latency is counted from it).
-async fn create_events(
+pub(crate) async fn create_events(
     target: &Target,
     token: &str,
     rate: u64,
@@ -341,24 +358,7 @@ pub async fn fanout(
             let step = &steps[k];
             step.first.store(seq + 1, Ordering::Relaxed);
             let window = Window::open(&target);
-            let start = Instant::now();
-            let count = rate * plan.step.as_secs_f64() as u64;
-            for i in 1..=count {
-                let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-                sio::wait_until(&mut publisher, due).await?;
-                seq += 1;
-                sent.set(seq, due);
-                let mut data = format!("seq:{seq} ");
-                while data.len() < 100 {
-                    data.push('x');
-                }
-                sio::emit(
-                    &mut publisher,
-                    "chan_in",
-                    &json!({ "channel": "fan", "data": data }),
-                )
-                .await?;
-            }
+            let count = publish_fan(&mut publisher, &sent, &mut seq, rate, plan.step).await?;
             let expected = count * n as u64;
             clients::drain(Duration::from_secs(3), || step.received.count() >= expected).await;
             let usage = window.close(&target);
@@ -411,6 +411,37 @@ pub async fn fanout(
         target.stop().await?;
     }
     Ok(table)
+}
+
+/// Open loop: `rate × duration` 100-byte `chan_in` messages to channel `fan`, message
+/// `i` due at `start + i / rate`, numbered on from `*seq` (their `data` starts with
+/// `seq:N`); each due time is recorded in `sent`. Returns how many were sent.
+pub(crate) async fn publish_fan(
+    publisher: &mut sio::Ws,
+    sent: &SendTimes,
+    seq: &mut u64,
+    rate: u64,
+    duration: Duration,
+) -> Result<u64> {
+    let start = Instant::now();
+    let count = rate * duration.as_secs_f64() as u64;
+    for i in 1..=count {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        sio::wait_until(publisher, due).await?;
+        *seq += 1;
+        sent.set(*seq, due);
+        let mut data = format!("seq:{} ", *seq);
+        while data.len() < 100 {
+            data.push('x');
+        }
+        sio::emit(
+            publisher,
+            "chan_in",
+            &json!({ "channel": "fan", "data": data }),
+        )
+        .await?;
+    }
+    Ok(count)
 }
 
 /// Scenario 3: on-demand actions over HTTP against a plain route, and a CPU-bound action.

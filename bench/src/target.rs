@@ -66,6 +66,17 @@ impl Target {
         paths: &Paths,
         max_connections: Option<usize>,
     ) -> Result<Target> {
+        Target::start_with(kind, paths, max_connections, &[]).await
+    }
+
+    /// As `start_limited`, with more livebase flags after the harness's own (the
+    /// `cluster` scenario's `--database-url`, `--redis-url`, `--redis-prefix`).
+    pub async fn start_with(
+        kind: Kind,
+        paths: &Paths,
+        max_connections: Option<usize>,
+        extra: &[String],
+    ) -> Result<Target> {
         let max_connections = max_connections.unwrap_or(200_000).to_string();
         let dir = tempfile::Builder::new().prefix("lbbench-").tempdir()?;
         let port = free_port()?;
@@ -92,6 +103,7 @@ impl Target {
                     // Every simulated client comes from loopback; the peer has no
                     // per-address cap either.
                     .args(["--max-connections-per-address", "0"])
+                    .args(extra)
                     // The peer logs nothing per request; neither should livebase here.
                     .env("RUST_LOG", "warn");
             }
