@@ -95,3 +95,54 @@ async fn the_offline_reset_password_ends_the_users_sockets_on_every_node() {
         json!(true)
     );
 }
+
+#[tokio::test]
+async fn a_user_deleted_or_demoted_on_one_node_loses_their_sockets_on_another_without_redis() {
+    let Some((c, admin, alice)) = pair().await else {
+        return;
+    };
+    let (status, body) = c
+        .get(1, "/1/objects/users?filter=[{\"fieldName\":\"email\",\"operator\":\"equals\",\"value\":\"alice@cluster.test\"}]", &Cred::Bearer(admin.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["data"][0]["id"].as_i64().expect("alice's id");
+
+    // Demoted on A: her socket on B was let in as a User, so it ends.
+    let mut on_b = Sio::with_token(&c.nodes[1].base, &alice).await;
+    let (status, body) = c
+        .req(
+            0,
+            Method::PUT,
+            &format!("/1/objects/users/{id}"),
+            &Cred::Bearer(admin.clone()),
+            Some(json!({ "role": "ReadOnly" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        on_b.closed_within(Duration::from_secs(1)).await,
+        "Alice's socket on node B outlived her role change on node A by 1 s"
+    );
+
+    // Deleted on A: a new socket of hers on B ends too, and her token is refused there.
+    let fresh = c
+        .sign_in(1, "alice@cluster.test", "alice-password-0123")
+        .await;
+    let mut on_b = Sio::with_token(&c.nodes[1].base, &fresh).await;
+    let (status, body) = c
+        .req(
+            0,
+            Method::DELETE,
+            &format!("/1/objects/users/{id}"),
+            &Cred::Bearer(admin.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        on_b.closed_within(Duration::from_secs(1)).await,
+        "a deleted user's socket on node B outlived the deletion on node A by 1 s"
+    );
+    let (status, _) = c.get(1, "/1/objects/users", &Cred::Bearer(fresh)).await;
+    assert_eq!(status, 401, "node B still takes a deleted user's token");
+}

@@ -313,6 +313,18 @@ async fn an_action_uploaded_on_one_node_runs_on_the_others_within_a_second() {
         .await;
     assert_eq!(status, 200, "{body}");
     within_a_second(json!({ "version": "v2" })).await;
+    // Rolled back on A to version 1: B answers with v1's code again.
+    let (status, body) = c
+        .req(
+            0,
+            Method::POST,
+            &format!("/1/action/config/{id}/rollback"),
+            &Cred::Bearer(admin.clone()),
+            Some(json!({ "version": 1 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    within_a_second(json!({ "version": "v1" })).await;
     // Deleted on A: B no longer has it.
     let (status, body) = c
         .req(
