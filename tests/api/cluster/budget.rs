@@ -65,8 +65,10 @@ async fn another_nodes_emits_count_against_a_sockets_byte_budget() {
 
     let dropped = counter(&b, "livebase_socket_drops_total", &[r#"reason="bytes""#]).await;
     let ended = counter(&b, "livebase_socket_over_budget_disconnects_total", &[]).await;
-    let data = "y".repeat(200 * 1024);
-    for n in 0..200 {
+    // 75 MB: past what the kernel holds for a connection nobody reads here (receive
+    // buffers autotune up to 32 MiB, plus 4 MiB of send buffer).
+    let data = "y".repeat(500 * 1024);
+    for n in 0..150 {
         let ack = publisher
             .call("chan_in", json!({ "channel": "flood", "data": data }))
             .await;

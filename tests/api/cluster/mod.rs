@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::{Cred, DropDatabase, exec_pg, rand_suffix, send, with_database};
 use crate::process::{Exited, Server, client, livebase, run_to_exit};
@@ -61,6 +61,18 @@ pub async fn on_redis(n: usize, app: &[(&str, &str)], flags: &[(&str, &str)]) ->
     all.extend_from_slice(flags);
     Cluster::start(n, app, &all).await
 }
+
+/// `items` whose rows only their owner (and Admins) may read: the schema the delivery
+/// tests' negative checks need.
+pub const OWNED_ITEMS: &str = r#"{
+  "name": "items",
+  "fields": { "name": { "type": "string", "required": true } },
+  "permissions": {
+    "read": ["Admin", "User"], "create": ["Admin", "User"],
+    "update": ["Admin", "User"], "delete": ["Admin", "User"]
+  },
+  "rowSecurity": "owner"
+}"#;
 
 impl Cluster {
     /// A cluster of `n` nodes started at the same moment, on a new database; `None`
@@ -197,6 +209,32 @@ impl Cluster {
         self.req(i, Method::GET, path, cred, None).await
     }
 
+    /// A request to node `i` as `token` that must answer 200: its body.
+    pub async fn ok(
+        &self,
+        i: usize,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (status, answer) = self
+            .req(i, method.clone(), path, &Cred::Bearer(token.into()), body)
+            .await;
+        assert_eq!(status, 200, "{method} {path} on node {i}: {answer}");
+        answer
+    }
+
+    /// A User `email` created by `admin` on node `i` and signed in there: its token
+    /// (its password is `password_of(email)`).
+    pub async fn user(&self, i: usize, admin: &str, email: &str) -> String {
+        let body = json!({ "email": email, "password": password_of(email), "role": "User",
+                           "firstName": email });
+        self.ok(i, Method::POST, "/1/objects/users", admin, Some(body))
+            .await;
+        self.sign_in(i, email, &password_of(email)).await
+    }
+
     /// `POST /token` with the password grant on node `i`: the access token.
     pub async fn sign_in(&self, i: usize, email: &str, password: &str) -> String {
         let resp = client()
@@ -214,4 +252,9 @@ impl Cluster {
         assert_eq!(status, 200, "sign-in of {email} on node {i}: {body}");
         body["access_token"].as_str().unwrap().to_string()
     }
+}
+
+/// The password `Cluster::user` gives `email`.
+pub fn password_of(email: &str) -> String {
+    format!("pw-{email}-0123")
 }

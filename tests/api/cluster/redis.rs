@@ -16,17 +16,6 @@ use super::Cluster;
 use crate::common::Cred;
 use crate::sio::Sio;
 
-/// Rows readable only by their owner; LoopBack names too.
-const ITEMS: &str = r#"{
-  "name": "items",
-  "fields": { "name": { "type": "string", "required": true } },
-  "permissions": {
-    "read": ["Admin", "User"], "create": ["Admin", "User"],
-    "update": ["Admin", "User"], "delete": ["Admin", "User"]
-  },
-  "rowSecurity": "owner"
-}"#;
-
 /// An on-demand action that emits as its input asks.
 const EMIT: &str = r#"
 function backandCallback(userInput, dbRow, parameters, userProfile) {
@@ -41,30 +30,12 @@ async fn redis_cluster(n: usize) -> Option<Cluster> {
     super::on_redis(
         n,
         &[
-            ("schema/items.json", ITEMS),
+            ("schema/items.json", super::OWNED_ITEMS),
             ("actions/general/onDemand/emit.js", EMIT),
         ],
         &[],
     )
     .await
-}
-
-/// A User on the cluster, signed in on node `i`: (username, access token).
-async fn user(c: &Cluster, admin: &str, i: usize, email: &str) -> (String, String) {
-    let password = format!("pw-{email}-0123");
-    let (status, body) = c
-        .req(
-            i,
-            Method::POST,
-            "/1/objects/users",
-            &Cred::Bearer(admin.into()),
-            Some(
-                json!({ "email": email, "password": password, "role": "User", "firstName": email }),
-            ),
-        )
-        .await;
-    assert_eq!(status, 200, "creating {email}: {body}");
-    (email.to_string(), c.sign_in(i, email, &password).await)
 }
 
 async fn emit(c: &Cluster, i: usize, token: &str, input: Value) {
@@ -102,8 +73,8 @@ async fn a_write_on_one_node_reaches_the_readers_on_another_and_no_one_else() {
     let admin = c
         .sign_in(0, super::ADMIN_EMAIL, super::ADMIN_PASSWORD)
         .await;
-    let (_, alice) = user(&c, &admin, 0, "alice@cluster.test").await;
-    let (_, bob) = user(&c, &admin, 0, "bob@cluster.test").await;
+    let alice = c.user(0, &admin, "alice@cluster.test").await;
+    let bob = c.user(0, &admin, "bob@cluster.test").await;
     // Both listen on node B (1) to every row of items; only the owner may read a row.
     let mut alice_b = Sio::with_token(&c.nodes[1].base, &alice).await;
     let mut bob_b = Sio::with_token(&c.nodes[1].base, &bob).await;
@@ -111,16 +82,14 @@ async fn a_write_on_one_node_reaches_the_readers_on_another_and_no_one_else() {
         assert_eq!(s.call("join", json!("db-items")).await["ok"], json!(true));
     }
     // Alice writes on node A (0).
-    let (status, row) = c
-        .req(
-            0,
-            Method::POST,
-            "/1/objects/items",
-            &Cred::Bearer(alice.clone()),
-            Some(json!({ "name": "alice's secret" })),
-        )
-        .await;
-    assert_eq!(status, 200, "{row}");
+    c.ok(
+        0,
+        Method::POST,
+        "/1/objects/items",
+        &alice,
+        Some(json!({ "name": "alice's secret" })),
+    )
+    .await;
     let created = alice_b.expect("db_created").await;
     assert_eq!(
         created["data"]["name"],
@@ -128,16 +97,14 @@ async fn a_write_on_one_node_reaches_the_readers_on_another_and_no_one_else() {
         "{created}"
     );
     // Then Bob writes on A: his own row reaches him on B after Alice's would have.
-    let (status, _) = c
-        .req(
-            0,
-            Method::POST,
-            "/1/objects/items",
-            &Cred::Bearer(bob.clone()),
-            Some(json!({ "name": "bob's" })),
-        )
-        .await;
-    assert_eq!(status, 200);
+    c.ok(
+        0,
+        Method::POST,
+        "/1/objects/items",
+        &bob,
+        Some(json!({ "name": "bob's" })),
+    )
+    .await;
     let before = until(&mut bob_b, "db_created").await;
     assert!(
         !before.iter().any(|e| e == "db_created"),
@@ -166,8 +133,11 @@ async fn an_action_on_one_node_emits_to_the_named_users_on_every_node_only() {
     let admin = c
         .sign_in(0, super::ADMIN_EMAIL, super::ADMIN_PASSWORD)
         .await;
-    let (alice_name, alice) = user(&c, &admin, 0, "alice@cluster.test").await;
-    let (bob_name, bob) = user(&c, &admin, 1, "bob@cluster.test").await;
+    let (alice_name, alice) = (
+        "alice@cluster.test",
+        c.user(0, &admin, "alice@cluster.test").await,
+    );
+    let bob = c.user(1, &admin, "bob@cluster.test").await;
     let mut alice_a = Sio::with_token(&c.nodes[0].base, &alice).await;
     let mut alice_b = Sio::with_token(&c.nodes[1].base, &alice).await;
     let mut bob_b = Sio::with_token(&c.nodes[1].base, &bob).await;
@@ -210,7 +180,6 @@ async fn an_action_on_one_node_emits_to_the_named_users_on_every_node_only() {
             "Alice got the channel emit: {before:?}"
         );
     }
-    let _ = bob_name;
 }
 
 #[tokio::test]
@@ -221,8 +190,11 @@ async fn a_sign_out_on_one_node_ends_the_users_sockets_and_tokens_on_the_others(
     let admin = c
         .sign_in(0, super::ADMIN_EMAIL, super::ADMIN_PASSWORD)
         .await;
-    let (_, alice) = user(&c, &admin, 0, "alice@cluster.test").await;
-    let (bob_name, bob) = user(&c, &admin, 0, "bob@cluster.test").await;
+    let alice = c.user(0, &admin, "alice@cluster.test").await;
+    let (bob_name, bob) = (
+        "bob@cluster.test",
+        c.user(0, &admin, "bob@cluster.test").await,
+    );
     // Node B has Alice's token in its auth cache before she signs out.
     let (status, _) = c
         .get(1, "/1/objects/items", &Cred::Bearer(alice.clone()))

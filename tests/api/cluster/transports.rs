@@ -10,47 +10,13 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::Cluster;
-use crate::common::Cred;
 use crate::realtime::staticbackend::{BOTH, Sb};
 use crate::realtime::support::req;
 use crate::sio::Sio;
 
-const ITEMS: &str = r#"{
-  "name": "items",
-  "fields": { "name": { "type": "string", "required": true } },
-  "permissions": {
-    "read": ["Admin", "User"], "create": ["Admin", "User"],
-    "update": ["Admin", "User"], "delete": ["Admin", "User"]
-  },
-  "rowSecurity": "owner"
-}"#;
-
 async fn write(c: &Cluster, token: &str, name: &str) {
-    let (status, body) = c
-        .req(
-            0,
-            Method::POST,
-            "/1/objects/items",
-            &Cred::Bearer(token.into()),
-            Some(json!({ "name": name })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-}
-
-async fn user(c: &Cluster, admin: &str, email: &str) -> String {
-    let password = "a-password-0123";
-    let (status, body) = c
-        .req(
-            0,
-            Method::POST,
-            "/1/objects/users",
-            &Cred::Bearer(admin.into()),
-            Some(json!({ "email": email, "password": password, "role": "User", "firstName": "x" })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    c.sign_in(1, email, password).await
+    let body = Some(json!({ "name": name }));
+    c.ok(0, Method::POST, "/1/objects/items", token, body).await;
 }
 
 /// The row a StaticBackend `db_created` carries (as JSON text).
@@ -60,14 +26,15 @@ fn sb_row(message: &Value) -> Value {
 
 #[tokio::test]
 async fn staticbackend_and_sails_clients_on_another_node_get_exactly_their_rows() {
-    let Some(c) = super::on_redis(2, &[("schema/items.json", ITEMS)], &[]).await else {
+    let Some(c) = super::on_redis(2, &[("schema/items.json", super::OWNED_ITEMS)], &[]).await
+    else {
         return;
     };
     let admin = c
         .sign_in(0, super::ADMIN_EMAIL, super::ADMIN_PASSWORD)
         .await;
-    let alice = user(&c, &admin, "alice@cluster.test").await;
-    let bob = user(&c, &admin, "bob@cluster.test").await;
+    let alice = c.user(0, &admin, "alice@cluster.test").await;
+    let bob = c.user(0, &admin, "bob@cluster.test").await;
     let b = &c.nodes[1].base;
 
     for transport in BOTH {
