@@ -329,6 +329,20 @@ pub struct Config {
     )]
     pub max_connections_per_address: usize,
 
+    /// Seconds the event log keeps a committed change's event, for clients that
+    /// reconnect and for a node that fell behind (pruned in the background, at most a
+    /// minute late).
+    #[arg(long, env = "LIVEBASE_EVENT_RETENTION_SECS", default_value_t = 86_400)]
+    pub event_retention_secs: u64,
+
+    /// Events the log keeps at most, newest first, whatever their age.
+    #[arg(
+        long,
+        env = "LIVEBASE_EVENT_RETENTION_COUNT",
+        default_value_t = 100_000
+    )]
+    pub event_retention_count: u64,
+
     /// Milliseconds shutdown (SIGTERM, Ctrl-C) waits for in-flight requests before it
     /// closes the connections still open (a client that never finishes its request
     /// would otherwise hold the process up).

@@ -31,7 +31,7 @@ use crate::schema::value::SqlValue;
 use crate::schema::{self, FieldType};
 use crate::store::bus::Note;
 use crate::store::manifest::{self, Manifest};
-use crate::store::nodes::{Heartbeat, Node};
+use crate::store::nodes::{self, Heartbeat, Node};
 use crate::store::read_only::ReadLimits;
 use crate::store::{Store, migrate};
 use crate::users::Users;
@@ -151,14 +151,14 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
     let mut hooks: Vec<Arc<dyn WriteHook>> =
         vec![Arc::new(users.clone()), Arc::new(actions.clone())];
     hooks.extend(extra_hooks);
-    let records = Records::new(store.clone(), schema, hooks, config.max_page_size);
+    let records = Records::new(store.clone(), schema, hooks, config.max_page_size, &node.id);
     let files = Files::new(
         records.clone(),
         store.clone(),
         config.data_dir.join("files"),
         config.max_file_bytes,
     );
-    tokio::spawn(relay::run(records.subscribe(), realtime.clone()));
+    follow_the_log(&config, &store, &records, &realtime).await?;
     listen_to_other_nodes(&store, &auth, &realtime, &actions);
     let state = AppState {
         records,
@@ -343,5 +343,92 @@ async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
         },
         user_token
     );
+    Ok(())
+}
+
+/// Starts what the event log drives (`store::events`): delivery of every change
+/// committed from now on, by any node (`relay`); after hooks a stopped node owed, now
+/// and, with several nodes, every `OWED_EVERY` (a node killed mid-way leaves them to the
+/// others); and pruning past the retention.
+async fn follow_the_log(
+    config: &Config,
+    store: &Store,
+    records: &Records,
+    realtime: &Realtime,
+) -> anyhow::Result<()> {
+    const OWED_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+    let (_, head) = store
+        .event_bounds()
+        .await
+        .context("reading the event log")?;
+    let several = config.redis_url.is_some();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    if several {
+        store.follow_events(wake.clone());
+    }
+    let follow = relay::Follow {
+        wake,
+        poll: several,
+    };
+    tokio::spawn(relay::run(
+        records.clone(),
+        records.subscribe(),
+        realtime.clone(),
+        head,
+        follow,
+    ));
+    let owed = records.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(OWED_EVERY);
+        loop {
+            tick.tick().await;
+            if owed.store().is_closed() {
+                return;
+            }
+            // Alone, every owed event is a previous run's (whose row in `lb_nodes`, on
+            // PostgreSQL, may still look live for a few seconds).
+            let live = match several {
+                false => Vec::new(),
+                true => match nodes::live_ids(owed.store()).await {
+                    Ok(live) => live,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "listing live nodes");
+                        continue;
+                    }
+                },
+            };
+            match owed.settle_owed_afters(&live).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    n,
+                    "ran the after actions of changes a stopped node committed"
+                ),
+                Err(e) => tracing::warn!(error = ?e, "running owed after actions"),
+            }
+            if !several {
+                return;
+            }
+        }
+    });
+    let (pruned, keep_count, keep_ms) = (
+        store.clone(),
+        config.event_retention_count,
+        config.event_retention_secs.saturating_mul(1000),
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tick.tick().await;
+            if pruned.is_closed() {
+                return;
+            }
+            match pruned.prune_events(keep_count, keep_ms).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(n, "pruned the event log"),
+                Err(e) => tracing::debug!(error = %e, "pruning the event log"),
+            }
+        }
+    });
     Ok(())
 }

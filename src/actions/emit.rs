@@ -9,30 +9,11 @@ use super::sandbox::Emit;
 use crate::auth::Identity;
 use crate::realtime::Realtime;
 use crate::realtime::watch::Cause;
-use crate::records::Staged;
 
 impl Actions {
     /// Sends what a successful action `action`, run as `who`, emitted.
     pub(super) async fn deliver(&self, emits: &[Emit], who: &Identity, action: &str) {
         send(&self.inner.realtime, emits, who, action).await;
-    }
-
-    /// Holds a before action's emits until its write commits.
-    pub(super) fn deliver_on_commit(
-        &self,
-        staged: &mut Staged,
-        emits: Vec<Emit>,
-        who: &Identity,
-        action: &str,
-    ) {
-        if emits.is_empty() {
-            return;
-        }
-        let realtime = self.inner.realtime.clone();
-        let (who, action) = (who.clone(), action.to_string());
-        staged.defer(Box::pin(async move {
-            send(&realtime, &emits, &who, &action).await;
-        }));
     }
 }
 
@@ -61,5 +42,13 @@ impl Emit {
             Emit::Room { room, event, data } => ("broadcast", event, json!(room), data),
         };
         json!({ "kind": kind, "event": event, "target": target, "data": data })
+    }
+
+    /// The form a before action's emit is logged in, with the write's event: `to_json`
+    /// and the action's name (see `realtime::logged`).
+    pub fn logged(&self, action: &str) -> Value {
+        let mut value = self.to_json();
+        value["action"] = Value::from(action);
+        value
     }
 }

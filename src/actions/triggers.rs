@@ -11,7 +11,8 @@ use crate::records::{BoxFuture, Change, RecordEvent, Records, Staged, Verb, Writ
 
 impl WriteHook for Actions {
     /// Before actions, in name order: each may change `userInput` (what it leaves is
-    /// written) or throw to refuse. Their emits wait for the commit.
+    /// written) or throw to refuse. Their emits are logged with the write's event and
+    /// leave with it, only if it commits.
     fn before<'a>(
         &'a self,
         write: &'a Change<'a>,
@@ -41,7 +42,9 @@ impl WriteHook for Actions {
                                 )));
                             }
                         }
-                        self.deliver_on_commit(staged, outcome.emits, write.who, &action.name);
+                        for emit in &outcome.emits {
+                            staged.log_emit(emit.logged(&action.name));
+                        }
                     }
                     Err(failure) => return Err(failure::refusal(&action, failure)),
                 }
@@ -50,8 +53,14 @@ impl WriteHook for Actions {
         })
     }
 
+    /// After actions are owed: they run at least once, after a crash too.
+    fn owes_after(&self, object: &str, verb: Verb) -> bool {
+        !self.find(object, Trigger::after(verb)).is_empty()
+    }
+
     /// After actions, in name order, after the commit: they cannot undo it; a failure
-    /// is logged and its emits dropped.
+    /// is logged and its emits dropped. `parameters.seq` is the event's number in the
+    /// log: an action run again after a crash can tell it has seen it.
     fn after<'a>(&'a self, records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let trigger = Trigger::after(event.verb);
@@ -64,7 +73,7 @@ impl WriteHook for Actions {
                 let call = Call {
                     user_input,
                     db_row,
-                    parameters: json!({}),
+                    parameters: json!({ "seq": event.seq }),
                     user_profile: self.profile(&event.actor),
                     db: self.db(records, &event.actor),
                 };

@@ -193,7 +193,7 @@ async fn chan_in(
         "sid": &*session::public_id(&s),
     });
     emit_to(
-        &io,
+        super::root_of(&io, &shared),
         &shared,
         Audience::Channel(&name),
         Cause::Publish { who: &who },

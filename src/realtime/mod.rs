@@ -182,6 +182,12 @@ impl Realtime {
         root_of(&self.io, &self.shared)
     }
 
+    /// Operators over this node's sockets only: for what every node delivers itself,
+    /// from the event log (`relay`). `None` after `close`.
+    pub(crate) fn here(&self) -> Option<BroadcastOperators> {
+        self.io.of("/").map(BroadcastOperators::local)
+    }
+
     /// Whether Redis answers: `None` on one node (see `cluster`).
     pub fn redis_up(&self) -> Option<bool> {
         self.shared.driver.redis_up()
@@ -192,6 +198,7 @@ impl Realtime {
         Emitter {
             realtime: self,
             cause,
+            here_only: false,
         }
     }
 
@@ -232,8 +239,7 @@ impl Realtime {
     /// and told this one through the cluster bus (`store::bus`), which works whether or
     /// not Redis does.
     pub async fn disconnect_user_here(&self, username: &str, kept_session: Option<&str>) {
-        let here = self.io.of("/").map(BroadcastOperators::local);
-        self.end_user(username, kept_session, here).await;
+        self.end_user(username, kept_session, self.here()).await;
     }
 
     async fn end_user(
@@ -292,9 +298,17 @@ impl Realtime {
 pub struct Emitter<'a> {
     realtime: &'a Realtime,
     cause: Cause<'a>,
+    /// To this node's sockets only (what every node delivers from the log).
+    here_only: bool,
 }
 
 impl Emitter<'_> {
+    /// The same emits, to this node's sockets only.
+    pub(crate) fn here_only(mut self) -> Self {
+        self.here_only = true;
+        self
+    }
+
     /// Backand `socket.emitUsers`: to every socket of these users (by username).
     pub async fn emit_users<T: Serialize + ?Sized>(&self, event: &str, data: &T, users: &[String]) {
         self.emit(Audience::Users(users), event, data).await;
@@ -316,8 +330,12 @@ impl Emitter<'_> {
     }
 
     async fn emit<T: Serialize + ?Sized>(&self, audience: Audience<'_>, event: &str, data: &T) {
-        let Realtime { io, shared } = self.realtime;
-        emit_to(io, shared, audience, self.cause, event, data).await;
+        let realtime = self.realtime;
+        let reach = match self.here_only {
+            true => realtime.here(),
+            false => realtime.root(),
+        };
+        emit_to(reach, &realtime.shared, audience, self.cause, event, data).await;
     }
 }
 
@@ -344,7 +362,7 @@ fn register(s: &SocketRef, router: &Router) {
 /// counted (they are disconnected at their next heartbeat, which cannot be queued
 /// either). While an admin watches, the emit is recorded with `cause` (`watch`).
 pub(crate) async fn emit_to<T: Serialize + ?Sized>(
-    io: &SocketIo,
+    reach: Option<BroadcastOperators>,
     shared: &Shared,
     audience: Audience<'_>,
     cause: Cause<'_>,
@@ -355,9 +373,9 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
     if rooms.is_empty() {
         return;
     }
-    // After `close` (shutdown) the namespace is gone and `io.to` would panic: requests
+    // After `close` (shutdown) the namespace is gone (`reach` is `None`): requests
     // still draining then commit with nobody left to tell.
-    let Some(root) = root_of(io, shared) else {
+    let Some(root) = reach else {
         return;
     };
     metrics::counter!("livebase_socket_emits_total", "kind" => audience.label()).increment(1);
@@ -412,7 +430,7 @@ pub(crate) async fn emit_to<T: Serialize + ?Sized>(
 }
 
 /// See `Realtime::root`.
-fn root_of(io: &SocketIo, shared: &Shared) -> Option<BroadcastOperators> {
+pub(crate) fn root_of(io: &SocketIo, shared: &Shared) -> Option<BroadcastOperators> {
     let root = io.of("/")?;
     Some(if shared.driver.spans_nodes() {
         root

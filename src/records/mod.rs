@@ -9,6 +9,7 @@
 //! (`POST /1/bulk`). Nothing else writes rows. `wire` is the JSON form of a row and of
 //! a page.
 
+mod log;
 pub mod query;
 mod validate;
 pub mod wire;
@@ -17,7 +18,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
@@ -114,7 +114,8 @@ struct Staging {
 /// One committed change. Shared (`Arc`) by every subscriber; never mutated.
 #[derive(Debug, Clone)]
 pub struct RecordEvent {
-    /// Assigned at commit, increasing by one per committed change of this process.
+    /// Its number in the event log (`store::events`), given in the writing transaction:
+    /// increasing by one per committed change, in commit order, across every node.
     pub seq: u64,
     pub object: String,
     pub verb: Verb,
@@ -127,6 +128,11 @@ pub struct RecordEvent {
     /// delete): after actions see it as `userInput`.
     pub input: Value,
     pub actor: Identity,
+    /// What the write's before actions emitted, logged with it (`{kind, event, target,
+    /// data, action}` each): delivered with the event, never otherwise.
+    pub emits: Arc<Vec<Value>>,
+    /// After hooks that must run at least once were still owed when it was logged.
+    pub after_pending: bool,
 }
 
 impl RecordEvent {
@@ -158,9 +164,16 @@ pub struct Change<'a> {
 pub struct Staged {
     deferred: Vec<BoxFuture<'static, ()>>,
     values: axum::http::Extensions,
+    emits: Vec<Value>,
 }
 
 impl Staged {
+    /// Logs an emit with the write's event: it leaves with the event, from the log, only
+    /// if the write commits (and after a crash, when the log is read again).
+    pub fn log_emit(&mut self, emit: Value) {
+        self.emits.push(emit);
+    }
+
     /// Runs right after the commit; dropped if the write is refused or fails.
     pub fn defer(&mut self, work: BoxFuture<'static, ()>) {
         self.deferred.push(work);
@@ -217,6 +230,15 @@ pub trait WriteHook: Send + Sync + 'static {
     fn after<'a>(&'a self, _records: &'a Records, _event: &'a RecordEvent) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
+
+    /// Whether this hook's `after` must run at least once for such a write, even if the
+    /// process dies right after the commit: then the event is logged as owing it, the
+    /// hook runs after the event is handed to delivery, and a later start (or another
+    /// node) runs it for events a dead node left owed. Hooks that answer `false` run
+    /// before the event is delivered, and not again after a crash.
+    fn owes_after(&self, _object: &str, _verb: Verb) -> bool {
+        false
+    }
 }
 
 /// Bus capacity: a subscriber further behind than this many events is told it lagged.
@@ -233,8 +255,8 @@ struct Inner {
     schema: Arc<Schema>,
     hooks: Vec<Arc<dyn WriteHook>>,
     events: broadcast::Sender<Arc<RecordEvent>>,
-    /// The last sequence number given to a committed change.
-    seq: AtomicU64,
+    /// This process's name in the log: the node that owes an event's after hooks.
+    node: Arc<str>,
     max_page_size: u32,
 }
 
@@ -244,6 +266,7 @@ impl Records {
         schema: Arc<Schema>,
         hooks: Vec<Arc<dyn WriteHook>>,
         max_page_size: u32,
+        node: &str,
     ) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
         Records {
@@ -252,9 +275,67 @@ impl Records {
                 schema,
                 hooks,
                 events,
-                seq: AtomicU64::new(0),
+                node: node.into(),
                 max_page_size,
             }),
+        }
+    }
+
+    /// Up to `limit` logged events after `after`, in order, as they were committed
+    /// (events this version cannot read are skipped).
+    pub async fn logged_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Arc<RecordEvent>>, ApiError> {
+        let logged = self.inner.store.events_after(after, limit).await?;
+        Ok(logged
+            .into_iter()
+            .filter_map(|e| {
+                let seq = e.seq;
+                let event = log::from_logged(e);
+                if event.is_none() {
+                    tracing::warn!(seq, "an event in the log this version cannot read");
+                }
+                event.map(Arc::new)
+            })
+            .collect())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Runs the after hooks a node that is gone (not this one, none of `live`) owed,
+    /// oldest first, and marks each done: after a crash, what was committed but not yet
+    /// followed up runs now (at least once). Answers how many events it took over.
+    pub async fn settle_owed_afters(&self, live: &[String]) -> Result<usize, ApiError> {
+        let mut total = 0;
+        loop {
+            let claimed = self
+                .inner
+                .store
+                .claim_pending_afters(&self.inner.node, live, 100)
+                .await?;
+            if claimed.is_empty() {
+                return Ok(total);
+            }
+            total += claimed.len();
+            for logged in claimed {
+                let seq = logged.seq;
+                let Some(event) = log::from_logged(logged) else {
+                    tracing::warn!(seq, "owed after hooks of an event this version cannot read");
+                    self.inner.store.after_done(seq).await?;
+                    continue;
+                };
+                tracing::info!(seq, object = %event.object, "running after hooks a stopped node owed");
+                for hook in &self.inner.hooks {
+                    if hook.owes_after(&event.object, event.verb) {
+                        hook.after(self, &event).await;
+                    }
+                }
+                self.inner.store.after_done(seq).await?;
+            }
         }
     }
 
@@ -389,9 +470,13 @@ impl Records {
         let mut step = self.stage(who, write).await?;
         let mut tx = self.inner.store.begin().await?;
         let row = self.apply(who, &mut tx, &mut step).await?;
+        let mut event = self.event_of(who, &mut step, &row);
+        event.seq = tx
+            .log_events(&[log::to_new(&event)], &self.inner.node)
+            .await?;
         tx.commit().await?;
-        let seq = self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(self.finish(who, step, row, seq).await)
+        self.finish(step, event).await;
+        Ok(row)
     }
 
     /// Several writes as one: all commit or none does, and their events (numbered in
@@ -434,14 +519,26 @@ impl Records {
         for (i, step) in steps.iter_mut().enumerate() {
             rows.push(self.apply(who, &mut tx, step).await.map_err(at(i))?);
         }
-        tx.commit().await.map_err(|e| whole(e.into()))?;
-        let n = steps.len() as u64;
-        let first = self.inner.seq.fetch_add(n, Ordering::SeqCst) + 1;
-        let mut answers = Vec::with_capacity(rows.len());
-        for ((step, row), seq) in steps.into_iter().zip(rows).zip(first..) {
-            answers.push(self.finish(who, step, row, seq).await);
+        // Numbered last, once every row is written: from here to the commit this
+        // transaction holds the log's counter, and asks for no other lock.
+        let mut events: Vec<RecordEvent> = steps
+            .iter_mut()
+            .zip(&rows)
+            .map(|(step, row)| self.event_of(who, step, row))
+            .collect();
+        let logged: Vec<_> = events.iter().map(log::to_new).collect();
+        let first = tx
+            .log_events(&logged, &self.inner.node)
+            .await
+            .map_err(|e| whole(e.into()))?;
+        for (event, seq) in events.iter_mut().zip(first..) {
+            event.seq = seq;
         }
-        Ok(answers)
+        tx.commit().await.map_err(|e| whole(e.into()))?;
+        for (step, event) in steps.into_iter().zip(events) {
+            self.finish(step, event).await;
+        }
+        Ok(rows)
     }
 
     /// Everything of a write that comes before its transaction: permission, the row it
@@ -535,23 +632,33 @@ impl Records {
         Ok(row)
     }
 
-    /// After a write's commit: its deferred work, then after hooks and the event.
-    async fn finish(&self, who: &Identity, step: Staging, row: Record, seq: u64) -> Record {
-        for work in step.staged.deferred {
-            work.await;
-        }
-        self.committed(RecordEvent {
-            seq,
-            object: step.object.name.clone(),
+    /// A written step's event, numbered 0 until the log numbers it.
+    fn event_of(&self, who: &Identity, step: &mut Staging, row: &Record) -> RecordEvent {
+        let name = &step.object.name;
+        RecordEvent {
+            seq: 0,
+            object: name.clone(),
             verb: step.verb,
             id: row.id,
             record: (step.verb != Verb::Deleted).then(|| row.clone()),
-            previous: step.locked,
-            input: Value::Object(step.input),
+            previous: step.locked.take(),
+            input: Value::Object(std::mem::take(&mut step.input)),
             actor: who.clone(),
-        })
-        .await;
-        row
+            emits: Arc::new(std::mem::take(&mut step.staged.emits)),
+            after_pending: self
+                .inner
+                .hooks
+                .iter()
+                .any(|h| h.owes_after(name, step.verb)),
+        }
+    }
+
+    /// After a write's commit: its deferred work, then the hooks and the event.
+    async fn finish(&self, step: Staging, event: RecordEvent) {
+        for work in step.staged.deferred {
+            work.await;
+        }
+        self.committed(event).await;
     }
 
     /// The columns a create or update writes; nothing for a delete.
@@ -597,22 +704,29 @@ impl Records {
         }
     }
 
-    /// After commit: after hooks in order, then the event for every subscriber.
+    /// After commit: the after hooks nothing owes (a changed identity's revocation)
+    /// first, then the event for every subscriber, then the owed ones, marked done in
+    /// the log once they ran.
     async fn committed(&self, event: RecordEvent) {
-        metrics::counter!("livebase_record_writes_total", "object" => event.object.clone(), "verb" => verb_label(event.verb)).increment(1);
-        for hook in &self.inner.hooks {
+        metrics::counter!("livebase_record_writes_total", "object" => event.object.clone(), "verb" => log::verb_label(event.verb)).increment(1);
+        let hooks = &self.inner.hooks;
+        let event = Arc::new(event);
+        let owed = |h: &Arc<dyn WriteHook>| h.owes_after(&event.object, event.verb);
+        for hook in hooks.iter().filter(|h| !owed(h)) {
             hook.after(self, &event).await;
         }
         // An error only means nobody is subscribed right now.
-        let _ = self.inner.events.send(Arc::new(event));
-    }
-}
-
-fn verb_label(verb: Verb) -> &'static str {
-    match verb {
-        Verb::Created => "created",
-        Verb::Updated => "updated",
-        Verb::Deleted => "deleted",
+        let _ = self.inner.events.send(event.clone());
+        if !event.after_pending {
+            return;
+        }
+        for hook in hooks.iter().filter(|h| owed(h)) {
+            hook.after(self, &event).await;
+        }
+        if let Err(e) = self.inner.store.after_done(event.seq).await {
+            // Run again by the next start, or another node, once this one is gone.
+            tracing::warn!(seq = event.seq, error = %e, "marking after hooks done");
+        }
     }
 }
 

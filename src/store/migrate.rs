@@ -39,7 +39,10 @@ pub(crate) async fn create_internal_tables(store: &Store) -> anyhow::Result<()> 
              size {id_type} NOT NULL, content_type TEXT NOT NULL, created TEXT NOT NULL)"
         ),
         "CREATE INDEX IF NOT EXISTS lb_files_by_name ON lb_files (object, filename)".to_string(),
-    ];
+    ]
+    .into_iter()
+    // The event log (`store::events`).
+    .chain(super::events::create_statements(store.dialect()));
     // Only PostgreSQL is shared by several nodes: they agree on the secrets there
     // (`auth::secrets`) and each says it is alive (`store::nodes`). SQLite keeps the
     // secrets in `<data-dir>/secrets.json` and is one node's file.

@@ -8,6 +8,7 @@
 //! failing with SQLITE_BUSY) and several readers, which WAL lets run beside it.
 
 pub mod bus;
+pub mod events;
 pub mod manifest;
 pub mod migrate;
 pub mod nodes;
@@ -247,6 +248,14 @@ impl Store {
                 writer.num_idle() + reader.num_idle() + query.num_idle(),
             ),
             Pools::Postgres(pool) => (pool.size(), pool.num_idle()),
+        }
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        match &*self.pools {
+            Pools::Sqlite { writer, .. } => writer.is_closed(),
+            Pools::Postgres(pool) => pool.is_closed(),
         }
     }
 

@@ -112,6 +112,22 @@ pub async fn others_live(tx: &mut Tx, me: &Node) -> Result<bool, sqlx::Error> {
     Ok(rows.first().and_then(|r| r[0].as_i64()).unwrap_or(0) > 0)
 }
 
+/// The ids of the nodes that refreshed their row within the last five seconds (none on
+/// SQLite, one node's file).
+pub async fn live_ids(store: &Store) -> Result<Vec<String>, sqlx::Error> {
+    if store.dialect() != Dialect::Postgres {
+        return Ok(Vec::new());
+    }
+    let mut sql = store.sql();
+    sql.push("SELECT node_id FROM lb_nodes WHERE seen > now() - ")
+        .push(&interval(LIVE));
+    let rows = store.fetch(&sql, &[FieldType::Text]).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next()?.as_str().map(str::to_string))
+        .collect())
+}
+
 /// `(node id, address, manifest)` of each live node but `me` that recorded one.
 pub async fn others_manifests(
     tx: &mut Tx,

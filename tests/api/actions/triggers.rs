@@ -298,9 +298,12 @@ async fn after_triggers_receive_their_exact_arguments() {
             "{ctx}: afterCreate dbRow has the new id"
         );
         assert_eq!(got["userInput"], body, "{ctx}: afterCreate userInput");
+        // The event's number in the log, for an action run again after a crash.
+        let created_seq = got["parameters"]["seq"].as_u64().unwrap_or(0);
+        assert!(created_seq > 0, "{ctx}: afterCreate parameters: {got}");
         assert_eq!(
             got["parameters"],
-            json!({}),
+            json!({ "seq": created_seq }),
             "{ctx}: afterCreate parameters"
         );
         assert_eq!(
@@ -334,9 +337,14 @@ async fn after_triggers_receive_their_exact_arguments() {
             "{ctx}: afterUpdate userInput"
         );
         assert_eq!(after["price"], json!(9.5), "{ctx}: {after}");
+        let updated_seq = got["parameters"]["seq"].as_u64().unwrap_or(0);
+        assert!(
+            updated_seq > created_seq,
+            "{ctx}: afterUpdate parameters: {got}"
+        );
         assert_eq!(
             got["parameters"],
-            json!({}),
+            json!({ "seq": updated_seq }),
             "{ctx}: afterUpdate parameters"
         );
         assert_eq!(
@@ -363,9 +371,14 @@ async fn after_triggers_receive_their_exact_arguments() {
             json!({}),
             "{ctx}: afterDelete userInput: {got}"
         );
+        let deleted_seq = got["parameters"]["seq"].as_u64().unwrap_or(0);
+        assert!(
+            deleted_seq > updated_seq,
+            "{ctx}: afterDelete parameters: {got}"
+        );
         assert_eq!(
             got["parameters"],
-            json!({}),
+            json!({ "seq": deleted_seq }),
             "{ctx}: afterDelete parameters"
         );
         assert_eq!(

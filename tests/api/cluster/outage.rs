@@ -1,6 +1,7 @@
 //! Redis going away under running nodes, on a Redis of the test's own: each node keeps
-//! serving its own sockets and says `degraded`, then reconnects and resubscribes by
-//! itself when Redis is back.
+//! serving its own sockets and says `degraded` (committed changes still reach every
+//! node, through the event log; channel publications do not), then reconnects and
+//! resubscribes by itself when Redis is back.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -118,6 +119,13 @@ async fn nodes_serve_their_own_sockets_while_redis_is_away_and_rejoin_when_it_is
     let mut on_b = Sio::with_token(&c.nodes[1].base, &admin).await;
     for s in [&mut on_a, &mut on_b] {
         assert_eq!(s.call("join", json!("db-items")).await["ok"], json!(true));
+        assert_eq!(s.call("join", json!("room")).await["ok"], json!(true));
+    }
+    async fn publish(from: &Sio, text: &str) {
+        let ack = from
+            .call("chan_in", json!({ "channel": "room", "data": text }))
+            .await;
+        assert_eq!(ack["ok"], json!(true), "{ack}");
     }
     let create = |name: &'static str| {
         let (c, admin) = (&c, admin.clone());
@@ -146,26 +154,32 @@ async fn nodes_serve_their_own_sockets_while_redis_is_away_and_rejoin_when_it_is
 
     drop(redis);
     all_say(&c, "degraded", Duration::from_secs(5)).await;
-    // Writes go on, and node A's own sockets still hear of them.
+    // Writes go on, and every node's sockets still hear of them: changes cross nodes
+    // through the event log on PostgreSQL, not through Redis.
     create("during").await;
-    assert_eq!(
-        on_a.expect("db_created").await["data"]["name"],
-        json!("during")
-    );
+    for s in [&mut on_a, &mut on_b] {
+        assert_eq!(
+            s.expect("db_created").await["data"]["name"],
+            json!("during")
+        );
+    }
+    // A channel publication does ride on Redis: node A's sockets get it, B's do not.
+    publish(&on_a, "during").await;
+    assert_eq!(on_a.expect("chan_out").await["data"], json!("during"));
     assert!(!on_a.closed_within(Duration::from_millis(10)).await);
 
     let _redis = Redis::start(port).expect("redis-server starts again");
     all_say(&c, "ok", Duration::from_secs(10)).await;
-    // Resubscribed: node B hears of node A's writes again. What B missed meanwhile is
-    // lost to it (README, "Several nodes"): the next row it gets is `after`.
+    // Resubscribed: node B hears node A's publications again. What B missed meanwhile
+    // is lost to it (README, "Several nodes"): the next one it gets is `after`.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        create("after").await;
-        if let Some(row) = on_b
-            .try_expect("db_created", Duration::from_millis(500))
+        publish(&on_a, "after").await;
+        if let Some(got) = on_b
+            .try_expect("chan_out", Duration::from_millis(500))
             .await
         {
-            assert_eq!(row["data"]["name"], json!("after"), "{row}");
+            assert_eq!(got["data"], json!("after"), "{got}");
             break;
         }
         assert!(
@@ -173,6 +187,11 @@ async fn nodes_serve_their_own_sockets_while_redis_is_away_and_rejoin_when_it_is
             "node B never heard from node A again after Redis came back"
         );
     }
+    create("after").await;
+    assert_eq!(
+        on_b.expect("db_created").await["data"]["name"],
+        json!("after")
+    );
     let logs = c.nodes[0].output();
     assert_eq!(
         logs.matches("Redis does not answer").count(),

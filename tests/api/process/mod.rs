@@ -3,6 +3,7 @@
 //! killed when its test ends; its stdout and stderr go to files, as a service manager
 //! or `livebase > log 2>&1` would write them.
 
+mod crash;
 mod logs;
 mod startup;
 

@@ -286,9 +286,13 @@ async fn db_channel_delivery_matrix() {
                 "db_deleted",
                 &ctx,
                 |who, got| {
+                    assert!(
+                        got["seq"].as_u64().is_some(),
+                        "{who}: db_deleted is numbered: {got}"
+                    );
                     assert_eq!(
                         got,
-                        &json!({ "channel": channel, "data": id }),
+                        &json!({ "channel": channel, "data": id, "seq": got["seq"] }),
                         "{who}: db_deleted carries the id"
                     );
                 },
@@ -522,7 +526,12 @@ async fn socket_writes_reach_db_channels_like_rest_writes() {
             "db_deleted",
             ctx,
             |who, got| {
-                assert_eq!(got, &json!({ "channel": "db-posts", "data": id }), "{who}");
+                assert!(got["seq"].as_u64().is_some(), "{who}: {got}");
+                assert_eq!(
+                    got,
+                    &json!({ "channel": "db-posts", "data": id, "seq": got["seq"] }),
+                    "{who}"
+                );
             },
         )
         .await;

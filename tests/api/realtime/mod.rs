@@ -7,6 +7,7 @@ mod channels;
 mod db_channels;
 mod delivery;
 mod demotion;
+mod event_log;
 mod hardening;
 mod hijack;
 mod limits;
