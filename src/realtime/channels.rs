@@ -24,6 +24,8 @@ use crate::schema::{Operation, Schema};
 /// Longest channel name accepted.
 pub const MAX_CHANNEL_LEN: usize = 100;
 
+const REAUTHENTICATED: &str = "the socket re-authenticated meanwhile; join again";
+
 pub fn register(s: &SocketRef) {
     s.on("echo", echo);
     s.on("join", join);
@@ -130,14 +132,29 @@ async fn join(
                     &format!("a socket may be in at most {max} channels; leave one first"),
                 );
             }
-            if !session::join_as(&s, &who, vec![room]) {
-                return reply.error("join", "the socket re-authenticated meanwhile; join again");
-            }
+            // Within its resume window, a reconnected socket first gets what it missed.
+            let resumed = match super::resume::pending(&s) {
+                Some(resume) => {
+                    match super::resume::join(&shared, &s, &who, vec![room], resume.after, None)
+                        .await
+                    {
+                        Some(outcome) => Some(outcome),
+                        None => return reply.error("join", REAUTHENTICATED),
+                    }
+                }
+                None if !session::join_as(&s, &who, vec![room]) => {
+                    return reply.error("join", REAUTHENTICATED);
+                }
+                None => None,
+            };
             // The member's own public id, so it can tell its messages in `chan_out`.
-            reply.ok(
-                &json!({ "ok": true, "channel": name, "sid": &*session::public_id(&s) }),
-                Some(("joined", &json!(name))),
-            );
+            let mut answer =
+                json!({ "ok": true, "channel": name, "sid": &*session::public_id(&s) });
+            if let Some(outcome) = resumed {
+                answer["recovered"] = json!(outcome.recovered);
+                answer["seq"] = json!(outcome.seq);
+            }
+            reply.ok(&answer, Some(("joined", &json!(name))));
         }
         Err(e) => reply.error("join", &e),
     }

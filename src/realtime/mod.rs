@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod outbox;
 pub mod relay;
 pub mod reply;
+pub mod resume;
 pub mod rooms;
 pub mod roster;
 pub mod sails;
@@ -75,6 +76,8 @@ pub(crate) struct Shared {
     watch: Arc<Watch>,
     /// How this node reaches the others (`cluster`).
     driver: NodeDriver,
+    /// The relay, for replays (`resume`); set once it runs.
+    log: std::sync::OnceLock<resume::Log>,
 }
 
 struct Limits {
@@ -119,6 +122,7 @@ impl Realtime {
             ledger: outbox::Ledger::default(),
             watch: Arc::default(),
             driver: driver.clone(),
+            log: std::sync::OnceLock::new(),
         });
         // Other nodes' room emits count against this node's sockets' byte budgets, as
         // its own do (`emit_to`).
@@ -182,6 +186,14 @@ impl Realtime {
         root_of(&self.io, &self.shared)
     }
 
+    /// Connects the relay to the sockets' handlers, for replays (`resume`): called once,
+    /// by `relay::run`.
+    pub(crate) fn follow_log(&self, records: crate::records::Records) -> resume::RelayEnd {
+        let (log, end) = resume::log(records);
+        self.shared.attach_log(log);
+        end
+    }
+
     /// Operators over this node's sockets only: for what every node delivers itself,
     /// from the event log (`relay`). `None` after `close`.
     pub(crate) fn here(&self) -> Option<BroadcastOperators> {
@@ -198,7 +210,6 @@ impl Realtime {
         Emitter {
             realtime: self,
             cause,
-            here_only: false,
         }
     }
 
@@ -298,17 +309,9 @@ impl Realtime {
 pub struct Emitter<'a> {
     realtime: &'a Realtime,
     cause: Cause<'a>,
-    /// To this node's sockets only (what every node delivers from the log).
-    here_only: bool,
 }
 
 impl Emitter<'_> {
-    /// The same emits, to this node's sockets only.
-    pub(crate) fn here_only(mut self) -> Self {
-        self.here_only = true;
-        self
-    }
-
     /// Backand `socket.emitUsers`: to every socket of these users (by username).
     pub async fn emit_users<T: Serialize + ?Sized>(&self, event: &str, data: &T, users: &[String]) {
         self.emit(Audience::Users(users), event, data).await;
@@ -331,11 +334,15 @@ impl Emitter<'_> {
 
     async fn emit<T: Serialize + ?Sized>(&self, audience: Audience<'_>, event: &str, data: &T) {
         let realtime = self.realtime;
-        let reach = match self.here_only {
-            true => realtime.here(),
-            false => realtime.root(),
-        };
-        emit_to(reach, &realtime.shared, audience, self.cause, event, data).await;
+        emit_to(
+            realtime.root(),
+            &realtime.shared,
+            audience,
+            self.cause,
+            event,
+            data,
+        )
+        .await;
     }
 }
 

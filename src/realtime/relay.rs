@@ -15,8 +15,9 @@
 //! instead of losing it; only events already pruned from the log are lost, and then
 //! every socket is ended so clients read afresh.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -24,10 +25,10 @@ use tokio::sync::Notify;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 
+use super::resume::{self, RelayEnd};
 use super::rooms::{self, Audience, Feed};
 use super::watch::Cause;
 use super::{Realtime, emit_to};
-use crate::auth::Identity;
 use crate::records::wire;
 use crate::records::{RecordEvent, Records, Verb};
 use crate::schema::ObjectSchema;
@@ -50,7 +51,8 @@ pub struct Follow {
     pub poll: bool,
 }
 
-/// Delivers every committed change after `after` until the write path goes away.
+/// Delivers every committed change after `after` until the write path goes away, and
+/// carries out the sockets' replays (`resume`) between deliveries.
 pub async fn run(
     records: Records,
     mut events: broadcast::Receiver<Arc<RecordEvent>>,
@@ -58,11 +60,17 @@ pub async fn run(
     after: u64,
     follow: Follow,
 ) {
+    let RelayEnd { mut requests, view } = realtime.follow_log(records.clone());
+    view.delivered.store(after, Ordering::SeqCst);
     let mut relay = Relay {
         records,
         realtime,
         next: after + 1,
         held: BTreeMap::new(),
+        ring: VecDeque::new(),
+        ring_bytes: 0,
+        view,
+        ahead: Vec::new(),
     };
     let mut waiting_since: Option<Instant> = None;
     let mut poll = tokio::time::interval(POLL);
@@ -74,8 +82,23 @@ pub async fn run(
         } else if waiting_since.is_none() {
             waiting_since = Some(Instant::now());
         }
-        let deadline = waiting_since.map(|t| t + GAP_WAIT);
+        relay.answer_ahead();
+        let deadline = [
+            waiting_since.map(|t| t + GAP_WAIT),
+            relay
+                .ahead
+                .iter()
+                .map(|r| r.asked + resume::AHEAD_PATIENCE)
+                .min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let read_log = tokio::select! {
+            Some(request) = requests.recv() => {
+                relay.resume(request);
+                false
+            }
             received = events.recv() => match received {
                 Ok(event) => {
                     relay.hold(event);
@@ -90,7 +113,7 @@ pub async fn run(
             },
             () = follow.wake.notified() => true,
             _ = poll.tick(), if follow.poll => true,
-            () = sleep_until(deadline), if deadline.is_some() => true,
+            () = sleep_until(deadline), if deadline.is_some() => waiting_since.is_some(),
         };
         if read_log && !relay.read_log().await {
             // The log could not be read: try again after the wait, not in a loop.
@@ -112,6 +135,12 @@ struct Relay {
     next: u64,
     /// Events that arrived ahead of `next`.
     held: BTreeMap<u64, Arc<RecordEvent>>,
+    /// The latest events delivered, for replays (`resume`).
+    ring: VecDeque<Arc<RecordEvent>>,
+    ring_bytes: usize,
+    view: Arc<resume::View>,
+    /// Replays asking for more than was delivered yet (another node got there first).
+    ahead: Vec<resume::Request>,
 }
 
 impl Relay {
@@ -127,10 +156,47 @@ impl Relay {
         }
     }
 
-    async fn deliver(&mut self, event: &RecordEvent) {
+    async fn deliver(&mut self, event: &Arc<RecordEvent>) {
         deliver(&self.realtime, event).await;
         self.next = event.seq + 1;
+        self.ring_bytes += event.bytes;
+        self.ring.push_back(event.clone());
+        while self.ring.len() > resume::RING_EVENTS || self.ring_bytes > resume::RING_BYTES {
+            let Some(old) = self.ring.pop_front() else {
+                break;
+            };
+            self.ring_bytes -= old.bytes;
+        }
+        let first = self.ring.front().map_or(u64::MAX, |e| e.seq);
+        self.view.ring_first.store(first, Ordering::SeqCst);
+        self.view.delivered.store(event.seq, Ordering::SeqCst);
         metrics::gauge!("livebase_events_delivered_seq").set(event.seq as f64);
+    }
+
+    /// A socket's join with its replay, now, between two deliveries; or, if it asks
+    /// for more than was delivered yet, once that is delivered (or its patience ran out).
+    fn resume(&mut self, request: resume::Request) {
+        if request.after >= self.next && request.asked.elapsed() < resume::AHEAD_PATIENCE {
+            self.ahead.push(request);
+            return;
+        }
+        let first = self.ring.front().map_or(u64::MAX, |e| e.seq);
+        resume::carry_out(
+            &self.realtime.shared,
+            request,
+            self.next - 1,
+            self.ring.iter(),
+            first,
+        );
+    }
+
+    fn answer_ahead(&mut self) {
+        if self.ahead.is_empty() {
+            return;
+        }
+        for request in std::mem::take(&mut self.ahead) {
+            self.resume(request);
+        }
     }
 
     /// Delivers, from the log, everything from `next` on. `false` if it could not read.
@@ -171,19 +237,123 @@ impl Relay {
     }
 }
 
-async fn deliver(realtime: &Realtime, event: &RecordEvent) {
-    // The write's before actions emitted first, as they did before it committed.
-    for emit in event.emits.iter() {
-        logged_emit(realtime, emit, &event.actor, event.seq).await;
+/// One emit an event makes: whom (`audience`, whose rooms decide who gets it), why
+/// (`cause`, for the admin stream), and what.
+pub(super) struct Out<'a> {
+    pub audience: Audience<'a>,
+    pub cause: Cause<'a>,
+    pub name: String,
+    pub data: Payload,
+}
+
+/// An emit's arguments: one payload, or a payload and `{seq}`.
+pub(super) enum Payload {
+    One(Value),
+    Numbered(Value, u64),
+}
+
+impl serde::Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Payload::One(value) => value.serialize(serializer),
+            // A tuple: socketioxide sends each element as an argument of its own.
+            Payload::Numbered(value, seq) => (value, json!({ "seq": seq })).serialize(serializer),
+        }
     }
-    let Some(object) = realtime.schema().object(&event.object).cloned() else {
-        return;
+}
+
+/// A before action's emit as logged (`actions::sandbox::Emit::logged`): `{kind, event,
+/// target, data, action}`.
+pub(super) struct LoggedEmit {
+    kind: &'static str,
+    event: String,
+    targets: Vec<String>,
+    data: Value,
+    action: String,
+}
+
+/// The logged emits of `event` this version can read (others are skipped, said once
+/// each).
+pub(super) fn logged_emits(event: &RecordEvent) -> Vec<LoggedEmit> {
+    let mut out = Vec::with_capacity(event.emits.len());
+    for emit in event.emits.iter() {
+        let field = |name: &str| emit.get(name).and_then(Value::as_str);
+        let kind = match field("kind") {
+            Some("emitUsers") => "emitUsers",
+            Some("emitRole") => "emitRole",
+            Some("emitAll") => "emitAll",
+            Some("broadcast") => "broadcast",
+            _ => "",
+        };
+        let targets = match emit.get("target") {
+            Some(Value::Array(users)) => users
+                .iter()
+                .filter_map(|u| u.as_str().map(str::to_string))
+                .collect(),
+            Some(Value::String(one)) => vec![one.clone()],
+            _ => Vec::new(),
+        };
+        let readable = match kind {
+            "emitUsers" | "emitAll" => true,
+            "emitRole" | "broadcast" => targets.len() == 1,
+            _ => false,
+        };
+        match (readable, field("event")) {
+            (true, Some(name)) => out.push(LoggedEmit {
+                kind,
+                event: name.to_string(),
+                targets,
+                data: emit.get("data").cloned().unwrap_or(Value::Null),
+                action: field("action").unwrap_or("").to_string(),
+            }),
+            _ => tracing::warn!(seq = event.seq, "a logged emit this version cannot read"),
+        }
+    }
+    out
+}
+
+/// Every emit `event` makes, in the order they leave: the write's before actions' emits
+/// first (as they did before it committed), then `db_*`, the Sails event, and the
+/// LoopBack name. Live delivery sends each to its audience's rooms; a replay sends each
+/// to one socket if it is in those rooms (`resume`).
+pub(super) fn outgoing<'a>(
+    object: Option<&'a ObjectSchema>,
+    event: &'a RecordEvent,
+    emits: &'a [LoggedEmit],
+) -> Vec<Out<'a>> {
+    let seq = event.seq;
+    let mut out = Vec::with_capacity(emits.len() + 3);
+    for emit in emits {
+        let audience = match emit.kind {
+            "emitUsers" => Audience::Users(&emit.targets),
+            "emitRole" => Audience::Role(&emit.targets[0]),
+            "broadcast" => Audience::Channel(&emit.targets[0]),
+            _ => Audience::Authenticated,
+        };
+        out.push(Out {
+            audience,
+            cause: Cause::Action {
+                who: &event.actor,
+                action: &emit.action,
+            },
+            name: emit.event.clone(),
+            data: Payload::Numbered(emit.data.clone(), seq),
+        });
+    }
+    let Some(object) = object else {
+        return out;
     };
-    let shared = &realtime.shared;
     let owner = event.owner();
     let row = event.record.as_ref().map(wire::row);
     let previous = event.previous.as_ref().map(wire::row);
     let id = event.id;
+    let cause = Cause::Change(event);
+    let readers = |feed| Audience::Readers {
+        feed,
+        object,
+        owner,
+        id,
+    };
 
     let channel = rooms::db_channel(&object.name);
     let (name, data) = match event.verb {
@@ -191,133 +361,78 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
         Verb::Updated => ("db_updated", row.clone().unwrap_or(Value::Null)),
         Verb::Deleted => ("db_deleted", json!(id)),
     };
-    let readers = Audience::Readers {
-        feed: Feed::DbChannel,
-        object: &object,
-        owner,
-        id,
-    };
-    let cause = Cause::Change(event);
-    let seq = event.seq;
-    emit_to(
-        realtime.here(),
-        shared,
-        readers,
+    out.push(Out {
+        audience: readers(Feed::DbChannel),
         cause,
-        name,
-        &json!({ "channel": channel, "data": data, "seq": seq }),
-    )
-    .await;
+        name: name.to_string(),
+        data: Payload::One(json!({ "channel": channel, "data": data, "seq": seq })),
+    });
 
-    sails(
-        realtime,
-        &object,
-        event,
-        owner,
-        row.as_ref(),
-        previous.as_ref(),
-    )
-    .await;
+    // Sails: watchers of the object who may read the row, and subscribers of this row.
+    let mut payload = json!({ "id": id, "seq": seq });
+    match event.verb {
+        Verb::Created => {
+            payload["verb"] = json!("created");
+            payload["data"] = row.clone().unwrap_or(Value::Null);
+        }
+        Verb::Updated => {
+            payload["verb"] = json!("updated");
+            payload["data"] = row.clone().unwrap_or(Value::Null);
+            payload["previous"] = previous.clone().unwrap_or(Value::Null);
+        }
+        Verb::Deleted => {
+            payload["verb"] = json!("destroyed");
+            payload["previous"] = previous.unwrap_or(Value::Null);
+        }
+    }
+    out.push(Out {
+        audience: readers(Feed::SailsWatch),
+        cause,
+        name: object.name.clone(),
+        data: Payload::One(payload),
+    });
 
     if object.publishes_loopback() {
         let (name, data) = match event.verb {
-            Verb::Created => (format!("/{}/POST", object.name), row.clone()),
-            Verb::Updated => (format!("/{}/{id}/PUT", object.name), row.clone()),
+            Verb::Created => (format!("/{}/POST", object.name), row),
+            Verb::Updated => (format!("/{}/{id}/PUT", object.name), row),
             Verb::Deleted => (
                 format!("/{}/{id}/DELETE", object.name),
                 Some(json!({ "id": id })),
             ),
         };
-        let readers = Audience::Readers {
-            feed: Feed::LoopBack,
-            object: &object,
-            owner,
-            id,
-        };
-        let numbered = (data, json!({ "seq": seq }));
-        emit_to(realtime.here(), shared, readers, cause, &name, &numbered).await;
+        out.push(Out {
+            audience: readers(Feed::LoopBack),
+            cause,
+            name,
+            data: Payload::Numbered(data.unwrap_or(Value::Null), seq),
+        });
     }
+    out
 }
 
-async fn sails(
-    realtime: &Realtime,
-    object: &ObjectSchema,
-    event: &RecordEvent,
-    owner: Option<i64>,
-    row: Option<&Value>,
-    previous: Option<&Value>,
-) {
-    let shared = &realtime.shared;
-    let row_room = rooms::row(&object.name, event.id);
-    // Watchers of the object who may read the row, and subscribers of this row.
-    let targets = Audience::Readers {
-        feed: Feed::SailsWatch,
-        object,
-        owner,
-        id: event.id,
-    };
-    let mut payload = json!({ "id": event.id, "seq": event.seq });
-    match event.verb {
-        Verb::Created => {
-            payload["verb"] = json!("created");
-            payload["data"] = row.cloned().unwrap_or(Value::Null);
-        }
-        Verb::Updated => {
-            payload["verb"] = json!("updated");
-            payload["data"] = row.cloned().unwrap_or(Value::Null);
-            payload["previous"] = previous.cloned().unwrap_or(Value::Null);
-        }
-        Verb::Deleted => {
-            payload["verb"] = json!("destroyed");
-            payload["previous"] = previous.cloned().unwrap_or(Value::Null);
-        }
+async fn deliver(realtime: &Realtime, event: &RecordEvent) {
+    let object = realtime.schema().object(&event.object).cloned();
+    let emits = logged_emits(event);
+    for out in outgoing(object.as_deref(), event, &emits) {
+        emit_to(
+            realtime.here(),
+            &realtime.shared,
+            out.audience,
+            out.cause,
+            &out.name,
+            &out.data,
+        )
+        .await;
     }
-    emit_to(
-        realtime.here(),
-        shared,
-        targets,
-        Cause::Change(event),
-        &object.name,
-        &payload,
-    )
-    .await;
+    // A deleted row has no subscribers left.
     if event.verb == Verb::Deleted
+        && object.is_some()
         && let Some(root) = realtime.here()
-        && let Err(e) = root.to(row_room.clone()).leave(row_room).await
     {
-        tracing::debug!(error = %e, "dropping a deleted row's subscribers");
-    }
-}
-
-/// A before action's emit logged with its write (`actions::sandbox::Emit::logged`):
-/// `{kind, event, target, data, action}`, sent to this node's sockets with `{seq}` as a
-/// second argument. One this version cannot read is skipped, said once each.
-async fn logged_emit(realtime: &Realtime, emit: &Value, who: &Identity, seq: u64) {
-    let field = |name: &str| emit.get(name).and_then(Value::as_str);
-    let (Some(kind), Some(name)) = (field("kind"), field("event")) else {
-        tracing::warn!(seq, "a logged emit this version cannot read");
-        return;
-    };
-    let action = field("action").unwrap_or("");
-    let data = (
-        emit.get("data").cloned().unwrap_or(Value::Null),
-        json!({ "seq": seq }),
-    );
-    let emitter = realtime
-        .on_behalf(Cause::Action { who, action })
-        .here_only();
-    let target = emit.get("target");
-    match (kind, target) {
-        ("emitUsers", Some(Value::Array(users))) => {
-            let users: Vec<String> = users
-                .iter()
-                .filter_map(|u| u.as_str().map(str::to_string))
-                .collect();
-            emitter.emit_users(name, &data, &users).await
+        let row_room = rooms::row(&event.object, event.id);
+        if let Err(e) = root.to(row_room.clone()).leave(row_room).await {
+            tracing::debug!(error = %e, "dropping a deleted row's subscribers");
         }
-        ("emitRole", Some(Value::String(role))) => emitter.emit_role(name, &data, role).await,
-        ("emitAll", _) => emitter.emit_all(name, &data).await,
-        ("broadcast", Some(Value::String(room))) => emitter.broadcast(room, name, &data).await,
-        _ => tracing::warn!(seq, kind, "a logged emit this version cannot read"),
     }
 }

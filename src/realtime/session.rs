@@ -152,6 +152,19 @@ pub(crate) async fn admit(
     let epoch = shared.epoch();
     let mut who = None;
     let mut until = None;
+    // `auth: {lastSeq}`, or `?lastSeq=` on the handshake URL for clients that send no
+    // `auth` (socket.io 2.x, sails.io.js).
+    let resume_from = match auth.as_ref() {
+        Some(auth) if auth.get("lastSeq").is_some() => super::resume::last_seq(auth),
+        _ => super::resume::last_seq_in_query(s.req_parts().uri.query()),
+    };
+    let resume_from = match resume_from {
+        Ok(after) => after,
+        Err(e) => {
+            refused("auth");
+            return Err(Refusal(e.to_string()));
+        }
+    };
     let found = match auth.as_ref() {
         Some(auth) => handshake_identity(&shared, auth).await,
         None => Ok(None),
@@ -177,7 +190,16 @@ pub(crate) async fn admit(
     register(&s);
     match who {
         Some(who) => {
-            join_identity_rooms(&s, &shared, &who);
+            match resume_from {
+                // The identity rooms are joined once connected, with the replay of what
+                // the socket missed in them (`on_connect`, `resume`).
+                Some(after) => {
+                    s.extensions.insert(Session(who.clone()));
+                    s.extensions.insert(super::resume::Resume::new(after));
+                    s.extensions.insert(ResumeAtConnect { after, epoch });
+                }
+                None => join_identity_rooms(&s, &shared, &who),
+            }
             if shared.epoch() != epoch {
                 refused("revoked");
                 return Err(Refusal(REVOKED.to_string()));
@@ -246,8 +268,26 @@ async fn handshake_identity(
 
 /// Counts the connection. Everything a socket needs was set up by `admit`, before the
 /// CONNECT answer; this handler runs after it, as a spawned task.
-pub(crate) async fn on_connect() {
+pub(crate) async fn on_connect(s: SocketRef, State(shared): State<Arc<Shared>>) {
     metrics::counter!("livebase_socket_connects_total").increment(1);
+    let Some(ResumeAtConnect { after, epoch }) = s.extensions.remove::<ResumeAtConnect>() else {
+        return;
+    };
+    if !settled(&s).await {
+        return;
+    }
+    let Some(who) = identity(&s) else { return };
+    let rooms = identity_rooms(&s, &shared, &who);
+    if let Some(outcome) = super::resume::join(&shared, &s, &who, rooms, after, Some(epoch)).await {
+        let _ = s.emit("recovered", &outcome.to_json());
+    }
+}
+
+/// A socket that connected with `lastSeq` and has yet to join its identity rooms.
+#[derive(Clone, Copy)]
+struct ResumeAtConnect {
+    after: u64,
+    epoch: u64,
 }
 
 /// The session's own handlers: disconnect accounting and the two authentication events.
@@ -355,6 +395,12 @@ fn join_identity_rooms(s: &SocketRef, shared: &Shared, who: &Arc<Identity>) {
     // The new identity first, then the rooms: see `join_as`.
     s.extensions.insert(Session(who.clone()));
     s.leave_all();
+    s.join(identity_rooms(s, shared, who));
+}
+
+/// The rooms `who` is in: its own, its user, role and sign-in, everyone's, and the
+/// LoopBack rooms of the objects it may read.
+fn identity_rooms(s: &SocketRef, shared: &Shared, who: &Identity) -> Vec<String> {
     let mut joined = vec![
         rooms::socket(&public_id(s)),
         rooms::user(&who.username),
@@ -372,7 +418,7 @@ fn join_identity_rooms(s: &SocketRef, shared: &Shared, who: &Arc<Identity>) {
             joined.push(room);
         }
     }
-    s.join(joined);
+    joined
 }
 
 fn welcome(who: &Identity) -> Value {

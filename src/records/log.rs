@@ -101,6 +101,7 @@ pub(super) fn to_new(event: &RecordEvent) -> NewEvent {
 /// The event a log row holds; `None` for a row this version cannot read.
 pub(super) fn from_logged(logged: LoggedEvent) -> Option<RecordEvent> {
     let verb = verb_of(&logged.verb)?;
+    let bytes = logged.body.len();
     let body: Body = serde_json::from_str(&logged.body).ok()?;
     let Actor {
         user_id,
@@ -125,5 +126,6 @@ pub(super) fn from_logged(logged: LoggedEvent) -> Option<RecordEvent> {
         },
         emits: Arc::new(body.emits),
         after_pending: logged.after_pending,
+        bytes,
     })
 }

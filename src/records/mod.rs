@@ -133,6 +133,8 @@ pub struct RecordEvent {
     pub emits: Arc<Vec<Value>>,
     /// After hooks that must run at least once were still owed when it was logged.
     pub after_pending: bool,
+    /// The size of its logged body: what keeping it in memory costs, roughly.
+    pub bytes: usize,
 }
 
 impl RecordEvent {
@@ -471,9 +473,9 @@ impl Records {
         let mut tx = self.inner.store.begin().await?;
         let row = self.apply(who, &mut tx, &mut step).await?;
         let mut event = self.event_of(who, &mut step, &row);
-        event.seq = tx
-            .log_events(&[log::to_new(&event)], &self.inner.node)
-            .await?;
+        let logged = log::to_new(&event);
+        event.bytes = logged.body.len();
+        event.seq = tx.log_events(&[logged], &self.inner.node).await?;
         tx.commit().await?;
         self.finish(step, event).await;
         Ok(row)
@@ -531,8 +533,9 @@ impl Records {
             .log_events(&logged, &self.inner.node)
             .await
             .map_err(|e| whole(e.into()))?;
-        for (event, seq) in events.iter_mut().zip(first..) {
+        for ((event, seq), logged) in events.iter_mut().zip(first..).zip(&logged) {
             event.seq = seq;
+            event.bytes = logged.body.len();
         }
         tx.commit().await.map_err(|e| whole(e.into()))?;
         for (step, event) in steps.into_iter().zip(events) {
@@ -650,6 +653,7 @@ impl Records {
                 .hooks
                 .iter()
                 .any(|h| h.owes_after(name, step.verb)),
+            bytes: 0,
         }
     }
 
