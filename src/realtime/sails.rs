@@ -111,6 +111,7 @@ async fn request(
     }
     let budget = s.extensions.get::<Budget>().unwrap_or_default();
     let permit = budget.in_flight.clone().try_acquire_owned();
+    let mut resumed = None;
     let (status, body, headers) = match (session::identity(&s), permit) {
         (None, _) => refusal(StatusCode::UNAUTHORIZED, NOT_AUTHENTICATED),
         (Some(_), Err(_)) => refusal(
@@ -132,7 +133,9 @@ async fn request(
                         .copied();
                     let answer = call(router, request.into_http(&who, peer)).await;
                     if answer.0 == StatusCode::OK {
-                        subscribe(&s, &shared.schema, &who, &budget, &method, &path, &answer.1);
+                        let rooms =
+                            subscription(&shared.schema, &who, &budget, &method, &path, &answer.1);
+                        resumed = join(&s, shared, &who, rooms).await;
                     }
                     answer
                 }
@@ -143,7 +146,12 @@ async fn request(
         return;
     }
     if reply.wants_ack() {
-        let ack = json!({ "body": body, "statusCode": status.as_u16(), "headers": headers });
+        let mut ack = json!({ "body": body, "statusCode": status.as_u16(), "headers": headers });
+        // Within its resume window, what the subscription missed came first (`resume`).
+        if let Some(outcome) = resumed {
+            ack["recovered"] = json!(outcome.recovered);
+            ack["seq"] = json!(outcome.seq);
+        }
         reply.ok(&ack, None);
     } else if status.as_u16() >= 400 {
         let message = body
@@ -382,32 +390,51 @@ async fn call(
     (status, body, Value::Object(headers))
 }
 
+/// Joins a subscription's rooms; within the socket's resume window, replaying first
+/// what it missed in them (`resume`), whose outcome it answers.
+async fn join(
+    s: &SocketRef,
+    shared: &Shared,
+    who: &Arc<Identity>,
+    rooms: Vec<String>,
+) -> Option<super::resume::Outcome> {
+    if rooms.is_empty() {
+        return None;
+    }
+    match super::resume::pending(s) {
+        Some(resume) => super::resume::join(shared, s, who, rooms, resume.after, None).await,
+        None => {
+            session::join_as(s, who, rooms);
+            None
+        }
+    }
+}
+
 /// Sails: reading one row subscribes to it; listing watches the object; creating
 /// subscribes to the new row if the creator may read it. Rows read were already
 /// filtered by the handler; the watch room is chosen by the permission function.
-fn subscribe(
-    s: &SocketRef,
+/// Answers the rooms to join (none, or one).
+fn subscription(
     schema: &Schema,
     who: &Arc<Identity>,
     budget: &Budget,
     method: &Method,
     path: &str,
     body: &Value,
-) {
+) -> Vec<String> {
     let Some((name, id)) = object_path(path) else {
-        return;
+        return Vec::new();
     };
     let Some(object) = schema.object(name) else {
-        return;
+        return Vec::new();
     };
     let readable = access(who, object, Operation::Read);
     let as_id = |v: &Value| v.as_i64().or_else(|| v.as_str()?.parse().ok());
     let row = match (method, id) {
         (&Method::GET, None) => {
-            if let Some(room) = rooms::reader(Feed::SailsWatch, object, readable) {
-                session::join_as(s, who, vec![room]);
-            }
-            return;
+            return rooms::reader(Feed::SailsWatch, object, readable)
+                .into_iter()
+                .collect();
         }
         (&Method::GET, Some(_)) => body.get("id").and_then(as_id),
         // Creating is not reading: a role may create rows it may not read back.
@@ -417,7 +444,7 @@ fn subscribe(
         _ => None,
     };
     let Some(row) = row else {
-        return;
+        return Vec::new();
     };
     let counted = budget
         .rows
@@ -426,9 +453,9 @@ fn subscribe(
         budget
             .rows
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        return;
+        return Vec::new();
     }
-    session::join_as(s, who, vec![rooms::row(name, row)]);
+    vec![rooms::row(name, row)]
 }
 
 #[cfg(test)]

@@ -279,3 +279,30 @@ async fn clients_without_handshake_auth_resume_with_last_seq_in_the_url() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_sails_list_within_the_window_replays_the_rows_it_missed() {
+    for backend in backends() {
+        let name = backend.name();
+        let app = objects(Spawn::new(&backend)).start().await;
+        let alice = app.user("alice@x.test", "User").await;
+        let bob = app.user("bob@x.test", "User").await;
+        create(&app, &alice, "notes", "before").await;
+        let (_, last) = app.state.store.event_bounds().await.unwrap();
+        let hers = create(&app, &alice, "notes", "hers").await;
+        create(&app, &bob, "notes", "bob's").await;
+        let mut s = resume_socket(&app, &alice.token, json!(last))
+            .await
+            .unwrap();
+        until_recovered(&mut s).await;
+        let ack = super::support::req(&s, "get", "/notes", Value::Null).await;
+        assert_eq!(ack["statusCode"], 200, "{name}: {ack}");
+        assert_eq!(ack["recovered"], json!(true), "{name}: {ack}");
+        let got = s.expect("notes").await;
+        assert_eq!(got["verb"], "created", "{name}: {got}");
+        assert_eq!(got["id"], json!(hers), "{name}: only her own note: {got}");
+        assert!(got["seq"].as_u64().unwrap() > last);
+        s.assert_none(&app, "notes").await;
+        app.stop().await;
+    }
+}
