@@ -206,7 +206,15 @@ pub(crate) async fn admit(
             }
             watch_expiry(&s, &io, &who, until);
         }
-        None => watch_auth_timeout(&s, &io, &shared),
+        None => {
+            // Resumed once it authenticates with an event (`login`, `authentication`),
+            // as StaticBackend's bridged connections do.
+            if let Some(after) = resume_from {
+                s.extensions.insert(super::resume::Resume::new(after));
+                s.extensions.insert(ResumeAtConnect { after, epoch });
+            }
+            watch_auth_timeout(&s, &io, &shared)
+        }
     }
     Ok(())
 }
@@ -270,15 +278,31 @@ async fn handshake_identity(
 /// CONNECT answer; this handler runs after it, as a spawned task.
 pub(crate) async fn on_connect(s: SocketRef, State(shared): State<Arc<Shared>>) {
     metrics::counter!("livebase_socket_connects_total").increment(1);
-    let Some(ResumeAtConnect { after, epoch }) = s.extensions.remove::<ResumeAtConnect>() else {
+    if let Some(who) = identity(&s) {
+        resume_identity_rooms(&s, &shared, &who, None).await;
+    }
+}
+
+/// For a socket that connected with `lastSeq`: joins `who`'s identity rooms with the
+/// replay of what it missed in them (`resume`), then tells it `recovered`. `epoch`: when
+/// an authentication event checked the credentials (else the handshake's).
+async fn resume_identity_rooms(
+    s: &SocketRef,
+    shared: &Shared,
+    who: &Arc<Identity>,
+    epoch: Option<u64>,
+) {
+    let Some(at_connect) = s.extensions.remove::<ResumeAtConnect>() else {
         return;
     };
-    if !settled(&s).await {
+    if !settled(s).await {
         return;
     }
-    let Some(who) = identity(&s) else { return };
-    let rooms = identity_rooms(&s, &shared, &who);
-    if let Some(outcome) = super::resume::join(&shared, &s, &who, rooms, after, Some(epoch)).await {
+    let rooms = identity_rooms(s, shared, who);
+    let epoch = epoch.unwrap_or(at_connect.epoch);
+    if let Some(outcome) =
+        super::resume::join(shared, s, who, rooms, at_connect.after, Some(epoch)).await
+    {
         let _ = s.emit("recovered", &outcome.to_json());
     }
 }
@@ -380,7 +404,15 @@ const REVOKED: &str =
 /// change happened since `epoch`, when the credentials were checked: the rooms might be
 /// those of an identity that no longer holds.
 fn enter(s: &SocketRef, shared: &Shared, who: &Arc<Identity>, epoch: u64) -> bool {
-    join_identity_rooms(s, shared, who);
+    if s.extensions.get::<ResumeAtConnect>().is_some() {
+        // Resuming: the identity rooms are joined with their replay
+        // (`resume_identity_rooms`, once the answer left).
+        s.extensions.insert(Session(who.clone()));
+        s.leave_all();
+        s.join(rooms::socket(&public_id(s)));
+    } else {
+        join_identity_rooms(s, shared, who);
+    }
     if !s.connected() || shared.epoch() != epoch {
         s.extensions.remove::<Session>();
         s.leave_all();
@@ -470,6 +502,7 @@ async fn login(
             if enter(&s, &shared, &who, epoch) {
                 watch_expiry(&s, &io, &who, until);
                 s.emit("authorized", &welcome(&who)).ok();
+                resume_identity_rooms(&s, &shared, &who, Some(epoch)).await;
             } else {
                 deny(&s, "notAuthorized", REVOKED);
             }
@@ -505,6 +538,7 @@ async fn authentication(
             if enter(&s, &shared, &who, epoch) {
                 watch_expiry(&s, &io, &who, Some(until));
                 s.emit("authenticated", &welcome(&who)).ok();
+                resume_identity_rooms(&s, &shared, &who, Some(epoch)).await;
             } else {
                 deny(&s, "unauthorized", REVOKED);
             }

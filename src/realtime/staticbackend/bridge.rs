@@ -154,6 +154,7 @@ impl Bridge {
         service: &Router,
         addr: SocketAddr,
         limits: Limits,
+        last_seq: Option<u64>,
     ) -> Result<Opened, String> {
         let (client, server) = tokio::io::duplex(PIPE_BYTES);
         tokio::spawn(crate::conn::serve_one(
@@ -174,7 +175,13 @@ impl Bridge {
                     _ => continue,
                 }
             }
-            sink.send(Message::text("40"))
+            // A resuming client's socket connects with `lastSeq`; it authenticates later,
+            // with `authentication`, and is resumed then (`session`, `resume`).
+            let connect = match last_seq {
+                Some(seq) => format!("40{}", json!({ "lastSeq": seq })),
+                None => "40".to_string(),
+            };
+            sink.send(Message::text(connect))
                 .await
                 .map_err(|e| e.to_string())?;
             loop {

@@ -6,7 +6,11 @@
 //!
 //! Which Socket.IO event or ack becomes which envelope is decided here, and only the
 //! types StaticBackend clients know leave: other events of the socket (LoopBack names,
-//! Sails events, action emits) are not StaticBackend messages.
+//! Sails events, action emits) are not StaticBackend messages. Two additions of
+//! livebase's own: database events also carry `seq`, their number in the event log
+//! (the SSE transport sends it as the event's `id:`, which EventSource sends back as
+//! `Last-Event-ID` when it reconnects), and a connection that resumed that way gets a
+//! `recovered` message `{recovered, seq, replayed}` once it authenticated.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -61,6 +65,18 @@ pub fn token(token: &str) -> String {
     out("token", json!(token), "", "")
 }
 
+/// The `seq` an outgoing envelope carries (database events), for the SSE `id:`.
+pub fn seq_of(text: &str) -> Option<u64> {
+    // Only database events carry one; the others are not parsed.
+    if !text.contains("\"seq\":") {
+        return None;
+    }
+    serde_json::from_str::<Value>(text)
+        .ok()?
+        .get("seq")?
+        .as_u64()
+}
+
 /// A command the bridge sent with an ack, waiting for it.
 #[derive(Debug, Clone)]
 pub enum Pending {
@@ -113,8 +129,15 @@ pub fn from_event(name: &str, arg: &Value) -> Option<String> {
         )),
         "db_created" | "db_updated" | "db_deleted" => {
             let data = arg.get("data").cloned().unwrap_or(Value::Null);
-            Some(out(name, json!(data.to_string()), text("channel"), ""))
+            let mut envelope = json!({ "sid": "", "type": name, "data": data.to_string(),
+                                       "channel": text("channel"), "token": "" });
+            // Its number in the event log: the SSE `id:`, and for clients that resume.
+            if let Some(seq) = arg.get("seq").and_then(Value::as_u64) {
+                envelope["seq"] = json!(seq);
+            }
+            Some(envelope.to_string())
         }
+        "recovered" => Some(out("recovered", arg.clone(), "", "")),
         "error" => Some(error(text("message"), "")),
         _ => None,
     }
@@ -143,6 +166,25 @@ mod tests {
         let deleted =
             parse(&from_event("db_deleted", &json!({ "channel": "db-posts", "data": 3 })).unwrap());
         assert_eq!(deleted["data"], json!("3"));
+    }
+
+    #[test]
+    fn database_events_carry_their_seq_and_only_they_are_parsed_for_it() {
+        let text = from_event(
+            "db_updated",
+            &json!({ "channel": "db-posts", "data": { "id": 1 }, "seq": 42 }),
+        )
+        .unwrap();
+        assert_eq!(parse(&text)["seq"], json!(42));
+        assert_eq!(seq_of(&text), Some(42));
+        // A published message that holds a `seq` of its own is not numbered.
+        let chan = from_event(
+            "chan_out",
+            &json!({ "channel": "c", "data": { "seq": 7 }, "sid": "pub" }),
+        )
+        .unwrap();
+        assert_eq!(seq_of(&chan), None);
+        assert_eq!(seq_of(&init("x")), None);
     }
 
     #[test]

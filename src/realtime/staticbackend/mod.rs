@@ -96,19 +96,20 @@ impl StaticBackend {
     }
 
     /// Opens a bridge for a client at `addr` on `transport` (`sse` or `ws`, which the
-    /// admin's socket list shows): `Err` carries why its socket was refused (the
-    /// connection limit, or the server closing).
+    /// admin's socket list shows), resuming after `last_seq` if given (`resume`): `Err`
+    /// carries why its socket was refused (the connection limit, or the server closing).
     async fn open(
         &self,
         addr: SocketAddr,
         transport: &'static str,
+        last_seq: Option<u64>,
     ) -> Result<bridge::Opened, String> {
         let service = self
             .hub
             .service
             .clone()
             .layer(axum::Extension(Bridged(transport)));
-        let opened = Bridge::open(&service, addr, self.hub.limits).await?;
+        let opened = Bridge::open(&service, addr, self.hub.limits, last_seq).await?;
         if let Ok(mut bridges) = self.hub.bridges.lock() {
             bridges.insert(opened.bridge.sid.clone(), opened.bridge.clone());
         }

@@ -25,10 +25,33 @@ const RETRY_REFUSED: Duration = Duration::from_secs(10);
 
 pub async fn connect(State(sb): State<StaticBackend>, request: Request) -> Response {
     let heartbeat = KeepAlive::new().interval(sb.limits().heartbeat);
-    match sb.open(peer(&request), "sse").await {
+    // EventSource sends the last `id:` it saw when it reconnects: resume after it.
+    let (last_seq, unreadable) = match request.headers().get("last-event-id") {
+        None => (None, None),
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(seq) => (Some(seq), None),
+            None => (
+                None,
+                Some(envelope::error(
+                    "Last-Event-ID must be a sequence number this server sent; not resumed",
+                    "",
+                )),
+            ),
+        },
+    };
+    match sb.open(peer(&request), "sse", last_seq).await {
         Ok(opened) => {
             let init = envelope::init(&opened.bridge.sid);
-            let first = stream::once(async move { Ok(Event::default().data(init)) });
+            let first = stream::iter(
+                unreadable
+                    .into_iter()
+                    .chain(std::iter::once(init))
+                    .map(|text| Ok(Event::default().data(text))),
+            );
             Sse::new(first.chain(messages(opened.messages)))
                 .keep_alive(heartbeat)
                 .into_response()
@@ -42,12 +65,17 @@ pub async fn connect(State(sb): State<StaticBackend>, request: Request) -> Respo
     }
 }
 
-/// The bridge's messages as SSE events; dropping the stream (the client left) drops
-/// `Messages`, which closes the bridge.
+/// The bridge's messages as SSE events, each numbered (`id:`) with the sequence number
+/// its envelope carries, so EventSource sends the last one back when it reconnects;
+/// dropping the stream (the client left) drops `Messages`, which closes the bridge.
 fn messages(messages: Messages) -> impl Stream<Item = Result<Event, Infallible>> {
     stream::unfold(messages, |mut messages| async move {
         let text = messages.next().await?;
-        Some((Ok(Event::default().data(text)), messages))
+        let event = match envelope::seq_of(&text) {
+            Some(seq) => Event::default().id(seq.to_string()).data(text),
+            None => Event::default().data(text),
+        };
+        Some((Ok(event), messages))
     })
 }
 

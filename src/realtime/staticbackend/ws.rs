@@ -76,7 +76,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut sink, mut stream) = ws.split();
-    let opened = match sb.open(addr, "ws").await {
+    let opened = match sb.open(addr, "ws", None).await {
         Ok(opened) => opened,
         Err(refusal) => {
             let _ = sink

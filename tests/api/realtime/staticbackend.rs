@@ -51,6 +51,8 @@ pub(crate) struct Sb {
     markers: u64,
     /// The reader tasks, which hold the connection: dropping the client ends them.
     tasks: Vec<tokio::task::AbortHandle>,
+    /// The last SSE `id:` received, as EventSource keeps it.
+    last_event_id: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Drop for Sb {
@@ -69,7 +71,12 @@ impl Sb {
 
     /// Connects to the server at `base` and reads `init`.
     pub(crate) async fn connect_to(base: &str, transport: Transport) -> Sb {
-        let mut sb = Sb::open_at(base, &reqwest::Client::new(), transport).await;
+        Sb::connect_resuming(base, transport, None).await
+    }
+
+    /// Connects as an EventSource that reconnects does, sending `Last-Event-ID`.
+    async fn connect_resuming(base: &str, transport: Transport, last_event_id: Option<&str>) -> Sb {
+        let mut sb = Sb::open_with(base, &reqwest::Client::new(), transport, last_event_id).await;
         let init = sb.next_message().await.expect("init arrives");
         assert_eq!(init["type"], json!("init"), "{init}");
         for field in ["sid", "type", "data", "channel", "token"] {
@@ -86,22 +93,33 @@ impl Sb {
     }
 
     async fn open_at(base: &str, client: &reqwest::Client, transport: Transport) -> Sb {
+        Sb::open_with(base, client, transport, None).await
+    }
+
+    async fn open_with(
+        base: &str,
+        client: &reqwest::Client,
+        transport: Transport,
+        last_event_id: Option<&str>,
+    ) -> Sb {
         let (tx, incoming) = mpsc::unbounded_channel();
         let mut ws_out = None;
         let mut tasks = Vec::new();
+        let seen_id = std::sync::Arc::new(std::sync::Mutex::new(None));
         match transport {
             Transport::Sse => {
-                let mut response = client
-                    .get(format!("{base}/sse/connect?sbpk=any"))
-                    .send()
-                    .await
-                    .expect("SSE connects");
+                let mut request = client.get(format!("{base}/sse/connect?sbpk=any"));
+                if let Some(id) = last_event_id {
+                    request = request.header("Last-Event-ID", id);
+                }
+                let mut response = request.send().await.expect("SSE connects");
                 assert_eq!(response.status().as_u16(), 200);
                 let kind = response.headers()["content-type"]
                     .to_str()
                     .unwrap()
                     .to_string();
                 assert!(kind.starts_with("text/event-stream"), "{kind}");
+                let seen = seen_id.clone();
                 let task = tokio::spawn(async move {
                     let mut text = String::new();
                     while let Ok(Some(chunk)) = response.chunk().await {
@@ -109,6 +127,10 @@ impl Sb {
                         while let Some(end) = text.find("\n\n") {
                             let block: String = text.drain(..end + 2).collect();
                             for line in block.lines() {
+                                if let Some(id) = line.strip_prefix("id: ") {
+                                    *seen.lock().unwrap() = Some(id.to_string());
+                                    continue;
+                                }
                                 let item = if let Some(data) = line.strip_prefix("data: ") {
                                     Item::Message(serde_json::from_str(data).unwrap())
                                 } else if line.starts_with(':') {
@@ -166,6 +188,7 @@ impl Sb {
             ws_out,
             markers: 0,
             tasks,
+            last_event_id: seen_id,
         }
     }
 
@@ -704,5 +727,75 @@ async fn a_bad_token_is_answered_with_error_and_unauthenticated_connections_time
             "{got}"
         );
         assert!(sb.closed_within(PATIENCE).await, "{transport:?}");
+    }
+}
+
+/// EventSource's reconnect: every database event has an SSE `id:` (its `seq`, also in
+/// the envelope), and a connection opened with `Last-Event-ID` gets, once it
+/// authenticated, a `recovered` message, and on joining a channel again what it missed
+/// there that it may read, before `joined`; nothing twice, nothing it may not read.
+#[tokio::test]
+async fn an_sse_client_resumes_with_last_event_id() {
+    for backend in backends() {
+        let what = backend.name();
+        let app = start(&backend).await;
+        let alice = app.user("alice@x.test", "User").await;
+        let bob = app.user("bob@x.test", "User").await;
+        let mut first = Sb::connect(&app, Transport::Sse).await;
+        first.auth(&alice.token).await;
+        first.command("join", json!("db-notes"), "").await;
+        first.expect("joined").await;
+        rest_create(&app, "notes", &alice.cred(), "seen").await;
+        let seen = first.expect("db_created").await;
+        let seq = seen["seq"].as_u64().expect("database events carry seq");
+        let id = first.last_event_id.lock().unwrap().clone();
+        assert_eq!(id, Some(seq.to_string()), "{what}: the SSE id is the seq");
+        drop(first);
+
+        let bobs = rest_create(&app, "notes", &bob.cred(), "bob's").await;
+        let hers = rest_create(&app, "notes", &alice.cred(), "hers").await;
+
+        let mut back =
+            Sb::connect_resuming(&app.base, Transport::Sse, Some(&seq.to_string())).await;
+        back.auth(&alice.token).await;
+        let recovered = back.expect("recovered").await;
+        assert_eq!(
+            recovered["data"]["recovered"],
+            json!(true),
+            "{what}: {recovered}"
+        );
+        back.command("join", json!("db-notes"), "").await;
+        let missed = back.expect("db_created").await;
+        let row: Value = serde_json::from_str(missed["data"].as_str().unwrap()).unwrap();
+        assert_eq!(row["id"], json!(hers), "{what}: {missed}");
+        assert!(missed["seq"].as_u64().unwrap() > seq);
+        back.expect("joined").await;
+        let rest = back.until_echo().await;
+        assert!(
+            rest.iter().all(|m| m["type"] != json!("db_created")
+                || !m["data"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("\"id\":{bobs}"))),
+            "{what}: bob's note leaked: {rest:?}"
+        );
+        assert!(
+            rest.iter().all(|m| m["type"] != json!("db_created")),
+            "{what}: nothing twice: {rest:?}"
+        );
+
+        // A Last-Event-ID this server did not send: said, and not resumed.
+        let mut bad = Sb::open_with(&app.base, &app.client, Transport::Sse, Some("soon")).await;
+        let first_message = bad.next_message().await.unwrap();
+        assert_eq!(first_message["type"], json!("error"), "{first_message}");
+        assert!(
+            first_message["data"]
+                .as_str()
+                .unwrap()
+                .contains("Last-Event-ID"),
+            "{first_message}"
+        );
+        assert_eq!(bad.next_message().await.unwrap()["type"], json!("init"));
+        app.stop().await;
     }
 }
