@@ -159,6 +159,9 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
         config.max_file_bytes,
     );
     follow_the_log(&config, &store, &records, &realtime).await?;
+    realtime
+        .start_presence(store.clone(), &node.id, config.redis_url.is_some())
+        .await;
     listen_to_other_nodes(&store, &auth, &realtime, &actions);
     let state = AppState {
         records,

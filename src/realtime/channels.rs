@@ -31,6 +31,7 @@ pub fn register(s: &SocketRef) {
     s.on("join", join);
     s.on("leave", leave);
     s.on("chan_in", chan_in);
+    s.on("presence", presence);
 }
 
 async fn echo(s: SocketRef, TryData(data): TryData<Value>, reply: Reply) {
@@ -102,6 +103,7 @@ pub fn room_for(schema: &Schema, who: &Identity, name: &str) -> Result<String, S
 
 async fn join(
     s: SocketRef,
+    io: SocketIo,
     State(shared): State<Arc<Shared>>,
     TryData(data): TryData<Value>,
     reply: Reply,
@@ -120,7 +122,8 @@ async fn join(
         Ok(room) => {
             let max = shared.limits.max_channels;
             let joined = s.rooms();
-            if !joined.iter().any(|r| *r == room)
+            let already = joined.iter().any(|r| *r == room);
+            if !already
                 && joined
                     .iter()
                     .filter(|r| rooms::is_joined_channel(r))
@@ -131,6 +134,12 @@ async fn join(
                     "join",
                     &format!("a socket may be in at most {max} channels; leave one first"),
                 );
+            }
+            // Plain channels have presence: entering one is announced, so it is rate
+            // limited per member.
+            let announced = !already && rooms::db_channel_object(&name).is_none();
+            if announced && let Err(e) = super::presence::may_enter(&shared, &s, &who).await {
+                return reply.error("join", &e);
             }
             // Within its resume window, a reconnected socket first gets what it missed.
             let resumed = match super::resume::pending(&s) {
@@ -147,6 +156,9 @@ async fn join(
                 }
                 None => None,
             };
+            if announced {
+                super::presence::entered(&shared, &io, &s, &who, &name).await;
+            }
             // The member's own public id, so it can tell its messages in `chan_out`.
             let mut answer =
                 json!({ "ok": true, "channel": name, "sid": &*session::public_id(&s) });
@@ -162,6 +174,7 @@ async fn join(
 
 async fn leave(
     s: SocketRef,
+    io: SocketIo,
     State(shared): State<Arc<Shared>>,
     TryData(data): TryData<Value>,
     reply: Reply,
@@ -179,6 +192,9 @@ async fn leave(
     // Leaving a db channel leaves whichever reader room the socket was given.
     if let Ok(room) = room_for(&shared.schema, &who, &name) {
         s.leave(room);
+        if rooms::db_channel_object(&name).is_none() {
+            super::presence::left(&shared, &io, &s, Some(&name)).await;
+        }
     }
     let done = json!({ "ok": true, "channel": name });
     reply.ok(
@@ -219,6 +235,32 @@ async fn chan_in(
     )
     .await;
     reply.ok(&json!({ "ok": true }), None);
+}
+
+/// `presence(channel)`: who is in a plain channel the socket is in (`presence`).
+async fn presence(
+    s: SocketRef,
+    State(shared): State<Arc<Shared>>,
+    TryData(data): TryData<Value>,
+    reply: Reply,
+) {
+    if !session::settled(&s).await {
+        return;
+    }
+    if session::identity(&s).is_none() {
+        return reply.error("presence", NOT_AUTHENTICATED);
+    }
+    let name = match channel_name(data.as_ref().ok()) {
+        Ok(name) if rooms::db_channel_object(&name).is_some() => {
+            return reply.error("presence", "`db-` channels have no presence");
+        }
+        Ok(name) => name,
+        Err(e) => return reply.error("presence", &e),
+    };
+    match super::presence::members(&shared, &s, &name).await {
+        Ok(list) => reply.ok(&list, Some(("presence", &list))),
+        Err(e) => reply.error("presence", &e),
+    }
 }
 
 /// The channel and data of a `chan_in` payload `{channel, data}` (`None` when the

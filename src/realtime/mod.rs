@@ -23,6 +23,7 @@
 pub mod channels;
 pub mod cluster;
 pub mod outbox;
+pub mod presence;
 pub mod relay;
 pub mod reply;
 pub mod resume;
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     driver: NodeDriver,
     /// The relay, for replays (`resume`); set once it runs.
     log: std::sync::OnceLock<resume::Log>,
+    /// Channel presence; set once the store is known (`start_presence`).
+    presence: std::sync::OnceLock<presence::Presence>,
 }
 
 struct Limits {
@@ -123,6 +126,7 @@ impl Realtime {
             watch: Arc::default(),
             driver: driver.clone(),
             log: std::sync::OnceLock::new(),
+            presence: std::sync::OnceLock::new(),
         });
         // Other nodes' room emits count against this node's sockets' byte budgets, as
         // its own do (`emit_to`).
@@ -184,6 +188,12 @@ impl Realtime {
     /// after `close`.
     pub(crate) fn root(&self) -> Option<BroadcastOperators> {
         root_of(&self.io, &self.shared)
+    }
+
+    /// Starts channel presence on `store`, as node `node` (`presence`); `several`: other
+    /// nodes share the store.
+    pub async fn start_presence(&self, store: crate::store::Store, node: &str, several: bool) {
+        presence::start(&self.shared, self.io.clone(), store, node, several).await;
     }
 
     /// Connects the relay to the sockets' handlers, for replays (`resume`): called once,

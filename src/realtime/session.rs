@@ -383,7 +383,14 @@ fn watch_expiry(s: &SocketRef, io: &SocketIo, who: &Arc<Identity>, until: Option
     });
 }
 
-async fn on_disconnect(reason: DisconnectReason) {
+async fn on_disconnect(
+    s: SocketRef,
+    io: SocketIo,
+    State(shared): State<Arc<Shared>>,
+    reason: DisconnectReason,
+) {
+    // Its channels' members hear it left.
+    super::presence::left(&shared, &io, &s, None).await;
     let reason = match reason {
         DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
         DisconnectReason::ClientNSDisconnect | DisconnectReason::TransportClose => "client",
@@ -499,7 +506,10 @@ async fn login(
     match shared.auth.identify_expiring(&headers).await {
         Ok((who, until)) => {
             let who = Arc::new(who);
-            if enter(&s, &shared, &who, epoch) {
+            let entered = enter(&s, &shared, &who, epoch);
+            // Out of every channel as whoever it was before.
+            super::presence::left(&shared, &io, &s, None).await;
+            if entered {
                 watch_expiry(&s, &io, &who, until);
                 s.emit("authorized", &welcome(&who)).ok();
                 resume_identity_rooms(&s, &shared, &who, Some(epoch)).await;
@@ -535,7 +545,9 @@ async fn authentication(
     match shared.auth.identify_bearer_expiring(&token).await {
         Ok((who, until)) => {
             let who = Arc::new(who);
-            if enter(&s, &shared, &who, epoch) {
+            let entered = enter(&s, &shared, &who, epoch);
+            super::presence::left(&shared, &io, &s, None).await;
+            if entered {
                 watch_expiry(&s, &io, &who, Some(until));
                 s.emit("authenticated", &welcome(&who)).ok();
                 resume_identity_rooms(&s, &shared, &who, Some(epoch)).await;

@@ -42,7 +42,9 @@ pub(crate) async fn create_internal_tables(store: &Store) -> anyhow::Result<()> 
     ]
     .into_iter()
     // The event log (`store::events`).
-    .chain(super::events::create_statements(store.dialect()));
+    .chain(super::events::create_statements(store.dialect()))
+    // Channel presence (`store::presence`).
+    .chain(super::presence::create_statements());
     // Only PostgreSQL is shared by several nodes: they agree on the secrets there
     // (`auth::secrets`) and each says it is alive (`store::nodes`). SQLite keeps the
     // secrets in `<data-dir>/secrets.json` and is one node's file.

@@ -12,6 +12,7 @@ pub mod events;
 pub mod manifest;
 pub mod migrate;
 pub mod nodes;
+pub mod presence;
 pub mod read_only;
 pub mod sql;
 pub mod statements;

@@ -298,6 +298,10 @@ impl Bridge {
                 let name = channel()?;
                 ("leave", json!(name), Pending::Leave(name))
             }
+            "presence" => {
+                let name = channel()?;
+                ("presence", json!(name), Pending::Presence(name))
+            }
             "chan_in" => {
                 let name = envelope.channel.clone().unwrap_or_default();
                 let data = json!({ "channel": name, "data": envelope.data });

@@ -84,6 +84,7 @@ pub enum Pending {
     Join(String),
     Leave(String),
     ChanIn(String),
+    Presence(String),
 }
 
 /// The `{error}` text of a failed command's ack, if it failed.
@@ -98,7 +99,9 @@ fn ack_error(ack: &Value) -> Option<&str> {
 pub fn from_ack(pending: &Pending, ack: &Value) -> String {
     let channel = match pending {
         Pending::Echo => "",
-        Pending::Join(c) | Pending::Leave(c) | Pending::ChanIn(c) => c.as_str(),
+        Pending::Join(c) | Pending::Leave(c) | Pending::ChanIn(c) | Pending::Presence(c) => {
+            c.as_str()
+        }
     };
     if !matches!(pending, Pending::Echo)
         && let Some(message) = ack_error(ack)
@@ -112,6 +115,8 @@ pub fn from_ack(pending: &Pending, ack: &Value) -> String {
             other => out("echo", other.clone(), "", ""),
         },
         Pending::Join(c) => out("joined", json!(c), c, ""),
+        // StaticBackend's `data` is text: the list as JSON text, as database rows travel.
+        Pending::Presence(c) => out("presence", json!(ack.to_string()), c, ""),
         Pending::Leave(c) | Pending::ChanIn(c) => out("ok", json!(c), c, ""),
     }
 }
@@ -138,6 +143,8 @@ pub fn from_event(name: &str, arg: &Value) -> Option<String> {
             Some(envelope.to_string())
         }
         "recovered" => Some(out("recovered", arg.clone(), "", "")),
+        // A member joined or left: `{channel, event, member}` as JSON text.
+        "presence" => Some(out("presence", json!(arg.to_string()), text("channel"), "")),
         "error" => Some(error(text("message"), "")),
         _ => None,
     }

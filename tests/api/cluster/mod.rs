@@ -11,6 +11,7 @@ mod budget;
 mod bus;
 mod manifest;
 mod outage;
+mod presence;
 mod redis;
 mod secrets;
 mod transports;

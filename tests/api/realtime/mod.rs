@@ -12,6 +12,7 @@ mod hardening;
 mod hijack;
 mod limits;
 mod no_leaks;
+mod presence;
 mod resume;
 mod sails;
 mod slow_readers;

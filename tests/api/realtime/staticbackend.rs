@@ -799,3 +799,60 @@ async fn an_sse_client_resumes_with_last_event_id() {
         app.stop().await;
     }
 }
+
+/// StaticBackend's `presence` message type: a member asks who is in its channel and
+/// gets `presence` with the list as JSON text; members hear others join and leave.
+#[tokio::test]
+async fn staticbackend_clients_have_channel_presence() {
+    let backend = &backends()[0];
+    let app = start(backend).await;
+    let alice = app.user("alice@x.test", "User").await;
+    let bob = app.user("bob@x.test", "User").await;
+    for transport in BOTH {
+        let what = format!("{transport:?}");
+        let mut sa = Sb::connect(&app, transport).await;
+        sa.auth(&alice.token).await;
+        sa.command("join", json!("lobby"), "").await;
+        sa.expect("joined").await;
+        let mut sb = Sb::connect(&app, transport).await;
+        sb.auth(&bob.token).await;
+        sb.command("join", json!("lobby"), "").await;
+        sb.expect("joined").await;
+        // Alice hears her own entry, then bob's.
+        let mut entries = Vec::new();
+        while entries.len() < 2 {
+            let got = sa.expect("presence").await;
+            let body: Value = serde_json::from_str(got["data"].as_str().unwrap()).unwrap();
+            entries.push(body["member"]["userId"].clone());
+        }
+        assert_eq!(entries, [json!(alice.id), json!(bob.id)], "{what}");
+        sb.command("presence", json!("lobby"), "").await;
+        // Bob's own entry was announced to him first.
+        let (list, body) = loop {
+            let got = sb.expect("presence").await;
+            let body: Value = serde_json::from_str(got["data"].as_str().unwrap()).unwrap();
+            if body.get("members").is_some() {
+                break (got, body);
+            }
+            assert_eq!(body["member"]["userId"], json!(bob.id), "{what}: {body}");
+        };
+        assert_eq!(list["channel"], json!("lobby"), "{what}: {list}");
+        assert_eq!(
+            body["members"].as_array().unwrap().len(),
+            2,
+            "{what}: {body}"
+        );
+        drop(sb);
+        let left = sa.expect("presence").await;
+        let body: Value = serde_json::from_str(left["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (body["event"].clone(), body["member"]["userId"].clone()),
+            (json!("leave"), json!(bob.id)),
+            "{what}"
+        );
+        drop(sa);
+        // Alice's departure settles before the next transport's round.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await;
+}
