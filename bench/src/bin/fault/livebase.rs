@@ -168,6 +168,21 @@ pub fn log_panics(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// How many owed events the server says it ran: the `n` of every "ran the after actions
+/// of changes a stopped node committed" line in the log (recovered after actions, and
+/// re-runs of ones that ran but were not yet marked done).
+pub fn log_owed_runs(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("ran the after actions of changes a stopped node committed"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("n="))
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .sum()
+}
+
 pub fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     // The before action's intended refusals are logged as action failures: noise here.
@@ -337,6 +352,22 @@ mod tests {
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"abc"), "YWJj");
         assert_eq!(percent_encode(r#"[{"a":1}]"#), "%5B%7B%22a%22%3A1%7D%5D");
+    }
+
+    #[test]
+    fn sums_the_owed_runs_the_log_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("livebase.log");
+        std::fs::write(
+            &log,
+            "2026-12-07T17:02:33.1Z  WARN livebase::server: ran the after actions of changes \
+             a stopped node committed n=3\nlivebase listening on http://127.0.0.1:1\n\
+             2026-12-07T17:02:40.1Z  WARN livebase::server: ran the after actions of changes \
+             a stopped node committed n=2\n",
+        )
+        .unwrap();
+        assert_eq!(log_owed_runs(&log), 5);
+        assert_eq!(log_owed_runs(&dir.path().join("missing.log")), 0);
     }
 
     #[test]
