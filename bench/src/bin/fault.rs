@@ -114,9 +114,8 @@ struct Summary {
     doubts: model::Doubts,
     /// Ledger rows written after a kill: owed after actions run by a later start or node.
     recovered: usize,
-    /// Owed events the server logs say it ran ("ran the after actions of changes a
-    /// stopped node committed", summed `n`): recovered ones and re-runs of done ones.
-    owed_run: usize,
+    /// The owed events the server logs say it ran, by what became of them.
+    owed: model::OwedRuns,
     /// The longest wait for owed after actions before a check.
     settle_max: Duration,
     term_doubts: Option<model::Doubts>,
@@ -266,7 +265,6 @@ async fn run_backend(
         let kept = dir.keep();
         println!("  kept {}", kept.display());
     }
-    summary.owed_run = livebase::log_owed_runs(&setup.log);
     // A panic is a bug even when its request was answered 500 and nothing was lost.
     let panics = livebase::log_panics(&setup.log);
     summary
@@ -392,8 +390,12 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
         server.wait_exit(Duration::from_secs(10)).await?;
     }
     summary.seconds = started.elapsed().as_secs_f64();
+    let owed: Vec<i64> = setups
+        .iter()
+        .flat_map(|s| livebase::log_owed_seqs(&s.log))
+        .collect();
+    summary.owed = model.classify_owed(&owed);
     for setup in &setups {
-        summary.owed_run += livebase::log_owed_runs(&setup.log);
         let panics = livebase::log_panics(&setup.log);
         summary
             .violations
@@ -516,6 +518,7 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
         server.signal(libc::SIGKILL)?;
         server.wait_exit(Duration::from_secs(10)).await?;
     }
+    summary.owed = model.classify_owed(&livebase::log_owed_seqs(&setup.log));
     Ok(())
 }
 
@@ -697,17 +700,17 @@ fn print_cycle(label: &str, write_ms: u64, r: &CycleReport, waited: Duration, mo
 
 fn print_summary(summaries: &[Summary]) {
     println!(
-        "\nbackend  | kills | acked writes checked (create/update/delete) | rows read back | refused as expected | in doubt: applied / not | after actions recovered (owed events run, per server log; longest settle) | SIGTERM cycle in doubt | unexpected refusals | violations | time"
+        "\nbackend  | kills | acked writes checked (create/update/delete) | rows read back | refused as expected | in doubt: applied / not | after actions recovered (owed events the server ran: recovered / re-run / delete; longest settle) | SIGTERM cycle in doubt | unexpected refusals | violations | time"
     );
     println!(
-        "---------|-------|---------------------------------------------|----------------|---------------------|-------------------------|---------------------------------------------------------------------------|------------------------|---------------------|------------|-----"
+        "---------|-------|---------------------------------------------|----------------|---------------------|-------------------------|---------------------------------------------------------------------------------------------------|------------------------|---------------------|------------|-----"
     );
     for s in summaries {
         let term = s.term_doubts.map_or("-".to_string(), |d| {
             format!("{} ({} applied)", d.total, d.applied)
         });
         println!(
-            "{:<8} | {:>5} | {:>6} ({}/{}/{}) | {:>14} | {:>19} | {:>4}: {} / {} | {:>4} ({} run; {:.1} s) | {:>22} | {:>19} | {:>10} | {:.0} s",
+            "{:<8} | {:>5} | {:>6} ({}/{}/{}) | {:>14} | {:>19} | {:>4}: {} / {} | {:>4} ({}: {} / {} / {}; {:.1} s) | {:>22} | {:>19} | {:>10} | {:.0} s",
             s.backend,
             s.kills,
             s.acked.iter().sum::<usize>(),
@@ -720,7 +723,10 @@ fn print_summary(summaries: &[Summary]) {
             s.doubts.applied,
             s.doubts.not_applied,
             s.recovered,
-            s.owed_run,
+            s.owed.recovered + s.owed.rerun + s.owed.other,
+            s.owed.recovered,
+            s.owed.rerun,
+            s.owed.other,
             s.settle_max.as_secs_f64(),
             term,
             s.unexpected_refusals.len(),

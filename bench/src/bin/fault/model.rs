@@ -217,6 +217,21 @@ pub struct Model {
     keys: BTreeMap<String, Expect>,
     /// Keys already reported with two ledger rows (reported once, not every cycle).
     doubled: HashSet<String>,
+    /// The `seq` of every ledger row ever read, and whether it was written after the kill
+    /// before the check that first read it.
+    ledger_seqs: HashMap<i64, bool>,
+}
+
+/// The owed events the server ran (`classify_owed`), by what became of them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OwedRuns {
+    /// `afterCreate` that had not written before the kill: its ledger row was written
+    /// after it.
+    pub recovered: usize,
+    /// `afterCreate` run again after it had written before the kill: still one row.
+    pub rerun: usize,
+    /// Events without a ledger row of their own: `afterDelete`.
+    pub other: usize,
 }
 
 impl Model {
@@ -322,14 +337,13 @@ impl Model {
                 continue;
             };
             let at = row.get("at").and_then(Value::as_i64);
-            if let (Some(since), Some(at)) = (since, at)
-                && at > since
-            {
-                report.recovered += 1;
+            let late = matches!((since, at), (Some(since), Some(at)) if at > since);
+            report.recovered += usize::from(late);
+            let seq = row.get("seq").and_then(Value::as_i64);
+            if let Some(seq) = seq {
+                self.ledger_seqs.entry(seq).or_insert(late);
             }
-            seqs.entry(key.to_string())
-                .or_default()
-                .push(row.get("seq").and_then(Value::as_i64));
+            seqs.entry(key.to_string()).or_default().push(seq);
             out.entry(key.to_string()).or_insert(Ledger { row_id, ver });
         }
         let mut doubled: Vec<(String, Vec<Option<i64>>)> =
@@ -345,6 +359,21 @@ impl Model {
             }
         }
         out
+    }
+
+    /// The owed events a server ran (`seqs`, from its log), by the ledger rows read so
+    /// far: a create's ledger row first read with a write time after the kill is a
+    /// recovered after action; one written before it, a re-run; no ledger row, a delete's.
+    pub fn classify_owed(&self, seqs: &[i64]) -> OwedRuns {
+        let mut runs = OwedRuns::default();
+        for seq in seqs {
+            match self.ledger_seqs.get(seq) {
+                Some(true) => runs.recovered += 1,
+                Some(false) => runs.rerun += 1,
+                None => runs.other += 1,
+            }
+        }
+        runs
     }
 
     /// One answered (or unanswered) write: moves the expectation on, or notes the doubt.
@@ -819,6 +848,19 @@ mod tests {
         assert_eq!(r.recovered, 0);
         let r = Model::default().check(&ops, &rows, &ledger);
         assert_eq!(r.recovered, 0);
+
+        // The server ran the owed events 102 (w1-b's create, written after the kill),
+        // 101 (w0-a's, written before it: a re-run) and 150 (no ledger row: a delete).
+        let mut model = Model::default();
+        model.check_since(&ops, &rows, &ledger, Some(6_000));
+        assert_eq!(
+            model.classify_owed(&[102, 101, 150]),
+            OwedRuns {
+                recovered: 1,
+                rerun: 1,
+                other: 1
+            }
+        );
     }
 
     #[test]
