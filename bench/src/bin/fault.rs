@@ -3,10 +3,10 @@
 //! restarts it on the same data, waits until the after actions the killed process owed
 //! have run, and checks through the REST API that every acknowledged write is there,
 //! nothing refused or never sent is, in-doubt writes are whole or absent, and every
-//! committed write's after action ran exactly once in effect (see `fault/model.rs` for
-//! the rules). Repeats `--kills` times
-//! per backend (SQLite, PostgreSQL), then ends with a SIGTERM cycle under writes, the
-//! graceful-shutdown check and a SIGTERM with a stalled client (`fault/sigterm.rs`).
+//! committed write's after action ran, with one effect however often it ran (see
+//! `fault/model.rs` for the rules). Repeats `--kills` times per backend (SQLite,
+//! PostgreSQL), then ends with a SIGTERM cycle under writes, the graceful-shutdown check
+//! and a SIGTERM with a stalled client (`fault/sigterm.rs`).
 //! A panic in the server log counts too. Exits non-zero on any violation.
 //!
 //! ```sh
