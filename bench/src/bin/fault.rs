@@ -1,10 +1,12 @@
 //! `lbfault`: crash-safety driver. Serves `bench/fault-app` with the livebase binary,
 //! drives sustained concurrent writes, kills the server with SIGKILL at a random moment,
-//! restarts it on the same data and checks through the REST API that every
-//! acknowledged write is there, nothing refused or never sent is, and in-doubt writes
-//! are whole or absent (see `fault/model.rs` for the rules). Repeats `--kills` times
-//! per backend (SQLite, PostgreSQL), then ends with a SIGTERM cycle under writes, the
-//! graceful-shutdown check and a SIGTERM with a stalled client (`fault/sigterm.rs`).
+//! restarts it on the same data, waits until the after actions the killed process owed
+//! have run, and checks through the REST API that every acknowledged write is there,
+//! nothing refused or never sent is, in-doubt writes are whole or absent, and every
+//! committed write's after action ran, with one effect however often it ran (see
+//! `fault/model.rs` for the rules). Repeats `--kills` times per backend (SQLite,
+//! PostgreSQL), then ends with a SIGTERM cycle under writes, the graceful-shutdown check
+//! and a SIGTERM with a stalled client (`fault/sigterm.rs`).
 //! A panic in the server log counts too. Exits non-zero on any violation.
 //!
 //! ```sh
@@ -31,7 +33,7 @@ mod writers;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
@@ -110,6 +112,12 @@ struct Summary {
     refused_ok: usize,
     unexpected_refusals: Vec<String>,
     doubts: model::Doubts,
+    /// Ledger rows written after a kill: owed after actions run by a later start or node.
+    recovered: usize,
+    /// The owed events the server logs say it ran, by what became of them.
+    owed: model::OwedRuns,
+    /// The longest wait for owed after actions before a check.
+    settle_max: Duration,
     term_doubts: Option<model::Doubts>,
     violations: Vec<String>,
     sigterm: Option<sigterm::SigtermReport>,
@@ -124,6 +132,7 @@ impl Summary {
         self.acked[2] += r.acked_deletes;
         self.rows_checked += r.rows_checked + r.ledger_checked;
         self.refused_ok += r.refused_as_expected;
+        self.recovered += r.recovered;
         self.unexpected_refusals
             .extend(r.unexpected_refusals.iter().cloned());
         self.violations.extend(r.violations.iter().cloned());
@@ -353,17 +362,22 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
         {
             bail!("node {victim} outlived SIGKILL");
         }
-        // Read back through a node that was never down this cycle.
+        let since = now_ms();
+        // Read back through a node that was never down this cycle, once the surviving
+        // nodes have run what the killed one owed (the killed one stays down meanwhile).
         let survivor = (victim + 1) % args.nodes;
-        let report = check(&servers[survivor], &mut model, &sent).await?;
+        let (report, waited) =
+            check(&servers[survivor], &mut model, &sent, since, SETTLE_CLUSTER).await?;
         servers[victim] = Server::start(&setups[victim])
             .await
             .with_context(|| format!("restarting node {victim} after SIGKILL"))?;
         summary.kills += 1;
+        summary.settle_max = summary.settle_max.max(waited);
         print_cycle(
             &format!("kill {cycle:>2} (node {victim}, read on {survivor})"),
             write_ms,
             &report,
+            waited,
             &model,
         );
         add_doubts(&mut summary.doubts, &report.doubts);
@@ -376,6 +390,11 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
         server.wait_exit(Duration::from_secs(10)).await?;
     }
     summary.seconds = started.elapsed().as_secs_f64();
+    let owed: Vec<i64> = setups
+        .iter()
+        .flat_map(|s| livebase::log_owed_seqs(&s.log))
+        .collect();
+    summary.owed = model.classify_owed(&owed);
     for setup in &setups {
         let panics = livebase::log_panics(&setup.log);
         summary
@@ -414,12 +433,20 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
         if server.wait_exit(Duration::from_secs(10)).await?.is_none() {
             bail!("the server outlived SIGKILL");
         }
+        let since = now_ms();
         server = Server::start(setup)
             .await
             .context("restart after SIGKILL")?;
-        let report = check(&server, &mut model, &sent).await?;
+        let (report, waited) = check(&server, &mut model, &sent, since, SETTLE_ALONE).await?;
         summary.kills += 1;
-        print_cycle(&format!("kill {cycle:>2}"), write_ms, &report, &model);
+        summary.settle_max = summary.settle_max.max(waited);
+        print_cycle(
+            &format!("kill {cycle:>2}"),
+            write_ms,
+            &report,
+            waited,
+            &model,
+        );
         add_doubts(&mut summary.doubts, &report.doubts);
         summary.add(&report);
     }
@@ -438,6 +465,7 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
         )
         .await?;
         let exited = server.wait_exit(sigterm::EXIT_WITHIN).await?;
+        let since = now_ms();
         match exited {
             Some(s) if s.success() => {}
             other => summary.violations.push(format!(
@@ -448,8 +476,9 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
         server = Server::start(setup)
             .await
             .context("restart after SIGTERM")?;
-        let report = check(&server, &mut model, &sent).await?;
-        print_cycle("sigterm ", write_ms, &report, &model);
+        let (report, waited) = check(&server, &mut model, &sent, since, SETTLE_ALONE).await?;
+        summary.settle_max = summary.settle_max.max(waited);
+        print_cycle("sigterm ", write_ms, &report, waited, &model);
         for (u, surely_read) in &unanswered {
             println!("    unanswered at SIGTERM: {u}");
             if *surely_read {
@@ -489,6 +518,7 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
         server.signal(libc::SIGKILL)?;
         server.wait_exit(Duration::from_secs(10)).await?;
     }
+    summary.owed = model.classify_owed(&livebase::log_owed_seqs(&setup.log));
     Ok(())
 }
 
@@ -581,24 +611,73 @@ async fn write_then_signal_on(
     Ok((sent, unanswered))
 }
 
-async fn check(server: &Server, model: &mut Model, sent: &[Sent]) -> Result<CycleReport> {
+/// How long a check waits for owed after actions on one server: its start runs those
+/// the killed process left at once. Only a check that finds rows and ledger unpaired
+/// (a violation, unless it is waiting for them) waits this long.
+const SETTLE_ALONE: Duration = Duration::from_secs(10);
+/// With several nodes: a survivor takes the killed node's owed after actions once its
+/// heartbeat is over 5 s old, at its next sweep (every 10 s).
+const SETTLE_CLUSTER: Duration = Duration::from_secs(30);
+const SETTLE_POLL: Duration = Duration::from_millis(200);
+
+/// Reads every row and ledger row until they pair up (`model::paired`: the owed after
+/// actions have run) or `within` has passed, then checks the last read against the
+/// model. Ledger rows written after `since` (ms) count as recovered. Answers how long it
+/// waited.
+async fn check(
+    server: &Server,
+    model: &mut Model,
+    sent: &[Sent],
+    since: i64,
+    within: Duration,
+) -> Result<(CycleReport, Duration)> {
     let api = server.api();
-    let rows = api.list_all("fault_rows").await?;
-    let ledger = api.list_all("fault_ledger").await?;
-    Ok(model.check(sent, &rows, &ledger))
+    let started = Instant::now();
+    loop {
+        // Rows first: nothing writes rows now, while the owed after actions may still
+        // write or remove ledger rows, so the ledger read is never older than the rows.
+        let read = async {
+            let rows = api.list_all("fault_rows").await?;
+            let ledger = api.list_all("fault_ledger").await?;
+            anyhow::Ok((rows, ledger))
+        };
+        let read = read.await;
+        let waited = started.elapsed();
+        match read {
+            Ok((rows, ledger)) if model::paired(&rows, &ledger) || waited >= within => {
+                return Ok((model.check_since(sent, &rows, &ledger, Some(since)), waited));
+            }
+            Ok(_) => {}
+            // A list answers its count and its page from two reads, so an owed after
+            // action writing meanwhile can make them disagree (`list_all` refuses that):
+            // read again.
+            Err(e) if waited < within => {
+                println!("    reading again: {e:#}");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, as the actions' `Date.now()` gives.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn add_doubts(total: &mut model::Doubts, d: &model::Doubts) {
     total.total += d.total;
     total.applied += d.applied;
     total.not_applied += d.not_applied;
-    total.ledger_cut += d.ledger_cut;
 }
 
-fn print_cycle(label: &str, write_ms: u64, r: &CycleReport, model: &Model) {
+fn print_cycle(label: &str, write_ms: u64, r: &CycleReport, waited: Duration, model: &Model) {
     println!(
         "  {label}: wrote {write_ms:>4} ms; acked {:>4} (c {} u {} d {}), refused-as-expected {:>3}, \
-         in doubt {} (applied {}, not {}, ledger cut {}); checked {} rows + {} ledger, {} live; violations {}",
+         in doubt {} (applied {}, not {}); after actions recovered {} (settled after {} ms); \
+         checked {} rows + {} ledger, {} live; violations {}",
         r.acked(),
         r.acked_creates,
         r.acked_updates,
@@ -607,7 +686,8 @@ fn print_cycle(label: &str, write_ms: u64, r: &CycleReport, model: &Model) {
         r.doubts.total,
         r.doubts.applied,
         r.doubts.not_applied,
-        r.doubts.ledger_cut,
+        r.recovered,
+        waited.as_millis(),
         r.rows_checked,
         r.ledger_checked,
         model.live_count(),
@@ -620,17 +700,17 @@ fn print_cycle(label: &str, write_ms: u64, r: &CycleReport, model: &Model) {
 
 fn print_summary(summaries: &[Summary]) {
     println!(
-        "\nbackend  | kills | acked writes checked (create/update/delete) | rows read back | refused as expected | in doubt: applied / not / ledger cut | SIGTERM cycle in doubt | unexpected refusals | violations | time"
+        "\nbackend  | kills | acked writes checked (create/update/delete) | rows read back | refused as expected | in doubt: applied / not | after actions recovered (owed events the server ran: recovered / re-run / delete; longest settle) | SIGTERM cycle in doubt | unexpected refusals | violations | time"
     );
     println!(
-        "---------|-------|----------------------------------------------|----------------|---------------------|--------------------------------------|------------------------|---------------------|------------|------"
+        "---------|-------|---------------------------------------------|----------------|---------------------|-------------------------|---------------------------------------------------------------------------------------------------|------------------------|---------------------|------------|-----"
     );
     for s in summaries {
         let term = s.term_doubts.map_or("-".to_string(), |d| {
             format!("{} ({} applied)", d.total, d.applied)
         });
         println!(
-            "{:<8} | {:>5} | {:>6} ({}/{}/{}) | {:>14} | {:>19} | {:>4}: {} / {} / {} | {:>22} | {:>19} | {:>10} | {:.0} s",
+            "{:<8} | {:>5} | {:>6} ({}/{}/{}) | {:>14} | {:>19} | {:>4}: {} / {} | {:>4} ({}: {} / {} / {}; {:.1} s) | {:>22} | {:>19} | {:>10} | {:.0} s",
             s.backend,
             s.kills,
             s.acked.iter().sum::<usize>(),
@@ -642,7 +722,12 @@ fn print_summary(summaries: &[Summary]) {
             s.doubts.total,
             s.doubts.applied,
             s.doubts.not_applied,
-            s.doubts.ledger_cut,
+            s.recovered,
+            s.owed.recovered + s.owed.rerun + s.owed.other,
+            s.owed.recovered,
+            s.owed.rerun,
+            s.owed.other,
+            s.settle_max.as_secs_f64(),
             term,
             s.unexpected_refusals.len(),
             s.violation_count(),

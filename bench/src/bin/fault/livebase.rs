@@ -68,7 +68,8 @@ impl Server {
             .args(["--watch", "false"])
             .args(["--auth-rate-per-minute", "0"])
             .args(["--action-time-limit-ms", ACTION_TIME_LIMIT_MS])
-            .env("RUST_LOG", "warn")
+            // Warnings, and the line naming each owed event a start or node runs.
+            .env("RUST_LOG", "warn,livebase::records=info")
             // A panic's message and place, without a page of frames per panic.
             .env("RUST_BACKTRACE", "0")
             .env("NO_COLOR", "1")
@@ -165,6 +166,22 @@ pub fn log_panics(path: &Path) -> Vec<String> {
     }
     seen.into_iter()
         .map(|(panic, n)| format!("{n} × {panic}"))
+        .collect()
+}
+
+/// The log number of every event whose owed after hooks the server ran (its INFO line
+/// "running after hooks a stopped node owed seq=…", one per event, logged before they
+/// run): after actions a killed process left, and re-runs of ones that ran but were not
+/// yet marked done.
+pub fn log_owed_seqs(path: &Path) -> Vec<i64> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("running after hooks a stopped node owed"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("seq="))
+                .and_then(|n| n.parse().ok())
+        })
         .collect()
 }
 
@@ -337,6 +354,27 @@ mod tests {
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"abc"), "YWJj");
         assert_eq!(percent_encode(r#"[{"a":1}]"#), "%5B%7B%22a%22%3A1%7D%5D");
+    }
+
+    #[test]
+    fn finds_the_owed_events_the_log_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("livebase.log");
+        std::fs::write(
+            &log,
+            "2026-12-07T17:02:33.1Z  INFO livebase::records: running after hooks a stopped \
+             node owed seq=12 object=fault_rows\nlivebase listening on http://127.0.0.1:1\n\
+             2026-12-07T17:02:33.2Z  INFO livebase::records: running after hooks a stopped \
+             node owed seq=40 object=fault_rows\n\
+             2026-12-07T17:02:33.3Z  WARN livebase::server: ran the after actions of changes \
+             a stopped node committed n=2\n",
+        )
+        .unwrap();
+        assert_eq!(log_owed_seqs(&log), [12, 40]);
+        assert_eq!(
+            log_owed_seqs(&dir.path().join("missing.log")),
+            Vec::<i64>::new()
+        );
     }
 
     #[test]

@@ -8,14 +8,18 @@
 //! show for a key is therefore the state after its answered writes, or — for an
 //! in-doubt write — that state or the state after that write; nothing else.
 //!
-//! The companion `fault_ledger` row is written by an *after* action, which by the
-//! design runs after the row's commit, as its own write, and before the client is
-//! answered. So: an acknowledged create has its ledger row, an acknowledged delete has
-//! lost it, a ledger row never exists without its row having been committed, and a kill
-//! between the two commits may leave an in-doubt row without its ledger row (counted as
-//! `ledger_cut`, allowed by the contract: after actions "cannot undo the write").
+//! The companion `fault_ledger` row is written by an *after* action, which runs after
+//! the row's commit, as its own write, and before the client is answered. After actions
+//! are owed until they ran: the write's event is logged as owing them in the write's
+//! transaction, so when a kill falls between the two commits the next start (or, with
+//! several nodes, a surviving node once the killed one's heartbeat is stale) runs them.
+//! They run at least once, and the fault app's are idempotent (`parameters.seq`). So once
+//! the owed ones have run (`paired`): every committed row has exactly one ledger row,
+//! matching it, and no ledger row outlives its row. A row without its ledger row, a
+//! ledger row after a committed delete, or a second ledger row for one key is a
+//! violation. Ledger rows written after the kill (`at`) are the after actions recovered.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
@@ -67,6 +71,32 @@ fn note(key: &str, ver: i64) -> String {
 /// The writer that owns `key` (`w<index>-…`).
 pub fn writer_of(key: &str) -> Option<usize> {
     key.strip_prefix('w')?.split('-').next()?.parse().ok()
+}
+
+/// Whether every `fault_rows` row has exactly one ledger row naming it and every ledger
+/// row's key has a row: what the database holds once every owed after action ran. The
+/// driver reads until this holds (or a bound passes), then checks.
+pub fn paired(rows: &[Value], ledger: &[Value]) -> bool {
+    let field = |v: &Value, name: &str| v.get(name).cloned().unwrap_or(Value::Null);
+    let mut ids: HashMap<String, i64> = HashMap::new();
+    for row in rows {
+        let (Value::String(key), Some(id)) = (field(row, "key"), field(row, "id").as_i64()) else {
+            return false;
+        };
+        ids.insert(key, id);
+    }
+    let mut named: HashMap<String, Vec<i64>> = HashMap::new();
+    for l in ledger {
+        let (Value::String(key), Some(row_id)) = (field(l, "key"), field(l, "rowId").as_i64())
+        else {
+            return false;
+        };
+        named.entry(key).or_default().push(row_id);
+    }
+    named.len() == ids.len()
+        && ids
+            .iter()
+            .all(|(key, id)| named.get(key).is_some_and(|n| n[..] == [*id]))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,9 +184,6 @@ pub struct Doubts {
     pub applied: usize,
     /// It is not.
     pub not_applied: usize,
-    /// An applied create without its ledger row, or an applied delete that kept it
-    /// (the kill fell between the write's commit and its after action's).
-    pub ledger_cut: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -172,6 +199,9 @@ pub struct CycleReport {
     /// Rows and ledger rows read back and checked field by field.
     pub rows_checked: usize,
     pub ledger_checked: usize,
+    /// Ledger rows written after the kill (their `at` is later than the check's `since`):
+    /// `afterCreate` runs a killed process owed, run by the next start or another node.
+    pub recovered: usize,
     pub violations: Vec<String>,
 }
 
@@ -185,6 +215,23 @@ impl CycleReport {
 #[derive(Debug, Default)]
 pub struct Model {
     keys: BTreeMap<String, Expect>,
+    /// Keys already reported with two ledger rows (reported once, not every cycle).
+    doubled: HashSet<String>,
+    /// The `seq` of every ledger row ever read, and whether it was written after the kill
+    /// before the check that first read it.
+    ledger_seqs: HashMap<i64, bool>,
+}
+
+/// The owed events the server ran (`classify_owed`), by what became of them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OwedRuns {
+    /// `afterCreate` that had not written before the kill: its ledger row was written
+    /// after it.
+    pub recovered: usize,
+    /// `afterCreate` run again after it had written before the kill: still one row.
+    pub rerun: usize,
+    /// Events without a ledger row of their own: `afterDelete`.
+    pub other: usize,
 }
 
 impl Model {
@@ -201,10 +248,24 @@ impl Model {
         self.keys.values().filter(|e| e.row.is_some()).count()
     }
 
-    /// Applies a cycle's writes and checks the rows read back after the restart
-    /// (`rows` and `ledger` as `GET /1/objects/…` answers them). The model then holds
-    /// what was seen, so a later cycle checks it again.
+    /// Applies a cycle's writes and checks the rows read back after the restart, once
+    /// owed after actions ran (`rows` and `ledger` as `GET /1/objects/…` answers them).
+    /// The model then holds what was seen, so a later cycle checks it again.
+    #[cfg(test)]
     pub fn check(&mut self, sent: &[Sent], rows: &[Value], ledger: &[Value]) -> CycleReport {
+        self.check_since(sent, rows, ledger, None)
+    }
+
+    /// `check`, also counting the ledger rows written after `since` (milliseconds since
+    /// the Unix epoch: when the killed process was gone and every other write answered)
+    /// as recovered after actions.
+    pub fn check_since(
+        &mut self,
+        sent: &[Sent],
+        rows: &[Value],
+        ledger: &[Value],
+        since: Option<i64>,
+    ) -> CycleReport {
         let mut report = CycleReport::default();
         let mut doubts: HashMap<String, Op> = HashMap::new();
         // Keys whose last write was answered with a refusal, for the violation text.
@@ -217,7 +278,7 @@ impl Model {
             };
         }
         let seen_rows = index_rows(rows, &mut report);
-        let seen_ledger = index_ledger(ledger, &mut report);
+        let seen_ledger = self.index_ledger(ledger, since, &mut report);
         for key in seen_rows.keys().chain(seen_ledger.keys()) {
             if !self.keys.contains_key(key) {
                 report
@@ -234,10 +295,7 @@ impl Model {
                 Ok(resolution) if doubts.contains_key(key) => {
                     report.doubts.total += 1;
                     match resolution {
-                        Resolution::Applied { ledger_cut } => {
-                            report.doubts.applied += 1;
-                            report.doubts.ledger_cut += usize::from(ledger_cut);
-                        }
+                        Resolution::Applied => report.doubts.applied += 1,
                         Resolution::NotApplied => report.doubts.not_applied += 1,
                     }
                 }
@@ -253,6 +311,69 @@ impl Model {
             *expect = seen;
         }
         report
+    }
+
+    /// `fault_ledger` by key. A second ledger row for a key (an after action that wrote
+    /// twice) is a violation, reported once per key; the first one (lowest id) counts.
+    /// Rows written after `since` are counted as recovered.
+    fn index_ledger(
+        &mut self,
+        rows: &[Value],
+        since: Option<i64>,
+        report: &mut CycleReport,
+    ) -> HashMap<String, Ledger> {
+        let mut out = HashMap::new();
+        let mut seqs: HashMap<String, Vec<Option<i64>>> = HashMap::new();
+        for row in rows {
+            report.ledger_checked += 1;
+            let (Some(key), Some(row_id), Some(ver)) = (
+                row.get("key").and_then(Value::as_str),
+                row.get("rowId").and_then(Value::as_i64),
+                row.get("ver").and_then(Value::as_i64),
+            ) else {
+                report
+                    .violations
+                    .push(format!("a ledger row without key, rowId or ver: {row}"));
+                continue;
+            };
+            let at = row.get("at").and_then(Value::as_i64);
+            let late = matches!((since, at), (Some(since), Some(at)) if at > since);
+            report.recovered += usize::from(late);
+            let seq = row.get("seq").and_then(Value::as_i64);
+            if let Some(seq) = seq {
+                self.ledger_seqs.entry(seq).or_insert(late);
+            }
+            seqs.entry(key.to_string()).or_default().push(seq);
+            out.entry(key.to_string()).or_insert(Ledger { row_id, ver });
+        }
+        let mut doubled: Vec<(String, Vec<Option<i64>>)> =
+            seqs.into_iter().filter(|(_, s)| s.len() > 1).collect();
+        doubled.sort();
+        for (key, seqs) in doubled {
+            if self.doubled.insert(key.clone()) {
+                report.violations.push(format!(
+                    "`{key}` has {} ledger rows (seq {seqs:?}): an after action ran again and \
+                     wrote again",
+                    seqs.len()
+                ));
+            }
+        }
+        out
+    }
+
+    /// The owed events a server ran (`seqs`, from its log), by the ledger rows read so
+    /// far: a create's ledger row first read with a write time after the kill is a
+    /// recovered after action; one written before it, a re-run; no ledger row, a delete's.
+    pub fn classify_owed(&self, seqs: &[i64]) -> OwedRuns {
+        let mut runs = OwedRuns::default();
+        for seq in seqs {
+            match self.ledger_seqs.get(seq) {
+                Some(true) => runs.recovered += 1,
+                Some(false) => runs.rerun += 1,
+                None => runs.other += 1,
+            }
+        }
+        runs
     }
 
     /// One answered (or unanswered) write: moves the expectation on, or notes the doubt.
@@ -305,7 +426,7 @@ impl Model {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Resolution {
-    Applied { ledger_cut: bool },
+    Applied,
     NotApplied,
 }
 
@@ -335,14 +456,17 @@ fn resolve(before: Expect, doubt: Option<&Op>, seen: Expect) -> Result<Resolutio
                 "in-doubt create of version {ver} shows version {}",
                 r.ver
             )),
-            (Some(_), None) => Ok(Resolution::Applied { ledger_cut: true }),
+            (Some(r), None) => Err(format!(
+                "in-doubt create committed as {r:?} but has no ledger row: its owed \
+                 afterCreate never ran"
+            )),
             (Some(r), Some(l))
                 if l == (Ledger {
                     row_id: r.id,
                     ver: *ver,
                 }) =>
             {
-                Ok(Resolution::Applied { ledger_cut: false })
+                Ok(Resolution::Applied)
             }
             (Some(r), Some(l)) => Err(format!("ledger row {l:?} does not match row {r:?}")),
         },
@@ -362,9 +486,7 @@ fn resolve(before: Expect, doubt: Option<&Op>, seen: Expect) -> Result<Resolutio
                 {
                     Ok(Resolution::NotApplied)
                 }
-                Some(r) if r == (Row { id: *id, ver: *to }) => {
-                    Ok(Resolution::Applied { ledger_cut: false })
-                }
+                Some(r) if r == (Row { id: *id, ver: *to }) => Ok(Resolution::Applied),
                 other => Err(format!(
                     "in-doubt update {from}→{to} of id {id}: found {other:?}"
                 )),
@@ -374,8 +496,12 @@ fn resolve(before: Expect, doubt: Option<&Op>, seen: Expect) -> Result<Resolutio
             Some(r) if r == (Row { id: *id, ver: *ver }) && seen.ledger == before.ledger => {
                 Ok(Resolution::NotApplied)
             }
-            None if seen.ledger.is_none() => Ok(Resolution::Applied { ledger_cut: false }),
-            None if seen.ledger == before.ledger => Ok(Resolution::Applied { ledger_cut: true }),
+            None if seen.ledger.is_none() => Ok(Resolution::Applied),
+            None => Err(format!(
+                "in-doubt delete of id {id} committed but the ledger row {:?} is still there: \
+                 its owed afterDelete never ran",
+                seen.ledger
+            )),
             _ => Err(format!(
                 "in-doubt delete of id {id}: expected {before:?} or nothing, found {seen:?}"
             )),
@@ -419,32 +545,6 @@ fn index_rows(rows: &[Value], report: &mut CycleReport) -> HashMap<String, Row> 
     out
 }
 
-fn index_ledger(rows: &[Value], report: &mut CycleReport) -> HashMap<String, Ledger> {
-    let mut out = HashMap::new();
-    for row in rows {
-        report.ledger_checked += 1;
-        let (Some(key), Some(row_id), Some(ver)) = (
-            row.get("key").and_then(Value::as_str),
-            row.get("rowId").and_then(Value::as_i64),
-            row.get("ver").and_then(Value::as_i64),
-        ) else {
-            report
-                .violations
-                .push(format!("a ledger row without key, rowId or ver: {row}"));
-            continue;
-        };
-        if out
-            .insert(key.to_string(), Ledger { row_id, ver })
-            .is_some()
-        {
-            report
-                .violations
-                .push(format!("two ledger rows with the unique key `{key}`"));
-        }
-    }
-    out
-}
-
 /// JSON equality, with numbers compared by value (`1` and `1.0` are the same float).
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
@@ -474,7 +574,13 @@ mod tests {
     }
 
     fn ledger_json(key: &str, row_id: i64, ver: i64) -> Value {
-        json!({ "id": row_id + 1000, "key": key, "rowId": row_id, "ver": ver })
+        ledger_at(key, row_id, ver, 1_000)
+    }
+
+    /// A ledger row written at `at` (ms), for the event numbered `row_id + 100`.
+    fn ledger_at(key: &str, row_id: i64, ver: i64, at: i64) -> Value {
+        json!({ "id": row_id + 1000, "key": key, "rowId": row_id, "ver": ver,
+                "seq": row_id + 100, "at": at })
     }
 
     fn sent(key: &str, op: Op, outcome: Outcome) -> Sent {
@@ -547,21 +653,28 @@ mod tests {
     #[test]
     fn in_doubt_writes_may_go_either_way_but_not_elsewhere() {
         let create = || vec![sent("w0-x", Op::Create { ver: 2 }, Outcome::InDoubt)];
-        // Not applied; applied whole; applied with the after action cut off.
-        for (rows, ledger, applied, cut) in [
-            (vec![], vec![], 0, 0),
+        // Not applied; applied whole (its after action included).
+        for (rows, ledger, applied) in [
+            (vec![], vec![], 0),
             (
                 vec![row_json("w0-x", 5, 2)],
                 vec![ledger_json("w0-x", 5, 2)],
                 1,
-                0,
             ),
-            (vec![row_json("w0-x", 5, 2)], vec![], 1, 1),
         ] {
             let r = Model::default().check(&create(), &rows, &ledger);
             assert_eq!(r.violations, Vec::<String>::new());
-            assert_eq!((r.doubts.applied, r.doubts.ledger_cut), (applied, cut));
+            assert_eq!((r.doubts.total, r.doubts.applied), (1, applied));
         }
+        // Applied without its after action: owed after actions run after a restart, so
+        // once they have, a committed row without its ledger row is a violation.
+        let r = Model::default().check(&create(), &[row_json("w0-x", 5, 2)], &[]);
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        assert!(
+            r.violations[0].contains("afterCreate never ran"),
+            "{:?}",
+            r.violations
+        );
         // A ledger row without its row cannot happen: the after action runs after commit.
         let r = Model::default().check(&create(), &[], &[ledger_json("w0-x", 5, 2)]);
         assert_eq!(r.violations.len(), 1);
@@ -644,6 +757,128 @@ mod tests {
             "{:?}",
             r.violations
         );
+    }
+
+    /// A model holding `w0-d` (id 8, version 1) with its ledger row.
+    fn with_live_row() -> Model {
+        let mut model = Model::default();
+        let r = model.check(
+            &[sent("w0-d", Op::Create { ver: 1 }, acked(Some(8)))],
+            &[row_json("w0-d", 8, 1)],
+            &[ledger_json("w0-d", 8, 1)],
+        );
+        assert_eq!(r.violations, Vec::<String>::new());
+        model
+    }
+
+    #[test]
+    fn every_committed_write_has_had_its_after_action() {
+        // An acknowledged create whose ledger row is missing.
+        let ops = [sent("w0-a", Op::Create { ver: 1 }, acked(Some(1)))];
+        let r = Model::default().check(&ops, &[row_json("w0-a", 1, 1)], &[]);
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+
+        // An acknowledged delete whose ledger row is still there.
+        let delete = |outcome| [sent("w0-d", Op::Delete { id: 8, ver: 1 }, outcome)];
+        let r = with_live_row().check(&delete(acked(None)), &[], &[ledger_json("w0-d", 8, 1)]);
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        let r = with_live_row().check(&delete(acked(None)), &[], &[]);
+        assert_eq!(r.violations, Vec::<String>::new());
+
+        // An in-doubt delete: not applied (row and ledger kept) or applied whole; applied
+        // with the ledger row left behind is its afterDelete never run.
+        let r = with_live_row().check(
+            &delete(Outcome::InDoubt),
+            &[row_json("w0-d", 8, 1)],
+            &[ledger_json("w0-d", 8, 1)],
+        );
+        assert_eq!(r.violations, Vec::<String>::new());
+        assert_eq!((r.doubts.total, r.doubts.not_applied), (1, 1));
+        let r = with_live_row().check(&delete(Outcome::InDoubt), &[], &[]);
+        assert_eq!(r.violations, Vec::<String>::new());
+        assert_eq!((r.doubts.total, r.doubts.applied), (1, 1));
+        let r = with_live_row().check(&delete(Outcome::InDoubt), &[], &[ledger_json("w0-d", 8, 1)]);
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        assert!(
+            r.violations[0].contains("afterDelete never ran"),
+            "{:?}",
+            r.violations
+        );
+        // Not applied, but the ledger row gone: the after action ran for nothing.
+        let r = with_live_row().check(&delete(Outcome::InDoubt), &[row_json("w0-d", 8, 1)], &[]);
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+    }
+
+    #[test]
+    fn an_after_action_that_wrote_twice_is_a_violation_once() {
+        let mut model = Model::default();
+        let ops = [sent("w0-a", Op::Create { ver: 1 }, acked(Some(1)))];
+        let mut twice = ledger_json("w0-a", 1, 1);
+        twice["id"] = json!(2001);
+        twice["seq"] = json!(999);
+        let rows = [row_json("w0-a", 1, 1)];
+        let ledger = [ledger_json("w0-a", 1, 1), twice];
+        let r = model.check(&ops, &rows, &ledger);
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        assert!(
+            r.violations[0].contains("2 ledger rows"),
+            "{:?}",
+            r.violations
+        );
+        // Still there the next cycle: not counted again.
+        let r = model.check(&[], &rows, &ledger);
+        assert_eq!(r.violations, Vec::<String>::new());
+    }
+
+    #[test]
+    fn ledger_rows_written_after_the_kill_are_recovered_after_actions() {
+        let ops = [
+            sent("w0-a", Op::Create { ver: 1 }, acked(Some(1))),
+            sent("w1-b", Op::Create { ver: 2 }, Outcome::InDoubt),
+        ];
+        let rows = [row_json("w0-a", 1, 1), row_json("w1-b", 2, 2)];
+        let ledger = [
+            ledger_at("w0-a", 1, 1, 5_000),
+            ledger_at("w1-b", 2, 2, 9_000),
+        ];
+        let r = Model::default().check_since(&ops, &rows, &ledger, Some(6_000));
+        assert_eq!(r.violations, Vec::<String>::new());
+        assert_eq!((r.recovered, r.doubts.applied), (1, 1));
+        let r = Model::default().check_since(&ops, &rows, &ledger, Some(9_000));
+        assert_eq!(r.recovered, 0);
+        let r = Model::default().check(&ops, &rows, &ledger);
+        assert_eq!(r.recovered, 0);
+
+        // The server ran the owed events 102 (w1-b's create, written after the kill),
+        // 101 (w0-a's, written before it: a re-run) and 150 (no ledger row: a delete).
+        let mut model = Model::default();
+        model.check_since(&ops, &rows, &ledger, Some(6_000));
+        assert_eq!(
+            model.classify_owed(&[102, 101, 150]),
+            OwedRuns {
+                recovered: 1,
+                rerun: 1,
+                other: 1
+            }
+        );
+    }
+
+    #[test]
+    fn paired_means_every_row_has_exactly_its_ledger_row() {
+        let rows = [row_json("w0-a", 1, 1), row_json("w0-b", 2, 3)];
+        let both = [ledger_json("w0-a", 1, 1), ledger_json("w0-b", 2, 3)];
+        assert!(paired(&rows, &both));
+        assert!(paired(&[], &[]));
+        // A row still waiting for its afterCreate.
+        assert!(!paired(&rows, &both[..1]));
+        // A ledger row still waiting for its afterDelete.
+        assert!(!paired(&rows[..1], &both));
+        // A ledger row naming another id, and a key with two ledger rows.
+        assert!(!paired(&rows[..1], &[ledger_json("w0-a", 9, 1)]));
+        assert!(!paired(
+            &rows[..1],
+            &[ledger_json("w0-a", 1, 1), ledger_json("w0-a", 1, 1)]
+        ));
     }
 
     #[test]
