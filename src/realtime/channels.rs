@@ -135,9 +135,9 @@ async fn join(
                     &format!("a socket may be in at most {max} channels; leave one first"),
                 );
             }
-            // Plain channels have presence: entering one is announced, so it is rate
-            // limited per member.
-            let announced = !already && rooms::db_channel_object(&name).is_none();
+            // Entering a `presence-` channel is announced, so it is rate limited per
+            // member.
+            let announced = !already && super::presence::applies(&name);
             if announced && let Err(e) = super::presence::may_enter(&shared, &s, &who).await {
                 return reply.error("join", &e);
             }
@@ -192,7 +192,7 @@ async fn leave(
     // Leaving a db channel leaves whichever reader room the socket was given.
     if let Ok(room) = room_for(&shared.schema, &who, &name) {
         s.leave(room);
-        if rooms::db_channel_object(&name).is_none() {
+        if super::presence::applies(&name) {
             super::presence::left(&shared, &io, &s, Some(&name)).await;
         }
     }
@@ -237,7 +237,7 @@ async fn chan_in(
     reply.ok(&json!({ "ok": true }), None);
 }
 
-/// `presence(channel)`: who is in a plain channel the socket is in (`presence`).
+/// `presence(channel)`: who is in a `presence-` channel the socket is in (`presence`).
 async fn presence(
     s: SocketRef,
     State(shared): State<Arc<Shared>>,
@@ -251,8 +251,14 @@ async fn presence(
         return reply.error("presence", NOT_AUTHENTICATED);
     }
     let name = match channel_name(data.as_ref().ok()) {
-        Ok(name) if rooms::db_channel_object(&name).is_some() => {
-            return reply.error("presence", "`db-` channels have no presence");
+        Ok(name) if !super::presence::applies(&name) => {
+            return reply.error(
+                "presence",
+                &format!(
+                    "only channels named `{}…` have presence",
+                    super::presence::PREFIX
+                ),
+            );
         }
         Ok(name) => name,
         Err(e) => return reply.error("presence", &e),

@@ -1,4 +1,8 @@
-//! Channel presence: who is in a plain channel (never a `db-` one). Members are users,
+//! Channel presence: who is in a channel whose name starts with `presence-` (Pusher's
+//! convention: a channel opts in by its name, so clients need no option and channels
+//! that do not want it — large ones, where every join and leave would reach every
+//! member — pay nothing, and clients that do not expect `presence` events get none).
+//! Members are users,
 //! shown by id only (`{userId}`; an anonymous socket is its own member, `{userId: null,
 //! sid}` with its public id): never an email, a token or a session id, so a channel
 //! tells its members no more than that user ids are there. Apps that show names read
@@ -32,6 +36,14 @@ use super::{Shared, emit_to, root_of, session};
 use crate::auth::Identity;
 use crate::store::Store;
 use crate::store::presence::Change;
+
+/// The prefix of the channels that have presence.
+pub const PREFIX: &str = "presence-";
+
+/// Whether channel `name` has presence.
+pub fn applies(name: &str) -> bool {
+    name.starts_with(PREFIX)
+}
 
 /// Channel entries one member may make per `WINDOW` on one node.
 pub const MAX_ENTRIES: u32 = 20;

@@ -315,11 +315,13 @@ pub(super) fn logged_emits(event: &RecordEvent) -> Vec<LoggedEmit> {
 /// Every emit `event` makes, in the order they leave: the write's before actions' emits
 /// first (as they did before it committed), then `db_*`, the Sails event, and the
 /// LoopBack name. Live delivery sends each to its audience's rooms; a replay sends each
-/// to one socket if it is in those rooms (`resume`).
+/// to one socket if it is in those rooms (`resume`). Without `payloads` every `data` is
+/// null and nothing is encoded: for a replay asking only whom an event reaches.
 pub(super) fn outgoing<'a>(
     object: Option<&'a ObjectSchema>,
     event: &'a RecordEvent,
     emits: &'a [LoggedEmit],
+    payloads: bool,
 ) -> Vec<Out<'a>> {
     let seq = event.seq;
     let mut out = Vec::with_capacity(emits.len() + 3);
@@ -337,15 +339,23 @@ pub(super) fn outgoing<'a>(
                 action: &emit.action,
             },
             name: emit.event.clone(),
-            data: Payload::Numbered(emit.data.clone(), seq),
+            data: match payloads {
+                true => Payload::Numbered(emit.data.clone(), seq),
+                false => Payload::One(Value::Null),
+            },
         });
     }
     let Some(object) = object else {
         return out;
     };
     let owner = event.owner();
-    let row = event.record.as_ref().map(wire::row);
-    let previous = event.previous.as_ref().map(wire::row);
+    let (row, previous) = match payloads {
+        true => (
+            event.record.as_ref().map(wire::row),
+            event.previous.as_ref().map(wire::row),
+        ),
+        false => (None, None),
+    };
     let id = event.id;
     let cause = Cause::Change(event);
     let readers = |feed| Audience::Readers {
@@ -414,7 +424,7 @@ pub(super) fn outgoing<'a>(
 async fn deliver(realtime: &Realtime, event: &RecordEvent) {
     let object = realtime.schema().object(&event.object).cloned();
     let emits = logged_emits(event);
-    for out in outgoing(object.as_deref(), event, &emits) {
+    for out in outgoing(object.as_deref(), event, &emits, true) {
         emit_to(
             realtime.here(),
             &realtime.shared,

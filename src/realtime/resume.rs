@@ -295,15 +295,22 @@ pub(crate) fn carry_out<'a>(
     if recovered && !new.is_empty() {
         let new: HashSet<&str> = new.iter().map(String::as_str).collect();
         let mut send = |event: &RecordEvent| -> bool {
-            let object = shared.schema.object(&event.object);
+            let object = shared.schema.object(&event.object).map(|o| &**o);
             let emits = super::relay::logged_emits(event);
-            for out in super::relay::outgoing(object.map(|o| &**o), event, &emits) {
-                let rooms = out.audience.rooms();
-                let wanted = rooms.iter().any(|r| new.contains(r.as_str()))
-                    && !rooms.iter().any(|r| old.contains(r));
-                if !wanted {
-                    continue;
-                }
+            // Whom it reached, without encoding anything; most events are not for it.
+            let wanted: Vec<bool> = super::relay::outgoing(object, event, &emits, false)
+                .iter()
+                .map(|out| {
+                    let rooms = out.audience.rooms();
+                    rooms.iter().any(|r| new.contains(r.as_str()))
+                        && !rooms.iter().any(|r| old.contains(r))
+                })
+                .collect();
+            if !wanted.contains(&true) {
+                return true;
+            }
+            let outs = super::relay::outgoing(object, event, &emits, true);
+            for (out, _) in outs.into_iter().zip(&wanted).filter(|(_, w)| **w) {
                 let size = super::outbox::size_of(&out.name, &out.data);
                 if !shared.admit(s, size) || s.emit(out.name.as_str(), &out.data).is_err() {
                     // Over its byte budget, or closed: the rest cannot follow in order.

@@ -37,14 +37,20 @@ async fn presence_spans_nodes_and_a_dead_nodes_members_leave() {
     let bob = c.user(0, &admin, "bob@x.test").await;
     let alice = c.user(0, &admin, "alice@x.test").await;
     let mut on_a = Sio::with_token(&c.nodes[0].base, &bob).await;
-    assert_eq!(on_a.call("join", json!("room")).await["ok"], json!(true));
+    assert_eq!(
+        on_a.call("join", json!("presence-room")).await["ok"],
+        json!(true)
+    );
     let me = next_announcement(&mut on_a, Duration::from_secs(5))
         .await
         .unwrap();
     let bob_id = me["member"]["userId"].clone();
 
     let on_b = Sio::with_token(&c.nodes[1].base, &alice).await;
-    assert_eq!(on_b.call("join", json!("room")).await["ok"], json!(true));
+    assert_eq!(
+        on_b.call("join", json!("presence-room")).await["ok"],
+        json!(true)
+    );
     let heard = next_announcement(&mut on_a, Duration::from_secs(5))
         .await
         .expect("bob on node A hears alice enter on node B");
@@ -53,7 +59,7 @@ async fn presence_spans_nodes_and_a_dead_nodes_members_leave() {
     assert_ne!(alice_id, bob_id);
     // Both nodes list both members.
     for s in [&on_a, &on_b] {
-        let list = s.call("presence", json!("room")).await;
+        let list = s.call("presence", json!("presence-room")).await;
         let members = list["members"].as_array().unwrap();
         assert_eq!(members.len(), 2, "{list}");
     }
@@ -66,9 +72,9 @@ async fn presence_spans_nodes_and_a_dead_nodes_members_leave() {
         .expect("alice's departure is announced after her node died");
     assert_eq!(
         left,
-        json!({ "channel": "room", "event": "leave", "member": { "userId": alice_id } })
+        json!({ "channel": "presence-room", "event": "leave", "member": { "userId": alice_id } })
     );
-    let list = on_a.call("presence", json!("room")).await;
+    let list = on_a.call("presence", json!("presence-room")).await;
     assert_eq!(list["members"], json!([{ "userId": bob_id }]), "{list}");
     drop(on_b);
 }

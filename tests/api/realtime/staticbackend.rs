@@ -812,11 +812,11 @@ async fn staticbackend_clients_have_channel_presence() {
         let what = format!("{transport:?}");
         let mut sa = Sb::connect(&app, transport).await;
         sa.auth(&alice.token).await;
-        sa.command("join", json!("lobby"), "").await;
+        sa.command("join", json!("presence-lobby"), "").await;
         sa.expect("joined").await;
         let mut sb = Sb::connect(&app, transport).await;
         sb.auth(&bob.token).await;
-        sb.command("join", json!("lobby"), "").await;
+        sb.command("join", json!("presence-lobby"), "").await;
         sb.expect("joined").await;
         // Alice hears her own entry, then bob's.
         let mut entries = Vec::new();
@@ -826,7 +826,7 @@ async fn staticbackend_clients_have_channel_presence() {
             entries.push(body["member"]["userId"].clone());
         }
         assert_eq!(entries, [json!(alice.id), json!(bob.id)], "{what}");
-        sb.command("presence", json!("lobby"), "").await;
+        sb.command("presence", json!("presence-lobby"), "").await;
         // Bob's own entry was announced to him first.
         let (list, body) = loop {
             let got = sb.expect("presence").await;
@@ -836,7 +836,7 @@ async fn staticbackend_clients_have_channel_presence() {
             }
             assert_eq!(body["member"]["userId"], json!(bob.id), "{what}: {body}");
         };
-        assert_eq!(list["channel"], json!("lobby"), "{what}: {list}");
+        assert_eq!(list["channel"], json!("presence-lobby"), "{what}: {list}");
         assert_eq!(
             body["members"].as_array().unwrap().len(),
             2,
