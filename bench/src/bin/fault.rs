@@ -363,10 +363,14 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
     let mut observers: Vec<Observer> = (0..=args.nodes)
         .map(|i| Observer::new(i, i % args.nodes, token.clone()))
         .collect();
-    for o in &mut observers {
-        o.connect(servers[o.home].addr, o.home, false, &mut summary.realtime)
-            .await?;
-    }
+    let homes: Vec<_> = observers
+        .iter_mut()
+        .map(|o| {
+            let home = o.home;
+            (o, servers[home].addr, home, false)
+        })
+        .collect();
+    connect_all(homes, &mut summary.realtime).await?;
     for cycle in 1..=args.kills {
         let write_ms =
             args.min_write_ms + rng.below(args.max_write_ms.saturating_sub(args.min_write_ms) + 1);
@@ -374,11 +378,13 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
         let leave = leave_after(&mut rng, write_ms);
         let mut rt = Realtime::default();
         observers[args.nodes].home = victim;
+        let mut moving = Vec::new();
         for o in observers.iter_mut().filter(|o| o.at != Some(o.home)) {
             o.close().await;
-            o.connect(servers[o.home].addr, o.home, false, &mut rt)
-                .await?;
+            let home = o.home;
+            moving.push((o, servers[home].addr, home, false));
         }
+        connect_all(moving, &mut rt).await?;
         let targets: Vec<&Server> = servers.iter().collect();
         let (written, ()) = tokio::join!(
             write_then_signal_on(
@@ -405,6 +411,7 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
         // Read back through a node that was never down this cycle, once the surviving
         // nodes have run what the killed one owed (the killed one stays down meanwhile).
         let survivor = (victim + 1) % args.nodes;
+        let mut moving = Vec::new();
         for o in observers
             .iter_mut()
             .filter(|o| o.at.is_none_or(|at| at == victim))
@@ -413,9 +420,9 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
             if o.at.is_some() {
                 dropped(o, &mut rt).await;
             }
-            o.connect(servers[survivor].addr, survivor, after_kill, &mut rt)
-                .await?;
+            moving.push((o, servers[survivor].addr, survivor, after_kill));
         }
+        connect_all(moving, &mut rt).await?;
         let (report, waited) =
             check(&servers[survivor], &mut model, &sent, since, SETTLE_CLUSTER).await?;
         observe(
@@ -488,10 +495,11 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
         Observer::new(0, 0, token.clone()),
         Observer::new(1, 0, token),
     ];
-    for o in &mut observers {
-        o.connect(server.addr, 0, false, &mut summary.realtime)
-            .await?;
-    }
+    let all = observers
+        .iter_mut()
+        .map(|o| (o, server.addr, 0, false))
+        .collect();
+    connect_all(all, &mut summary.realtime).await?;
     for cycle in 1..=args.kills {
         let write_ms =
             args.min_write_ms + rng.below(args.max_write_ms.saturating_sub(args.min_write_ms) + 1);
@@ -518,9 +526,11 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
         server = Server::start(setup)
             .await
             .context("restart after SIGKILL")?;
-        for o in &mut observers {
-            o.connect(server.addr, 0, true, &mut rt).await?;
-        }
+        let all = observers
+            .iter_mut()
+            .map(|o| (o, server.addr, 0, true))
+            .collect();
+        connect_all(all, &mut rt).await?;
         let (report, waited) = check(&server, &mut model, &sent, since, SETTLE_ALONE).await?;
         observe(
             &mut observers,
@@ -576,9 +586,11 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
         server = Server::start(setup)
             .await
             .context("restart after SIGTERM")?;
-        for o in &mut observers {
-            o.connect(server.addr, 0, true, &mut rt).await?;
-        }
+        let all = observers
+            .iter_mut()
+            .map(|o| (o, server.addr, 0, true))
+            .collect();
+        connect_all(all, &mut rt).await?;
         let (report, waited) = check(&server, &mut model, &sent, since, SETTLE_ALONE).await?;
         observe(
             &mut observers,
@@ -795,6 +807,22 @@ fn leave_after(rng: &mut Rng, write_ms: u64) -> Duration {
 async fn leave_early(observer: &mut Observer, after: Duration) {
     tokio::time::sleep(after).await;
     observer.close().await;
+}
+
+/// Connects each observer to its (address, node) at once (a resume's join ack can wait
+/// ~40 ms for a delayed ACK), the last flag saying whether the node it was on was
+/// killed; adds what the resumes showed to `rt`.
+async fn connect_all(
+    to: Vec<(&mut Observer, std::net::SocketAddr, usize, bool)>,
+    rt: &mut Realtime,
+) -> Result<()> {
+    let connecting = to
+        .into_iter()
+        .map(|(o, addr, node, after_kill)| o.connect(addr, node, after_kill));
+    for done in futures_util::future::try_join_all(connecting).await? {
+        rt.add(&done);
+    }
+    Ok(())
 }
 
 /// Waits for an observer's socket to end after its server died.

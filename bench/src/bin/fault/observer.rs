@@ -140,15 +140,15 @@ impl Observer {
 
     /// Connects to `node` at `addr` (with `lastSeq` once it received anything) and joins
     /// both channels, recording what comes meanwhile; then listens in a task until the
-    /// socket ends or `close`. Counts the resume in `rt`, and a join ack of a resumed
+    /// socket ends or `close`. Answers the resume's figures, with a join ack of a resumed
     /// connection that does not say `recovered: true` as a violation.
     pub async fn connect(
         &mut self,
         addr: SocketAddr,
         node: usize,
         after_kill: bool,
-        rt: &mut Realtime,
-    ) -> Result<()> {
+    ) -> Result<Realtime> {
+        let mut rt = Realtime::default();
         let resumed_from = self.inbox.lock().unwrap().last_seq;
         let mut auth = json!({ "token": self.token });
         if let Some(last) = resumed_from {
@@ -170,30 +170,32 @@ impl Observer {
         self.conns += 1;
         let conn = self.conns;
         self.inbox.lock().unwrap().acks.clear();
-        for (id, channel) in CHANNELS.iter().enumerate() {
-            sio::send(&mut ws, format!("42{id}{}", json!(["join", channel]))).await?;
-        }
         let mut answers: Vec<Option<(Option<bool>, Option<u64>)>> = vec![None; CHANNELS.len()];
         let inbox = self.inbox.clone();
+        // One join at a time: two answers written back to back can wait ~40 ms for the
+        // client's delayed ACK (Nagle; the server leaves it on).
         let joining = async {
-            while answers.iter().any(Option::is_none) {
-                let frame = sio::next_text(&mut ws).await?;
-                if frame == "2" {
-                    sio::send(&mut ws, "3".into()).await?;
-                } else if let Some((id, data)) = events::parse_ack(&frame) {
-                    let Some(channel) = CHANNELS.get(id as usize) else {
-                        bail!("an ack for no request of ours: {frame}");
-                    };
-                    if data["ok"] != json!(true) {
-                        bail!("join {channel}: {data}");
+            for (id, channel) in CHANNELS.iter().enumerate() {
+                sio::send(&mut ws, format!("42{id}{}", json!(["join", channel]))).await?;
+                while answers[id].is_none() {
+                    let frame = sio::next_text(&mut ws).await?;
+                    if frame == "2" {
+                        sio::send(&mut ws, "3".into()).await?;
+                    } else if let Some((acked, data)) = events::parse_ack(&frame) {
+                        if acked != id as u64 {
+                            bail!("an ack for no request waiting: {frame}");
+                        }
+                        if data["ok"] != json!(true) {
+                            bail!("join {channel}: {data}");
+                        }
+                        let seq = data["seq"].as_u64();
+                        if let Some(seq) = seq {
+                            inbox.lock().unwrap().acks.insert(channel, seq);
+                        }
+                        answers[id] = Some((data["recovered"].as_bool(), seq));
+                    } else {
+                        inbox.lock().unwrap().take_frame(conn, &frame);
                     }
-                    let seq = data["seq"].as_u64();
-                    if let Some(seq) = seq {
-                        inbox.lock().unwrap().acks.insert(channel, seq);
-                    }
-                    answers[id as usize] = Some((data["recovered"].as_bool(), seq));
-                } else {
-                    inbox.lock().unwrap().take_frame(conn, &frame);
                 }
             }
             anyhow::Ok(())
@@ -272,7 +274,7 @@ impl Observer {
             }
         });
         self.task = Some((task, stop));
-        Ok(())
+        Ok(rt)
     }
 
     /// Waits for the socket to end, as it must when its server was killed or stopped.
