@@ -277,10 +277,6 @@ async fn run_backend(
         )));
     }
     summary.seconds = started.elapsed().as_secs_f64();
-    if args.keep {
-        let kept = dir.keep();
-        println!("  kept {}", kept.display());
-    }
     // A panic is a bug even when its request was answered 500 and nothing was lost.
     let panics = livebase::log_panics(&setup.log);
     summary
@@ -296,6 +292,11 @@ async fn run_backend(
     }
     if summary.violation_count() > 0 {
         println!("  server log tail:\n{}", livebase::log_tail(&setup.log));
+    }
+    // The logs of a run with violations are kept for the diagnosis.
+    if args.keep || summary.violation_count() > 0 {
+        let kept = dir.keep();
+        println!("  kept {}", kept.display());
     }
     drop(pg);
     Ok(summary)
@@ -475,7 +476,8 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
     for v in summary.violations.iter().take(20) {
         println!("  VIOLATION: {v}");
     }
-    if args.keep {
+    // The logs of a run with violations are kept for the diagnosis.
+    if args.keep || summary.violation_count() > 0 {
         let kept = dir.keep();
         println!("  kept {}", kept.display());
     }
