@@ -4,11 +4,11 @@
 //! have run, and checks through the REST API that every acknowledged write is there,
 //! nothing refused or never sent is, in-doubt writes are whole or absent, and every
 //! committed write's after action ran, with one effect however often it ran (see
-//! `fault/model.rs` for the rules). A Socket.IO observer joined to the rows' db channel
-//! resumes after each kill with `lastSeq` and must have received exactly one event per
-//! acknowledged write, none twice, none for a refused write (`fault/events.rs`,
-//! `fault/observer.rs`). Repeats `--kills` times per backend (SQLite,
-//! PostgreSQL), then ends with a SIGTERM cycle under writes, the graceful-shutdown check
+//! `fault/model.rs` for the rules). Socket.IO observers joined to the rows' db channel
+//! (one dropped by the kill, one that left shortly before it) resume after each kill with
+//! `lastSeq` and must have received exactly one event per acknowledged write, none
+//! twice, none for a refused write (`fault/events.rs`, `fault/observer.rs`). Repeats
+//! `--kills` times per backend (SQLite, PostgreSQL), then ends with a SIGTERM cycle under writes, the graceful-shutdown check
 //! and a SIGTERM with a stalled client (`fault/sigterm.rs`).
 //! A panic in the server log counts too. Exits non-zero on any violation.
 //!
