@@ -4,8 +4,11 @@
 //! have run, and checks through the REST API that every acknowledged write is there,
 //! nothing refused or never sent is, in-doubt writes are whole or absent, and every
 //! committed write's after action ran, with one effect however often it ran (see
-//! `fault/model.rs` for the rules). Repeats `--kills` times per backend (SQLite,
-//! PostgreSQL), then ends with a SIGTERM cycle under writes, the graceful-shutdown check
+//! `fault/model.rs` for the rules). Socket.IO observers joined to the rows' db channel
+//! (one dropped by the kill, one that left shortly before it) resume after each kill with
+//! `lastSeq` and must have received exactly one event per acknowledged write, none
+//! twice, none for a refused write (`fault/events.rs`, `fault/observer.rs`). Repeats
+//! `--kills` times per backend (SQLite, PostgreSQL), then ends with a SIGTERM cycle under writes, the graceful-shutdown check
 //! and a SIGTERM with a stalled client (`fault/sigterm.rs`).
 //! A panic in the server log counts too. Exits non-zero on any violation.
 //!
@@ -15,6 +18,8 @@
 //!   target/debug/lbfault --backend all --kills 20
 //! ```
 
+#[path = "fault/events.rs"]
+mod events;
 #[allow(dead_code)]
 #[path = "../http.rs"]
 mod http;
@@ -22,6 +27,8 @@ mod http;
 mod livebase;
 #[path = "fault/model.rs"]
 mod model;
+#[path = "fault/observer.rs"]
+mod observer;
 #[path = "fault/sigterm.rs"]
 mod sigterm;
 #[allow(dead_code)]
@@ -38,8 +45,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 
-use livebase::{PgDatabase, Server, Setup};
+use livebase::{Api, PgDatabase, Server, Setup};
 use model::{CycleReport, Model, Sent};
+use observer::{Observer, Realtime};
+use serde_json::json;
 use writers::{Rng, Writer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +128,8 @@ struct Summary {
     /// The longest wait for owed after actions before a check.
     settle_max: Duration,
     term_doubts: Option<model::Doubts>,
+    /// What the realtime observers received and how their resumes went.
+    realtime: Realtime,
     violations: Vec<String>,
     sigterm: Option<sigterm::SigtermReport>,
     slow_client: Option<String>,
@@ -136,6 +147,11 @@ impl Summary {
         self.unexpected_refusals
             .extend(r.unexpected_refusals.iter().cloned());
         self.violations.extend(r.violations.iter().cloned());
+    }
+
+    fn add_realtime(&mut self, rt: &Realtime) {
+        self.realtime.add(rt);
+        self.violations.extend(rt.violations.iter().cloned());
     }
 
     fn violation_count(&self) -> usize {
@@ -261,10 +277,6 @@ async fn run_backend(
         )));
     }
     summary.seconds = started.elapsed().as_secs_f64();
-    if args.keep {
-        let kept = dir.keep();
-        println!("  kept {}", kept.display());
-    }
     // A panic is a bug even when its request was answered 500 and nothing was lost.
     let panics = livebase::log_panics(&setup.log);
     summary
@@ -280,6 +292,11 @@ async fn run_backend(
     }
     if summary.violation_count() > 0 {
         println!("  server log tail:\n{}", livebase::log_tail(&setup.log));
+    }
+    // The logs of a run with violations are kept for the diagnosis.
+    if args.keep || summary.violation_count() > 0 {
+        let kept = dir.keep();
+        println!("  kept {}", kept.display());
     }
     drop(pg);
     Ok(summary)
@@ -339,22 +356,51 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
     for setup in &setups {
         servers.push(Server::start(setup).await?);
     }
+    // One observer per node: when its node is killed it resumes on a survivor, and goes
+    // home (resuming again) once its node is back. One more, the last, sits on each
+    // cycle's victim and leaves shortly before the kill (its network dropped), so its
+    // resume on a survivor replays what it missed from the log.
+    let token = sigterm::access_token(&servers[0].api()).await?;
+    let mut observers: Vec<Observer> = (0..=args.nodes)
+        .map(|i| Observer::new(i, i % args.nodes, token.clone()))
+        .collect();
+    let homes: Vec<_> = observers
+        .iter_mut()
+        .map(|o| {
+            let home = o.home;
+            (o, servers[home].addr, home, false)
+        })
+        .collect();
+    connect_all(homes, &mut summary.realtime).await?;
     for cycle in 1..=args.kills {
         let write_ms =
             args.min_write_ms + rng.below(args.max_write_ms.saturating_sub(args.min_write_ms) + 1);
         let victim = rng.below(args.nodes as u64) as usize;
+        let leave = leave_after(&mut rng, write_ms);
+        let mut rt = Realtime::default();
+        observers[args.nodes].home = victim;
+        let mut moving = Vec::new();
+        for o in observers.iter_mut().filter(|o| o.at != Some(o.home)) {
+            o.close().await;
+            let home = o.home;
+            moving.push((o, servers[home].addr, home, false));
+        }
+        connect_all(moving, &mut rt).await?;
         let targets: Vec<&Server> = servers.iter().collect();
-        let (sent, _) = write_then_signal_on(
-            &targets,
-            &servers[victim],
-            &model,
-            cycle,
-            args.writers,
-            &mut rng,
-            write_ms,
-            libc::SIGKILL,
-        )
-        .await?;
+        let (written, ()) = tokio::join!(
+            write_then_signal_on(
+                &targets,
+                &servers[victim],
+                &model,
+                cycle,
+                args.writers,
+                &mut rng,
+                write_ms,
+                libc::SIGKILL,
+            ),
+            leave_early(&mut observers[args.nodes], leave)
+        );
+        let (sent, _) = written?;
         if servers[victim]
             .wait_exit(Duration::from_secs(10))
             .await?
@@ -366,8 +412,29 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
         // Read back through a node that was never down this cycle, once the surviving
         // nodes have run what the killed one owed (the killed one stays down meanwhile).
         let survivor = (victim + 1) % args.nodes;
+        let mut moving = Vec::new();
+        for o in observers
+            .iter_mut()
+            .filter(|o| o.at.is_none_or(|at| at == victim))
+        {
+            let after_kill = o.last == Some(victim);
+            if o.at.is_some() {
+                dropped(o, &mut rt).await;
+            }
+            moving.push((o, servers[survivor].addr, survivor, after_kill));
+        }
+        connect_all(moving, &mut rt).await?;
         let (report, waited) =
             check(&servers[survivor], &mut model, &sent, since, SETTLE_CLUSTER).await?;
+        observe(
+            &mut observers,
+            &servers[survivor].api(),
+            &format!("mark-{cycle}"),
+            &sent,
+            &report,
+            &mut rt,
+        )
+        .await?;
         servers[victim] = Server::start(&setups[victim])
             .await
             .with_context(|| format!("restarting node {victim} after SIGKILL"))?;
@@ -379,9 +446,14 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
             &report,
             waited,
             &model,
+            &rt,
         );
         add_doubts(&mut summary.doubts, &report.doubts);
         summary.add(&report);
+        summary.add_realtime(&rt);
+    }
+    for o in &mut observers {
+        o.close().await;
     }
     for server in &servers {
         server.signal(libc::SIGKILL)?;
@@ -404,7 +476,8 @@ async fn run_cluster(args: &Args, binary: &std::path::Path, seed: u64) -> Result
     for v in summary.violations.iter().take(20) {
         println!("  VIOLATION: {v}");
     }
-    if args.keep {
+    // The logs of a run with violations are kept for the diagnosis.
+    if args.keep || summary.violation_count() > 0 {
         let kept = dir.keep();
         println!("  kept {}", kept.display());
     }
@@ -417,27 +490,59 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
     let mut rng = Rng::new(seed ^ summary.backend.len() as u64);
     let mut model = Model::default();
     let mut server = Server::start(setup).await?;
+    // Observer 0 stays until the kill drops its socket; observer 1 leaves shortly before
+    // (its network dropped), so its resume replays what it missed from the log.
+    let token = sigterm::access_token(&server.api()).await?;
+    let mut observers = vec![
+        Observer::new(0, 0, token.clone()),
+        Observer::new(1, 0, token),
+    ];
+    let all = observers
+        .iter_mut()
+        .map(|o| (o, server.addr, 0, false))
+        .collect();
+    connect_all(all, &mut summary.realtime).await?;
     for cycle in 1..=args.kills {
         let write_ms =
             args.min_write_ms + rng.below(args.max_write_ms.saturating_sub(args.min_write_ms) + 1);
-        let (sent, _) = write_then_signal(
-            &server,
-            &model,
-            cycle,
-            args.writers,
-            &mut rng,
-            write_ms,
-            libc::SIGKILL,
-        )
-        .await?;
+        let leave = leave_after(&mut rng, write_ms);
+        let (written, ()) = tokio::join!(
+            write_then_signal(
+                &server,
+                &model,
+                cycle,
+                args.writers,
+                &mut rng,
+                write_ms,
+                libc::SIGKILL,
+            ),
+            leave_early(&mut observers[1], leave)
+        );
+        let (sent, _) = written?;
         if server.wait_exit(Duration::from_secs(10)).await?.is_none() {
             bail!("the server outlived SIGKILL");
         }
         let since = now_ms();
+        let mut rt = Realtime::default();
+        dropped(&mut observers[0], &mut rt).await;
         server = Server::start(setup)
             .await
             .context("restart after SIGKILL")?;
+        let all = observers
+            .iter_mut()
+            .map(|o| (o, server.addr, 0, true))
+            .collect();
+        connect_all(all, &mut rt).await?;
         let (report, waited) = check(&server, &mut model, &sent, since, SETTLE_ALONE).await?;
+        observe(
+            &mut observers,
+            &server.api(),
+            &format!("mark-{cycle}"),
+            &sent,
+            &report,
+            &mut rt,
+        )
+        .await?;
         summary.kills += 1;
         summary.settle_max = summary.settle_max.max(waited);
         print_cycle(
@@ -446,9 +551,11 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
             &report,
             waited,
             &model,
+            &rt,
         );
         add_doubts(&mut summary.doubts, &report.doubts);
         summary.add(&report);
+        summary.add_realtime(&rt);
     }
     if !args.no_sigterm {
         // The same cycle with SIGTERM: in-flight writes should all be answered.
@@ -466,6 +573,11 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
         .await?;
         let exited = server.wait_exit(sigterm::EXIT_WITHIN).await?;
         let since = now_ms();
+        // Both observers stay: graceful shutdown closes their sockets.
+        let mut rt = Realtime::default();
+        for o in &mut observers {
+            dropped(o, &mut rt).await;
+        }
         match exited {
             Some(s) if s.success() => {}
             other => summary.violations.push(format!(
@@ -476,9 +588,28 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
         server = Server::start(setup)
             .await
             .context("restart after SIGTERM")?;
+        let all = observers
+            .iter_mut()
+            .map(|o| (o, server.addr, 0, true))
+            .collect();
+        connect_all(all, &mut rt).await?;
         let (report, waited) = check(&server, &mut model, &sent, since, SETTLE_ALONE).await?;
+        observe(
+            &mut observers,
+            &server.api(),
+            &format!("mark-{cycle}"),
+            &sent,
+            &report,
+            &mut rt,
+        )
+        .await?;
+        // The shutdown checks below count their own sockets.
+        for o in &mut observers {
+            o.close().await;
+        }
         summary.settle_max = summary.settle_max.max(waited);
-        print_cycle("sigterm ", write_ms, &report, waited, &model);
+        print_cycle("sigterm ", write_ms, &report, waited, &model, &rt);
+        summary.add_realtime(&rt);
         for (u, surely_read) in &unanswered {
             println!("    unanswered at SIGTERM: {u}");
             if *surely_read {
@@ -515,6 +646,9 @@ async fn cycles(args: &Args, setup: &Setup, seed: u64, summary: &mut Summary) ->
                 .extend(violation.map(|v| format!("SIGTERM: {v}")));
         }
     } else {
+        for o in &mut observers {
+            o.close().await;
+        }
         server.signal(libc::SIGKILL)?;
         server.wait_exit(Duration::from_secs(10)).await?;
     }
@@ -660,6 +794,77 @@ async fn check(
     }
 }
 
+/// How long an observer's socket may stay open after its server was killed or stopped.
+const DROP_WITHIN: Duration = Duration::from_secs(5);
+/// How long the observers wait for the cycle's marker event.
+const MARK_WITHIN: Duration = Duration::from_secs(10);
+
+/// An observer leaving this long into a write phase of `write_ms`: within its last 500 ms,
+/// so what its resume replays stays well under a socket's queue (`--socket-buffer`).
+fn leave_after(rng: &mut Rng, write_ms: u64) -> Duration {
+    Duration::from_millis(write_ms - rng.below(write_ms.min(500)))
+}
+
+/// Closes `observer`'s socket after `after`, as a client whose network dropped.
+async fn leave_early(observer: &mut Observer, after: Duration) {
+    tokio::time::sleep(after).await;
+    observer.close().await;
+}
+
+/// Connects each observer to its (address, node) at once (a resume's join ack can wait
+/// ~40 ms for a delayed ACK), the last flag saying whether the node it was on was
+/// killed; adds what the resumes showed to `rt`.
+async fn connect_all(
+    to: Vec<(&mut Observer, std::net::SocketAddr, usize, bool)>,
+    rt: &mut Realtime,
+) -> Result<()> {
+    let connecting = to
+        .into_iter()
+        .map(|(o, addr, node, after_kill)| o.connect(addr, node, after_kill));
+    for done in futures_util::future::try_join_all(connecting).await? {
+        rt.add(&done);
+    }
+    Ok(())
+}
+
+/// Waits for an observer's socket to end after its server died.
+async fn dropped(observer: &mut Observer, rt: &mut Realtime) {
+    if observer.wait_dropped(DROP_WITHIN).await.is_none() {
+        rt.violations.push(format!(
+            "observer {}: its socket was still open {DROP_WITHIN:?} after its server died",
+            observer.index
+        ));
+    }
+}
+
+/// Creates the cycle's marker (a `fault_marks` row) once every write of the cycle was
+/// answered or cut off, waits until each observer has its event (delivery follows the
+/// log's order, so every earlier event came before it), then checks what each received.
+async fn observe(
+    observers: &mut [Observer],
+    api: &Api,
+    mark: &str,
+    sent: &[Sent],
+    report: &CycleReport,
+    rt: &mut Realtime,
+) -> Result<()> {
+    api.create("fault_marks", &json!({ "key": mark }))
+        .await
+        .context("creating the cycle's marker")?;
+    for o in observers.iter() {
+        if !o.wait_mark(mark, MARK_WITHIN).await {
+            rt.violations.push(format!(
+                "observer {}: the event of marker `{mark}` did not come within {MARK_WITHIN:?}",
+                o.index
+            ));
+        }
+    }
+    for o in observers.iter_mut() {
+        o.check(sent, report, rt);
+    }
+    Ok(())
+}
+
 /// Wall-clock milliseconds since the Unix epoch, as the actions' `Date.now()` gives.
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -673,11 +878,20 @@ fn add_doubts(total: &mut model::Doubts, d: &model::Doubts) {
     total.not_applied += d.not_applied;
 }
 
-fn print_cycle(label: &str, write_ms: u64, r: &CycleReport, waited: Duration, model: &Model) {
+fn print_cycle(
+    label: &str,
+    write_ms: u64,
+    r: &CycleReport,
+    waited: Duration,
+    model: &Model,
+    rt: &Realtime,
+) {
     println!(
         "  {label}: wrote {write_ms:>4} ms; acked {:>4} (c {} u {} d {}), refused-as-expected {:>3}, \
          in doubt {} (applied {}, not {}); after actions recovered {} (settled after {} ms); \
-         checked {} rows + {} ledger, {} live; violations {}",
+         checked {} rows + {} ledger, {} live; events {} checked of {} received, resumed {} \
+         (recovered: joins {} true {} false, at connection {} true {} false; replayed {}); \
+         violations {}",
         r.acked(),
         r.acked_creates,
         r.acked_updates,
@@ -691,8 +905,19 @@ fn print_cycle(label: &str, write_ms: u64, r: &CycleReport, waited: Duration, mo
         r.rows_checked,
         r.ledger_checked,
         model.live_count(),
-        r.violations.len(),
+        rt.matched,
+        rt.received,
+        rt.resumes,
+        rt.join_recovered,
+        rt.join_not_recovered,
+        rt.connect_recovered,
+        rt.connect_not_recovered,
+        rt.replayed,
+        r.violations.len() + rt.violations.len(),
     );
+    for v in rt.violations.iter().take(5) {
+        println!("    realtime violation: {v}");
+    }
     for u in r.unexpected_refusals.iter().take(5) {
         println!("    unexpected refusal: {u}");
     }
@@ -700,17 +925,17 @@ fn print_cycle(label: &str, write_ms: u64, r: &CycleReport, waited: Duration, mo
 
 fn print_summary(summaries: &[Summary]) {
     println!(
-        "\nbackend  | kills | acked writes checked (create/update/delete) | rows read back | refused as expected | in doubt: applied / not | after actions recovered (owed events the server ran: recovered / re-run / delete; longest settle) | SIGTERM cycle in doubt | unexpected refusals | violations | time"
+        "\nbackend  | kills | acked writes checked (create/update/delete) | rows read back | refused as expected | in doubt: applied / not | after actions recovered (owed events the server ran: recovered / re-run / delete; longest settle) | SIGTERM cycle in doubt | events checked / received | resumes (after a kill) | recovered true / false: joins; at connection | replayed | unexpected refusals | violations | time"
     );
     println!(
-        "---------|-------|---------------------------------------------|----------------|---------------------|-------------------------|---------------------------------------------------------------------------------------------------|------------------------|---------------------|------------|-----"
+        "---------|-------|---------------------------------------------|----------------|---------------------|-------------------------|---------------------------------------------------------------------------------------------------|------------------------|---------------------------|------------------------|----------------------------------------------|----------|---------------------|------------|-----"
     );
     for s in summaries {
         let term = s.term_doubts.map_or("-".to_string(), |d| {
             format!("{} ({} applied)", d.total, d.applied)
         });
         println!(
-            "{:<8} | {:>5} | {:>6} ({}/{}/{}) | {:>14} | {:>19} | {:>4}: {} / {} | {:>4} ({}: {} / {} / {}; {:.1} s) | {:>22} | {:>19} | {:>10} | {:.0} s",
+            "{:<8} | {:>5} | {:>6} ({}/{}/{}) | {:>14} | {:>19} | {:>4}: {} / {} | {:>4} ({}: {} / {} / {}; {:.1} s) | {:>22} | {:>11} / {:>11} | {:>13} ({:>6}) | {:>19} / {}; {} / {} | {:>8} | {:>19} | {:>10} | {:.0} s",
             s.backend,
             s.kills,
             s.acked.iter().sum::<usize>(),
@@ -729,6 +954,15 @@ fn print_summary(summaries: &[Summary]) {
             s.owed.other,
             s.settle_max.as_secs_f64(),
             term,
+            s.realtime.matched,
+            s.realtime.received,
+            s.realtime.resumes,
+            s.realtime.after_kill,
+            s.realtime.join_recovered,
+            s.realtime.join_not_recovered,
+            s.realtime.connect_recovered,
+            s.realtime.connect_not_recovered,
+            s.realtime.replayed,
             s.unexpected_refusals.len(),
             s.violation_count(),
             s.seconds,

@@ -226,6 +226,24 @@ impl Api {
         )
     }
 
+    /// Creates a row of `object`; fails unless answered 2xx.
+    pub async fn create(&self, object: &str, row: &Value) -> Result<Value> {
+        let path = format!("/1/objects/{object}");
+        let response = self
+            .connect()
+            .await?
+            .send(&self.request("POST", &path, Some(&row.to_string())))
+            .await?;
+        if !(200..300).contains(&response.status) {
+            bail!(
+                "POST {path}: {} {}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            );
+        }
+        Ok(serde_json::from_slice(&response.body)?)
+    }
+
     /// Every row of `object`, a thousand per page in id order.
     pub async fn list_all(&self, object: &str) -> Result<Vec<Value>> {
         let mut conn = self.connect().await?;

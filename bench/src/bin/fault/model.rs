@@ -202,6 +202,11 @@ pub struct CycleReport {
     /// Ledger rows written after the kill (their `at` is later than the check's `since`):
     /// `afterCreate` runs a killed process owed, run by the next start or another node.
     pub recovered: usize,
+    /// Keys whose in-doubt write the database shows applied: its event must have come.
+    pub applied_doubts: HashSet<String>,
+    /// The `seq` of each key's ledger row: the log number of the create its
+    /// `afterCreate` ran for, which the create's `db_created` event must carry.
+    pub create_seqs: HashMap<String, i64>,
     pub violations: Vec<String>,
 }
 
@@ -295,7 +300,10 @@ impl Model {
                 Ok(resolution) if doubts.contains_key(key) => {
                     report.doubts.total += 1;
                     match resolution {
-                        Resolution::Applied => report.doubts.applied += 1,
+                        Resolution::Applied => {
+                            report.doubts.applied += 1;
+                            report.applied_doubts.insert(key.clone());
+                        }
                         Resolution::NotApplied => report.doubts.not_applied += 1,
                     }
                 }
@@ -344,6 +352,9 @@ impl Model {
                 self.ledger_seqs.entry(seq).or_insert(late);
             }
             seqs.entry(key.to_string()).or_default().push(seq);
+            if let Some(seq) = seq {
+                report.create_seqs.entry(key.to_string()).or_insert(seq);
+            }
             out.entry(key.to_string()).or_insert(Ledger { row_id, ver });
         }
         let mut doubled: Vec<(String, Vec<Option<i64>>)> =
@@ -546,7 +557,7 @@ fn index_rows(rows: &[Value], report: &mut CycleReport) -> HashMap<String, Row> 
 }
 
 /// JSON equality, with numbers compared by value (`1` and `1.0` are the same float).
-fn same(a: &Value, b: &Value) -> bool {
+pub fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         _ => a == b,
@@ -844,6 +855,13 @@ mod tests {
         let r = Model::default().check_since(&ops, &rows, &ledger, Some(6_000));
         assert_eq!(r.violations, Vec::<String>::new());
         assert_eq!((r.recovered, r.doubts.applied), (1, 1));
+        // What the realtime check takes from it: the in-doubt write shown applied, and
+        // the seq each create's after action saw.
+        assert_eq!(r.applied_doubts, HashSet::from(["w1-b".to_string()]));
+        assert_eq!(
+            r.create_seqs,
+            HashMap::from([("w0-a".to_string(), 101), ("w1-b".to_string(), 102)])
+        );
         let r = Model::default().check_since(&ops, &rows, &ledger, Some(9_000));
         assert_eq!(r.recovered, 0);
         let r = Model::default().check(&ops, &rows, &ledger);

@@ -133,7 +133,7 @@ pub async fn check(mut server: Server) -> Result<SigtermReport> {
 }
 
 /// The first Admin's access token, for the Socket.IO handshake.
-async fn access_token(api: &Api) -> Result<String> {
+pub async fn access_token(api: &Api) -> Result<String> {
     let body = format!(
         "grant_type=password&username={}&password={}",
         percent_encode(ADMIN_EMAIL),

@@ -9,8 +9,18 @@
 // `db.create` throws, and the row is there). `key` is not unique, so a second ledger
 // row for one create under another seq would be stored and lbfault would see it.
 // `at` is when the row was written, so lbfault can count the rows written after a kill.
+//
+// A run again can come after later changes of the row, its delete included: a node
+// takes over a killed node's owed events seconds later, when the row's writer may have
+// deleted it meanwhile and `afterDelete` removed the ledger row. So the row must still
+// be there, before the write and after it: a delete committed in between either comes
+// before the second look (which then removes the ledger row again) or after it, when
+// its `afterDelete`, which runs after that commit, finds the ledger row and removes it.
 function backandCallback(userInput, dbRow, parameters, userProfile) {
   const seq = parameters.seq;
+  if (!rowExists(dbRow.id)) {
+    return {};
+  }
   const found = db.list('fault_ledger', {
     filter: [{ fieldName: 'seq', operator: 'equals', value: seq }],
   });
@@ -22,7 +32,39 @@ function backandCallback(userInput, dbRow, parameters, userProfile) {
       seq: seq,
       at: Date.now(),
     });
+    if (!rowExists(dbRow.id)) {
+      removeLedger(seq);
+      return {};
+    }
   }
   socket.emitAll('faultCreated', { key: dbRow.key, id: dbRow.id });
   return {};
+}
+
+function rowExists(id) {
+  try {
+    db.get('fault_rows', id);
+    return true;
+  } catch (e) {
+    if (e.status === 404) {
+      return false;
+    }
+    throw e;
+  }
+}
+
+// Removes this create's ledger row; `afterDelete` may have removed it first.
+function removeLedger(seq) {
+  const found = db.list('fault_ledger', {
+    filter: [{ fieldName: 'seq', operator: 'equals', value: seq }],
+  });
+  for (const row of found.data) {
+    try {
+      db.remove('fault_ledger', row.id);
+    } catch (e) {
+      if (e.status !== 404) {
+        throw e;
+      }
+    }
+  }
 }
