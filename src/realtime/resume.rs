@@ -7,10 +7,10 @@
 //! A replay is decided by rooms, exactly as live delivery is: each emit an event made
 //! (`relay::outgoing`) is sent to the socket if one of its rooms is among the rooms the
 //! socket joins now and none is among the rooms it has been in since it connected (it
-//! had those events already, live or replayed, until it left the room: a `leave`, or a
-//! re-authentication, which leaves them all). The rooms are chosen for the identity as
-//! it is now, so a user whose role was lowered while away gets nothing they can no
-//! longer read.
+//! had those events already, live or replayed, until it left the room: a `leave`, a
+//! re-authentication, which leaves them all, or the deletion of a Sails row it was
+//! subscribed to). The rooms are chosen for the identity as it is now, so a user whose
+//! role was lowered while away gets nothing they can no longer read.
 //!
 //! The join and the replay happen inside the relay, between two deliveries: no live
 //! event can reach the new rooms before the replay, none is sent twice, none is missed.
