@@ -191,6 +191,9 @@ async fn leave(
     };
     // Leaving a db channel leaves whichever reader room the socket was given.
     if let Ok(room) = room_for(&shared.schema, &who, &name) {
+        if s.rooms().iter().any(|r| *r == room) {
+            super::resume::leaving(&s, [room.clone()]);
+        }
         s.leave(room);
         if super::presence::applies(&name) {
             super::presence::left(&shared, &io, &s, Some(&name)).await;

@@ -435,12 +435,15 @@ async fn deliver(realtime: &Realtime, event: &RecordEvent) {
         )
         .await;
     }
-    // A deleted row has no subscribers left.
+    // A deleted row has no subscribers left (who had its events: `resume::leaving`).
     if event.verb == Verb::Deleted
         && object.is_some()
         && let Some(root) = realtime.here()
     {
         let row_room = rooms::row(&event.object, event.id);
+        for s in root.clone().to(row_room.clone()).sockets() {
+            resume::leaving(&s, [row_room.clone()]);
+        }
         if let Err(e) = root.to(row_room.clone()).leave(row_room).await {
             tracing::debug!(error = %e, "dropping a deleted row's subscribers");
         }

@@ -6,9 +6,11 @@
 //!
 //! A replay is decided by rooms, exactly as live delivery is: each emit an event made
 //! (`relay::outgoing`) is sent to the socket if one of its rooms is among the rooms the
-//! socket joins now and none is among the rooms it was already in (it had those events
-//! already, live or replayed). The rooms are chosen for the identity as it is now, so a
-//! user whose role was lowered while away gets nothing they can no longer read.
+//! socket joins now and none is among the rooms it has been in since it connected (it
+//! had those events already, live or replayed, until it left the room: a `leave`, a
+//! re-authentication, which leaves them all, or the deletion of a Sails row it was
+//! subscribed to). The rooms are chosen for the identity as it is now, so a user whose
+//! role was lowered while away gets nothing they can no longer read.
 //!
 //! The join and the replay happen inside the relay, between two deliveries: no live
 //! event can reach the new rooms before the replay, none is sent twice, none is missed.
@@ -19,8 +21,8 @@
 //! or the number is one this server never gave: the client should read afresh.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -50,10 +52,13 @@ const QUEUE: usize = 1024;
 pub const AHEAD_PATIENCE: Duration = Duration::from_secs(2);
 
 /// What a socket that connected with `lastSeq` carries.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Resume {
     pub after: u64,
     until: Instant,
+    /// The rooms it left since connecting: joined again, they replay nothing, or what
+    /// the socket received in them before it left would come twice.
+    left: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Resume {
@@ -61,7 +66,16 @@ impl Resume {
         Resume {
             after,
             until: Instant::now() + WINDOW,
+            left: Arc::default(),
         }
+    }
+}
+
+/// The socket is about to leave `rooms`: within its window, a later join of one of them
+/// replays nothing (see `carry_out`).
+pub(crate) fn leaving(s: &SocketRef, rooms: impl IntoIterator<Item = String>) {
+    if let Some(resume) = pending(s) {
+        resume.left.lock().unwrap().extend(rooms);
     }
 }
 
@@ -276,7 +290,7 @@ pub(crate) fn carry_out<'a>(
         let _ = request.done.send(None);
         return;
     }
-    let old: HashSet<String> = s.rooms().iter().map(|r| r.to_string()).collect();
+    let mut old: HashSet<String> = s.rooms().iter().map(|r| r.to_string()).collect();
     let new: Vec<String> = request
         .rooms
         .iter()
@@ -284,6 +298,10 @@ pub(crate) fn carry_out<'a>(
         .cloned()
         .collect();
     s.join(new.clone());
+    if let Some(resume) = s.extensions.get::<Resume>() {
+        old.extend(resume.left.lock().unwrap().iter().cloned());
+    }
+    let new: Vec<String> = new.into_iter().filter(|r| !old.contains(r)).collect();
     let after = request.after;
     let covered_to = request.prefetched_to.max(after);
     let mut recovered = !request.unrecoverable && after <= delivered;

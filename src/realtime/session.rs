@@ -433,6 +433,7 @@ fn enter(s: &SocketRef, shared: &Shared, who: &Arc<Identity>, epoch: u64) -> boo
 fn join_identity_rooms(s: &SocketRef, shared: &Shared, who: &Arc<Identity>) {
     // The new identity first, then the rooms: see `join_as`.
     s.extensions.insert(Session(who.clone()));
+    super::resume::leaving(s, s.rooms().iter().map(|r| r.to_string()));
     s.leave_all();
     s.join(identity_rooms(s, shared, who));
 }

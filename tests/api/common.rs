@@ -184,40 +184,72 @@ impl<'a> Spawn<'a> {
         if let Some(tweak) = self.tweak {
             tweak(&mut config);
         }
-        let app = match livebase::server::build(config, self.hooks).await {
-            Ok(app) => app,
-            Err(e) => {
-                drop(DropDatabase(pg_database));
-                return Err(format!("{e:#}"));
-            }
-        };
-        let state = app.state.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            livebase::server::serve(listener, app, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server runs");
-        });
-        // The TLS tests turn on reqwest's rustls (without a built-in crypto provider),
-        // after which every client in this binary needs a process-wide provider.
-        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        Ok(TestApp {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
-            state,
+        let stored = Stored {
             backend: self.backend.clone(),
             data_dir,
             schema_dir,
             database_url,
-            shutdown: Some(tx),
-            server: Some(server),
             pg_database,
-        })
+        };
+        serve(config, self.hooks, stored).await
     }
+}
+
+/// What a test server keeps on disk and in its database, which a restart starts on again.
+struct Stored {
+    backend: Backend,
+    data_dir: tempfile::TempDir,
+    schema_dir: std::path::PathBuf,
+    database_url: String,
+    pg_database: Option<(String, String)>,
+}
+
+/// Builds a server from `config` on `stored` and serves it on a random port.
+async fn serve(
+    config: Config,
+    hooks: Vec<Arc<dyn WriteHook>>,
+    stored: Stored,
+) -> Result<TestApp, String> {
+    let Stored {
+        backend,
+        data_dir,
+        schema_dir,
+        database_url,
+        pg_database,
+    } = stored;
+    let app = match livebase::server::build(config, hooks).await {
+        Ok(app) => app,
+        Err(e) => {
+            drop(DropDatabase(pg_database));
+            return Err(format!("{e:#}"));
+        }
+    };
+    let state = app.state.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        livebase::server::serve(listener, app, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    // The TLS tests turn on reqwest's rustls (without a built-in crypto provider),
+    // after which every client in this binary needs a process-wide provider.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    Ok(TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        state,
+        backend,
+        data_dir,
+        schema_dir,
+        database_url,
+        shutdown: Some(tx),
+        server: Some(server),
+        pg_database,
+    })
 }
 
 pub fn test_config(data_dir: &std::path::Path, schema_dir: &std::path::Path, url: &str) -> Config {
@@ -400,6 +432,28 @@ impl TestApp {
             self.database_url.clone(),
             self.pg_database.take(),
         )
+    }
+}
+
+impl TestApp {
+    /// Stops this server (as `stop` does: its sockets are closed) and starts a new one
+    /// on the same data directory and database, with `tweak` applied to the test
+    /// configuration as `Spawn::config` would: what a process restart keeps.
+    pub async fn restart(self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let backend = self.backend.clone();
+        let (data_dir, schema_dir, database_url, pg_database) = self.stop().await;
+        let mut config = test_config(data_dir.path(), &schema_dir, &database_url);
+        tweak(&mut config);
+        let stored = Stored {
+            backend,
+            data_dir,
+            schema_dir,
+            database_url,
+            pg_database,
+        };
+        serve(config, Vec::new(), stored)
+            .await
+            .expect("server builds again on its data")
     }
 }
 

@@ -23,7 +23,30 @@
 //! read the row or was not a target of the emit), an owed event that did not come is a
 //! failure. Between batches sockets join and leave channels, list and read rows (whose
 //! answers are checked too), re-authenticate as someone else, and users change role
-//! (their sockets must be ended, and their new sockets see only the new role's rows).
+//! (their sockets must be ended, and the ones that come back, and new ones, see only
+//! the new role's rows).
+//!
+//! Numbers and order (README, "The event log"): every logged event (`db_*`, Sails and
+//! LoopBack events of a committed change, and its before actions' emits) carries its
+//! change's `seq` where the README puts it, the same on every path and every socket (the
+//! oracle learns each change's number from the witness, sentinel 0, an Admin in every
+//! `db-` channel); what is not logged (on-demand and after actions' emits, `chan_out`)
+//! carries none. On each socket, the numbers of a stream only grow: a `db-` channel's,
+//! a Sails row's, the LoopBack names', strictly; before actions' emits to the identity
+//! rooms and to each channel, in order. An event one connection receives twice on one
+//! path is a DUPLICATE.
+//!
+//! Reconnections (`resume`): after each settled batch up to three sockets drop and stay
+//! away one to three batches; most sockets a role change ended come back at once or
+//! after a batch or two; after batch 2 to 5 the one node restarts on its data (every
+//! socket closes) or, across nodes, a node other than the witness's is killed (SIGKILL),
+//! its sockets come back on the others and, once it is started again a batch or two
+//! later, on its replacement too; at the end every socket away comes back. Each comes
+//! back with `lastSeq` the highest `seq` it received (one in ten without), the same
+//! credentials (a user's old or new token after a role change) and the same
+//! subscriptions. What it is owed for the time away is exactly what its replays owe, by
+//! `resume`'s rule (the logged events after `lastSeq` that the identity may read now
+//! through those paths, once each), and after them whatever comes live.
 //!
 //! Update events and "could read before but not after": in livebase who may read a row
 //! depends only on the reader's role and the row's creator (`owner` / `ownerWrite` key
@@ -51,7 +74,8 @@
 //! the same app on one node and on several, and a one-node run draws nothing more.
 //!
 //! Reproduce a failure with the seed it prints (every random choice repeats; thread
-//! timing, and so the row ids, may not):
+//! timing, and so the row ids and the sequence numbers, may not; whether a join fell in
+//! a resume window is read from its ack, not drawn):
 //! `LIVEBASE_NO_LEAKS_SEED=<seed> cargo test --test api no_leaks -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -63,6 +87,8 @@ use serde_json::{Map, Value, json};
 
 use crate::common::{ANON, Backend, Cred, Endpoint, Spawn, TestApp, backends, id_of, master};
 use crate::sio::{Incoming, Sio};
+
+mod resume;
 
 /// Events checked on SQLite (PostgreSQL: `PG_TARGET`); batches run until it is reached.
 const SQLITE_TARGET: usize = 10_000;
@@ -112,6 +138,13 @@ impl Rng {
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
     }
 
     fn subset(&mut self, items: &[&str], p: f64) -> Vec<String> {
@@ -340,6 +373,8 @@ struct Sock {
     /// The node it is connected to.
     node: usize,
     who: Who,
+    /// The access token it authenticated with (`None`: anonymous): it reconnects with it.
+    token: Option<String>,
     db: BTreeSet<usize>,
     watch: BTreeSet<usize>,
     rows: BTreeSet<usize>,
@@ -352,16 +387,29 @@ struct Sock {
     soft: bool,
     /// Its public id (the `sid` other members see in `chan_out`), learnt from a `join`.
     public: std::sync::OnceLock<String>,
+    /// Connected with `lastSeq`: its joins within the window replay (`resume`).
+    resume: Option<resume::Resumed>,
+    /// The keys of every event this connection received: one coming again is a duplicate.
+    received: HashSet<String>,
+    /// Keys owed by a replay, to count the replayed events checked.
+    replays: HashSet<String>,
+    /// Every room it has joined on this connection (`resume`'s model of them).
+    been_in: HashSet<String>,
+    /// The highest `seq` it received: the `lastSeq` it reconnects with.
+    max_seq: Option<u64>,
+    /// The last `seq` it received on each stream (`Sim::stream`): they only grow.
+    last: HashMap<String, u64>,
 }
 
 impl Sock {
     /// A socket with no subscriptions and nothing owed yet.
-    fn new(label: String, sio: Sio, node: usize, who: Who) -> Sock {
+    fn new(label: String, sio: Sio, node: usize, who: Who, token: Option<String>) -> Sock {
         Sock {
             label,
             sio,
             node,
             who,
+            token,
             db: BTreeSet::new(),
             watch: BTreeSet::new(),
             rows: BTreeSet::new(),
@@ -370,6 +418,12 @@ impl Sock {
             owed: HashMap::new(),
             optional: HashSet::new(),
             soft: false,
+            resume: None,
+            received: HashSet::new(),
+            replays: HashSet::new(),
+            been_in: HashSet::new(),
+            max_seq: None,
+            last: HashMap::new(),
         }
     }
 
@@ -387,6 +441,23 @@ impl Sock {
         self.rows.clear();
         self.chans.clear();
     }
+}
+
+/// A committed change as the event log holds it: the keys of its events on each path
+/// and of its before actions' emits, which leave with it and which a replay sends again.
+struct Logged {
+    /// Its number in the log, learnt from the first of its events a socket receives (the
+    /// witness, sentinel 0, is in every `db-` channel and receives one of each).
+    seq: Option<u64>,
+    obj: usize,
+    /// Its row's handle.
+    row: usize,
+    owner: Option<i64>,
+    db: String,
+    sails: String,
+    lb: String,
+    /// `(key, emit)` of each emit of the write's before actions.
+    emits: Vec<(String, Value)>,
 }
 
 // Event keys: the same function names an owed event and classifies a received one.
@@ -423,6 +494,29 @@ fn k_emit(event: &str, trigger: &str, emit: &Value, w: &str) -> String {
 
 fn k_chan(channel: &str, tag: &str, sid: &str) -> String {
     format!("chan|{channel}|{tag}|{sid}")
+}
+
+/// The number of a marker row's event (`Sim::sync`): `Some(seq)`, `Some(None)` for one
+/// without it, `None` for any other event.
+fn marker_seq(name: &str, args: &[Value]) -> Option<Option<u64>> {
+    match name {
+        "/markers/POST" => Some(args.get(1).and_then(|a| a["seq"].as_u64())),
+        "db_created" if args.first().is_some_and(|a| a["channel"] == "db-markers") => {
+            Some(args[0]["seq"].as_u64())
+        }
+        _ => None,
+    }
+}
+
+/// A `join` ack without what varies: the public id (checked), and `recovered` and `seq`
+/// (a join in a resume window has them; `Sim::subscribed` checks them).
+fn joined(ack: &Value) -> Value {
+    let mut ack = crate::common::without_sid(ack);
+    if let Some(map) = ack.as_object_mut() {
+        map.remove("recovered");
+        map.remove("seq");
+    }
+    ack
 }
 
 fn text(v: &Value) -> String {
@@ -559,6 +653,19 @@ struct Stats {
     checked: BTreeMap<String, usize>,
     /// Of those, deliveries that were allowed but not promised.
     optional_hits: usize,
+    /// Of those, events a replay owed (at connection, or a join in a resume window).
+    replayed: usize,
+    /// Of those, replayed at connection (before `recovered`).
+    replayed_at_connection: usize,
+    /// Reconnections, by why the socket was away.
+    reconnects: BTreeMap<&'static str, usize>,
+    /// Of those, with `lastSeq`; and of those, as a user whose role changed meanwhile.
+    resumed: usize,
+    role_changed_away: usize,
+    /// Joins and Sails subscriptions whose ack said `recovered` (within a window).
+    window_joins: usize,
+    /// Server restarts (one node) or node kills (several).
+    restarts: usize,
 }
 
 struct Sim {
@@ -566,18 +673,34 @@ struct Sim {
     /// How many nodes serve the app; every socket and REST request goes to a random one.
     nodes: usize,
     /// Those choices, on a stream of their own: with one node nothing is drawn, and
-    /// every other choice of a seed is the same whatever the number of nodes.
+    /// every other choice of a seed is the same whatever the number of nodes, until the
+    /// restart (one node) or node kill (several), which send different sockets away.
     spread: Rng,
-    /// Sockets `0..sentinels`: an Admin socket on each node, with no subscriptions,
-    /// which no batch or churn touches (see `sync`).
+    /// Sockets `0..sentinels`: an Admin socket on each node, which no batch or churn
+    /// touches (see `sync`); the first is also the witness, in every `db-` channel
+    /// (`resume::witness`).
     sentinels: usize,
     objs: Vec<Obj>,
     persons: Vec<Person>,
     rows: Vec<Row>,
     by_id: HashMap<(usize, i64), usize>,
     socks: Vec<Sock>,
-    /// Connected, never authenticated: must receive nothing at all.
-    unauth: Vec<Sio>,
+    /// Connected, never authenticated, with their node: must receive nothing at all.
+    unauth: Vec<(usize, Sio)>,
+    /// Every committed change, in the order the oracle applied it.
+    log: Vec<Logged>,
+    /// The key of every logged event → its change in `log`.
+    logged: HashMap<String, usize>,
+    /// The numbers of the marker rows (`sync`), which every socket reads by LoopBack name.
+    marker_seqs: BTreeSet<u64>,
+    /// The highest number received: after a settle, the last one in the log.
+    head: u64,
+    /// Sockets away from the server, to come back (`resume`).
+    away: Vec<resume::Away>,
+    /// A node that was killed and not started again yet (several nodes), and for how
+    /// many more batches.
+    down: Option<usize>,
+    down_batches: usize,
     counter: u64,
     markers: u64,
     refused_tags: HashSet<String>,
@@ -594,10 +717,7 @@ fn random_objects(rng: &mut Rng) -> Vec<Obj> {
         modes.push(*rng.pick(&[Mode::None, Mode::Owner, Mode::OwnerWrite]));
     }
     // Shuffle, so no mode is tied to a position.
-    for i in (1..modes.len()).rev() {
-        let j = rng.below(i + 1);
-        modes.swap(i, j);
-    }
+    rng.shuffle(&mut modes);
     let mut objs = Vec::new();
     for (k, mode) in modes.into_iter().enumerate() {
         let mut read = rng.subset(&NON_ADMIN, 0.55);
@@ -657,11 +777,19 @@ fn vary_case(rng: &mut Rng, s: &str) -> String {
 impl Sim {
     /// A node for a socket or a REST request.
     fn pick_node(&mut self) -> usize {
-        if self.nodes == 1 {
-            0
-        } else {
-            self.spread.below(self.nodes)
+        match (self.nodes, self.down) {
+            (1, _) => 0,
+            (n, None) => self.spread.below(n),
+            (n, Some(down)) => {
+                let k = self.spread.below(n - 1);
+                if k >= down { k + 1 } else { k }
+            }
         }
+    }
+
+    /// The nodes serving now (all but a killed one).
+    fn live(&self) -> Vec<usize> {
+        (0..self.nodes).filter(|k| Some(*k) != self.down).collect()
     }
 
     /// A socket batches and churn may use: any but the sentinels.
@@ -771,8 +899,14 @@ impl Sim {
     // ----- who receives what -----
 
     /// Owes the events of a committed change of row `handle` to every socket that may
-    /// read the row and listens on the path.
-    fn owe_row_event(&mut self, handle: usize, verb: &str, previous: &str, poster: Option<usize>) {
+    /// read the row and listens on the path; the change goes into `log` (its index).
+    fn owe_row_event(
+        &mut self,
+        handle: usize,
+        verb: &str,
+        previous: &str,
+        poster: Option<usize>,
+    ) -> usize {
         let row = self.rows[handle].clone();
         let obj = self.objs[row.obj].clone();
         let db = k_db(&obj.name, verb, row.id, &row.tag);
@@ -797,9 +931,26 @@ impl Sim {
                 sock.owe(lb.clone());
             }
         }
+        let entry = self.log.len();
+        for key in [&db, &sails, &lb] {
+            self.logged.insert(key.clone(), entry);
+        }
+        self.log.push(Logged {
+            seq: None,
+            obj: row.obj,
+            row: handle,
+            owner: row.owner,
+            db,
+            sails,
+            lb,
+            emits: Vec::new(),
+        });
+        entry
     }
 
-    fn owe_emits(&mut self, emits: &[Value], trigger: &str, w: &str) {
+    /// Owes each emit to the sockets it targets; their keys, with the emits.
+    fn owe_emits(&mut self, emits: &[Value], trigger: &str, w: &str) -> Vec<(String, Value)> {
+        let mut keys = Vec::new();
         for e in emits {
             let kind = e["kind"].as_str().unwrap_or_default();
             let key = k_emit(emit_event(kind), trigger, &e["id"], w);
@@ -817,7 +968,18 @@ impl Sim {
                     sock.owe(key.clone());
                 }
             }
+            keys.push((key, e.clone()));
         }
+        keys
+    }
+
+    /// A before action's emits: logged with its write's change `entry`, under its number.
+    fn owe_logged_emits(&mut self, entry: usize, emits: &[Value], trigger: &str, w: &str) {
+        let keys = self.owe_emits(emits, trigger, w);
+        for (key, _) in &keys {
+            self.logged.insert(key.clone(), entry);
+        }
+        self.log[entry].emits = keys;
     }
 
     // ----- generating a batch -----
@@ -1158,7 +1320,7 @@ impl Sim {
     }
 }
 
-async fn execute(nodes: &Nodes<'_>, sim: &Sim, op: &Op) -> (u16, Value) {
+async fn execute(nodes: &Nodes, sim: &Sim, op: &Op) -> (u16, Value) {
     let (verb, url, body) = sim.request(op);
     match &op.via {
         Via::Rest(cred) => {
@@ -1248,7 +1410,7 @@ async fn connect(base: &str, rng: &mut Rng, token: Option<&str>) -> Sio {
 }
 
 impl Sim {
-    async fn add_socket(&mut self, nodes: &Nodes<'_>, rng: &mut Rng, person: Option<usize>) {
+    async fn add_socket(&mut self, nodes: &Nodes, rng: &mut Rng, person: Option<usize>) {
         let (who, token) = match person {
             Some(p) => (self.person_who(p), Some(self.persons[p].token.clone())),
             None => (Who::guest(), None),
@@ -1261,7 +1423,7 @@ impl Sim {
             who.describe(),
             self.on(node)
         );
-        self.socks.push(Sock::new(label, sio, node, who));
+        self.socks.push(Sock::new(label, sio, node, who, token));
         let i = self.socks.len() - 1;
         self.subscribe_randomly(rng, i).await;
     }
@@ -1298,6 +1460,7 @@ impl Sim {
     async fn join_db(&mut self, i: usize, o: usize) {
         let obj = self.objs[o].clone();
         let channel = format!("db-{}", obj.name);
+        let sent = Instant::now();
         let ack = self.socks[i].sio.call("join", json!(channel)).await;
         let sock = &self.socks[i];
         if scope(&sock.who, &obj, Perm::Read) == Scope::Denied {
@@ -1311,9 +1474,10 @@ impl Sim {
                 ));
             }
         } else {
-            if crate::common::without_sid(&ack) != json!({ "ok": true, "channel": channel }) {
+            if joined(&ack) != json!({ "ok": true, "channel": channel }) {
                 self.fail(format!("{} joining {channel}: {ack}", sock.label));
             }
+            self.subscribed(i, &ack, resume::Join::Db(o), sent);
             self.socks[i].db.insert(o);
         }
     }
@@ -1328,10 +1492,12 @@ impl Sim {
     }
 
     async fn join_channel(&mut self, i: usize, channel: &str) {
+        let sent = Instant::now();
         let ack = self.socks[i].sio.call("join", json!(channel)).await;
-        if crate::common::without_sid(&ack) != json!({ "ok": true, "channel": channel }) {
+        if joined(&ack) != json!({ "ok": true, "channel": channel }) {
             self.fail(format!("{} joining {channel}: {ack}", self.socks[i].label));
         }
+        self.subscribed(i, &ack, resume::Join::Chan(channel.to_string()), sent);
         self.socks[i].chans.insert(channel.to_string());
     }
 
@@ -1355,6 +1521,7 @@ impl Sim {
         } else {
             format!("/1/objects/{}", obj.name)
         };
+        let sent = Instant::now();
         let ack = self.socks[i]
             .sio
             .call(
@@ -1396,6 +1563,7 @@ impl Sim {
                 sock.label, obj.name
             ));
         }
+        self.subscribed(i, &ack, resume::Join::Watch(o), sent);
         self.socks[i].watch.insert(o);
     }
 
@@ -1409,6 +1577,7 @@ impl Sim {
         } else {
             format!("/1/objects/{}/{}", obj.name, row.id)
         };
+        let sent = Instant::now();
         let ack = self.socks[i]
             .sio
             .call("get", json!({ "method": "get", "url": url }))
@@ -1437,6 +1606,7 @@ impl Sim {
                     sock.label, row.tag
                 ));
             }
+            self.subscribed(i, &ack, resume::Join::Row(handle), sent);
             self.socks[i].rows.insert(handle);
         }
     }
@@ -1465,10 +1635,16 @@ impl Sim {
                 sio.expect("authorized").await;
             }
         }
+        let token = who.person.map(|p| self.persons[p].token.clone());
         let sock = &mut self.socks[i];
         sock.label = format!("{} → {}", sock.label, who.describe());
         sock.who = who;
+        sock.token = token;
         sock.forget_subscriptions();
+        // Its streams start again: a join in the window may replay, for the new
+        // identity, what the old one could not read.
+        sock.last.clear();
+        self.entered(i, &resume::Join::Identity);
         self.stats.reauths += 1;
     }
 
@@ -1520,7 +1696,7 @@ impl Sim {
 
     // ----- a batch -----
 
-    async fn batch(&mut self, nodes: &Nodes<'_>, rng: &mut Rng) {
+    async fn batch(&mut self, nodes: &Nodes, rng: &mut Rng) {
         let ops = self.gen_ops(rng);
         let results: Vec<(u16, Value)> = {
             let sim = &*self;
@@ -1591,8 +1767,8 @@ impl Sim {
                 r.alive = true;
                 let (obj, fx, tag) = (r.obj, r.fx.clone(), r.tag.clone());
                 self.by_id.insert((obj, id), row);
-                self.owe_row_event(row, "created", "", poster);
-                self.owe_emits(emits_of(&fx, "beforeCreate"), "beforeCreate", &tag);
+                let entry = self.owe_row_event(row, "created", "", poster);
+                self.owe_logged_emits(entry, emits_of(&fx, "beforeCreate"), "beforeCreate", &tag);
                 if !fails(&fx, "afterCreate") {
                     self.owe_emits(emits_of(&fx, "afterCreate"), "afterCreate", &tag);
                 }
@@ -1601,6 +1777,7 @@ impl Sim {
                     && scope(&self.socks[i].who, &self.objs[obj], Perm::Read) != Scope::Denied
                 {
                     self.socks[i].rows.insert(row);
+                    self.entered(i, &resume::Join::Row(row));
                 }
             }
             Plan::Update {
@@ -1616,9 +1793,10 @@ impl Sim {
                     r.code = code;
                 }
                 let users = self.objs[r.obj].users;
-                self.owe_row_event(row, "updated", &previous, None);
+                let entry = self.owe_row_event(row, "updated", &previous, None);
                 if !users {
-                    self.owe_emits(emits_of(&effective, "beforeUpdate"), "beforeUpdate", &tag);
+                    let before = emits_of(&effective, "beforeUpdate");
+                    self.owe_logged_emits(entry, before, "beforeUpdate", &tag);
                     if !fails(&effective, "afterUpdate") {
                         self.owe_emits(emits_of(&effective, "afterUpdate"), "afterUpdate", &tag);
                     }
@@ -1626,12 +1804,12 @@ impl Sim {
             }
             Plan::Delete { row } => {
                 let (fx, tag) = (self.rows[row].fx.clone(), self.rows[row].tag.clone());
-                self.owe_row_event(row, "deleted", &tag, None);
+                let entry = self.owe_row_event(row, "deleted", &tag, None);
                 self.rows[row].alive = false;
                 for sock in &mut self.socks {
                     sock.rows.remove(&row);
                 }
-                self.owe_emits(emits_of(&fx, "beforeDelete"), "beforeDelete", &tag);
+                self.owe_logged_emits(entry, emits_of(&fx, "beforeDelete"), "beforeDelete", &tag);
                 if !fails(&fx, "afterDelete") {
                     self.owe_emits(emits_of(&fx, "afterDelete"), "afterDelete", &tag);
                 }
@@ -1656,8 +1834,9 @@ impl Sim {
     }
 
     /// A role change: the user's row event, then every socket of that user ends (their
-    /// rooms were chosen for the old role). New sockets come with the new role.
-    async fn role_change(&mut self, nodes: &Nodes<'_>, rng: &mut Rng) {
+    /// rooms were chosen for the old role). Most come back (`resume`), and new ones
+    /// may come, as the user is now.
+    async fn role_change(&mut self, nodes: &Nodes, rng: &mut Rng) {
         if self.persons.len() < 2 {
             return;
         }
@@ -1690,7 +1869,25 @@ impl Sim {
         let previous = std::mem::replace(&mut self.rows[handle].tag, tag);
         self.owe_row_event(handle, "updated", &previous, None);
         self.settle(nodes).await;
-        self.socks.retain(|s| !s.soft);
+        // Its sockets were ended. Most come back as clients reconnect, with `lastSeq`
+        // and the same subscriptions, as the user is now: at once, or after a batch or
+        // two; the others are gone.
+        let mut at_once = Vec::new();
+        let mut i = 0;
+        while i < self.socks.len() {
+            if !self.socks[i].soft {
+                i += 1;
+            } else if rng.chance(0.7) {
+                let away = self.leave(i, rng.below(3), "ended by a role change", rng);
+                if away.misses == 0 {
+                    at_once.push(away);
+                } else {
+                    self.away.push(away);
+                }
+            } else {
+                self.socks.remove(i);
+            }
+        }
 
         self.persons[p].role = new;
         let at = nodes.at(self.pick_node());
@@ -1700,7 +1897,10 @@ impl Sim {
             self.fail(format!("login after role change: {status} {login}"));
         }
         self.persons[p].token = login["access_token"].as_str().unwrap().to_string();
-        for _ in 0..1 + rng.below(2) {
+        for away in at_once {
+            self.come_back(nodes, away).await;
+        }
+        for _ in 0..rng.below(2) {
             self.add_socket(nodes, rng, Some(p)).await;
         }
         self.stats.role_changes += 1;
@@ -1720,9 +1920,10 @@ impl Sim {
     ///    its sockets what Redis brings in the order it came, so once its sentinel has
     ///    every marker, it has queued everything earlier for its own sockets.
     /// 3. The barrier, emitted through a random node: after all that on every socket.
-    async fn sync(&mut self, nodes: &Nodes<'_>, name: &str) -> String {
-        let titles: Vec<String> = (0..self.nodes).map(|k| format!("{name}.{k}")).collect();
-        for (k, title) in titles.iter().enumerate() {
+    async fn sync(&mut self, nodes: &Nodes, name: &str) -> String {
+        let live = self.live();
+        let titles: Vec<String> = live.iter().map(|k| format!("{name}.{k}")).collect();
+        for (&k, title) in live.iter().zip(&titles) {
             let (status, body) = nodes
                 .at(k)
                 .req(
@@ -1736,7 +1937,7 @@ impl Sim {
                 self.fail(format!("marker write{}: {status} {body}", self.on(k)));
             }
         }
-        for s in 0..self.sentinels {
+        for &s in &live {
             let mut missing: BTreeSet<&String> = titles.iter().collect();
             let deadline = Instant::now() + Duration::from_secs(30);
             while !missing.is_empty() {
@@ -1752,11 +1953,15 @@ impl Sim {
     }
 
     /// Everything each socket got since the last settle, against what it was owed.
-    async fn settle(&mut self, nodes: &Nodes<'_>) {
+    async fn settle(&mut self, nodes: &Nodes) {
         self.markers += 1;
         let barrier = self.sync(nodes, &format!("marker{}", self.markers)).await;
         let mut problems = Vec::new();
         for i in 0..self.socks.len() {
+            if Some(self.socks[i].node) == self.down {
+                // The sentinel of a killed node (its other sockets are away).
+                continue;
+            }
             let events: Vec<(String, Vec<Value>)> = if self.socks[i].soft {
                 // Being ended: what it got until it closed; it must close.
                 let incoming = self.socks[i].sio.drain(Duration::from_secs(10)).await;
@@ -1797,7 +2002,23 @@ impl Sim {
         let mut owed = std::mem::take(&mut self.socks[i].owed);
         let mut optional = std::mem::take(&mut self.socks[i].optional);
         for (name, args) in events {
-            if name == "/markers/POST" {
+            if let Some(seq) = marker_seq(&name, &args) {
+                match seq {
+                    Some(seq) => {
+                        self.marker_seqs.insert(seq);
+                        // A marker's LoopBack name is in the socket's LoopBack stream.
+                        let stream = if name.starts_with('/') {
+                            "lb"
+                        } else {
+                            "db|markers"
+                        };
+                        self.in_order(i, stream, seq, true, problems);
+                    }
+                    None => problems.push(format!(
+                        "{}: `{name}` of a marker row without its seq: {args:?}",
+                        self.socks[i].label
+                    )),
+                }
                 continue;
             }
             if name == "chan_out"
@@ -1806,15 +2027,16 @@ impl Sim {
                 self.seen_ids.insert(id.to_string());
             }
             let key = self.classify(&name, &args);
+            self.check_seq(i, &name, &args, &key, problems);
             let path = key.split('|').next().unwrap_or_default().to_string();
             if let Some(n) = owed.get_mut(&key).filter(|n| **n > 0) {
                 *n -= 1;
-                *self.stats.checked.entry(path).or_default() += 1;
+                self.matched(i, key, path);
                 continue;
             }
             if optional.remove(&key) {
-                *self.stats.checked.entry(path).or_default() += 1;
                 self.stats.optional_hits += 1;
+                self.matched(i, key, path);
                 continue;
             }
             let why = self.explain(i, &key);
@@ -1842,9 +2064,123 @@ impl Sim {
         }
     }
 
+    /// A received event that was owed or allowed.
+    fn matched(&mut self, i: usize, key: String, path: String) {
+        *self.stats.checked.entry(path).or_default() += 1;
+        let sock = &mut self.socks[i];
+        if sock.replays.remove(&key) {
+            self.stats.replayed += 1;
+        }
+        sock.received.insert(key);
+    }
+
+    /// Where an event carries its number, and that the number is its change's: `seq` in
+    /// `db_*` and Sails payloads, `{seq}` as the second argument of LoopBack names and of
+    /// before actions' emits; nothing on what is not logged (other emits, `chan_out`).
+    /// Then that the socket's numbers grow on the event's stream.
+    fn check_seq(
+        &mut self,
+        i: usize,
+        name: &str,
+        args: &[Value],
+        key: &str,
+        problems: &mut Vec<String>,
+    ) {
+        let path = key.split('|').next().unwrap_or_default();
+        let entry = match self.logged.get(key) {
+            Some(&entry) => entry,
+            None => {
+                let unlogged =
+                    matches!(path, "fx_users" | "fx_role" | "fx_all" | "fx_room" | "chan");
+                if unlogged && args.len() != 1 {
+                    problems.push(format!(
+                        "{}: `{name}` [{key}] is not logged, so it carries no seq; got {args:?}",
+                        self.socks[i].label
+                    ));
+                }
+                // Any other unknown event is reported as not owed.
+                return;
+            }
+        };
+        let seq = if matches!(path, "db" | "sails") {
+            args.first()
+                .and_then(|a| a.get("seq"))
+                .and_then(Value::as_u64)
+                .filter(|_| args.len() == 1)
+        } else {
+            match args {
+                [_, Value::Object(second)] if second.len() == 1 => {
+                    second.get("seq").and_then(Value::as_u64)
+                }
+                _ => None,
+            }
+        };
+        let Some(seq) = seq else {
+            problems.push(format!(
+                "{}: `{name}` [{key}] without its seq where it belongs: {args:?}",
+                self.socks[i].label
+            ));
+            return;
+        };
+        match self.log[entry].seq {
+            None => self.log[entry].seq = Some(seq),
+            Some(known) if known != seq => problems.push(format!(
+                "{}: `{name}` [{key}] carries seq {seq}, but its change's number is {known}",
+                self.socks[i].label
+            )),
+            Some(_) => {}
+        }
+        let (stream, strict) = self.stream(key, entry);
+        self.in_order(i, &stream, seq, strict, problems);
+    }
+
+    /// Events of one stream reach a socket in log order: a row's events on each path
+    /// (`db` per object, since one room carries them all; Sails per row; LoopBack names
+    /// all together, joined at once), strictly; before actions' emits to the identity
+    /// rooms, and to each channel, in order (several emits of one write share a number).
+    fn stream(&self, key: &str, entry: usize) -> (String, bool) {
+        let parts: Vec<&str> = key.split('|').collect();
+        match parts[0] {
+            "db" => (format!("db|{}", parts[1]), true),
+            "sails" => (format!("sails|{}|{}", parts[1], parts[3]), true),
+            "lb" => ("lb".to_string(), true),
+            _ => {
+                let emit = self.log[entry].emits.iter().find(|(k, _)| k == key);
+                match emit.map(|(_, e)| e) {
+                    Some(e) if e["kind"] == "room" => (format!("room|{}", text(&e["room"])), false),
+                    _ => ("identity".to_string(), false),
+                }
+            }
+        }
+    }
+
+    fn in_order(
+        &mut self,
+        i: usize,
+        stream: &str,
+        seq: u64,
+        strict: bool,
+        problems: &mut Vec<String>,
+    ) {
+        self.head = self.head.max(seq);
+        let sock = &mut self.socks[i];
+        sock.max_seq = Some(sock.max_seq.map_or(seq, |m| m.max(seq)));
+        let last = sock.last.entry(stream.to_string()).or_insert(0);
+        if seq < *last || (strict && seq == *last) {
+            problems.push(format!(
+                "{}: OUT OF ORDER on {stream}: seq {seq} after {last}",
+                sock.label
+            ));
+        }
+        *last = (*last).max(seq);
+    }
+
     /// Why an event was not owed: whether its receiver may read it at all.
     fn explain(&self, i: usize, key: &str) -> String {
         let sock = &self.socks[i];
+        if sock.received.contains(key) {
+            return "DUPLICATE: this connection already received it on this path".into();
+        }
         let parts: Vec<&str> = key.split('|').collect();
         if parts.iter().any(|p| self.refused_tags.contains(*p)) {
             return "LEAK: it comes from a REFUSED request, which must deliver nothing".into();
@@ -1986,19 +2322,24 @@ impl Sim {
 // Where the sockets and requests go: one in-process node, or real binaries.
 // ---------------------------------------------------------------------------------
 
-/// The nodes serving the app, and how a barrier reaches every authenticated socket on
-/// them.
-struct Nodes<'a> {
+/// The nodes serving the app, which `Sim` reaches by index (`bases`), and how a barrier
+/// reaches every authenticated socket on them.
+struct Nodes {
     bases: Vec<String>,
     client: reqwest::Client,
-    barrier: Barrier<'a>,
+    host: Host,
 }
 
-enum Barrier<'a> {
-    /// One in-process node: its realtime layer emits the marker (`TestApp::barrier`).
-    InProcess(&'a TestApp),
+enum Host {
+    /// One in-process node: its realtime layer emits the barrier (`TestApp::barrier`).
+    /// `None` only while it restarts.
+    InProcess(Option<TestApp>),
     /// Real binaries: the on-demand action `barrier` calls `emitAll('__barrier', …)`.
-    Action,
+    /// `servers[k]` is node `k`'s process in `cluster.nodes`.
+    Binaries {
+        cluster: crate::cluster::Cluster,
+        servers: Vec<usize>,
+    },
 }
 
 /// The barrier of real binaries, reached as `/1/function/general/barrier`.
@@ -2008,7 +2349,7 @@ function backandCallback(userInput) {
   return {};
 }"#;
 
-impl Nodes<'_> {
+impl Nodes {
     fn at(&self, node: usize) -> Endpoint<'_> {
         Endpoint {
             client: &self.client,
@@ -2018,9 +2359,9 @@ impl Nodes<'_> {
 
     /// Emits a new barrier marker through `node` and returns it (see `Sim::sync`).
     async fn barrier(&self, node: usize) -> String {
-        match self.barrier {
-            Barrier::InProcess(app) => app.barrier().await,
-            Barrier::Action => {
+        match &self.host {
+            Host::InProcess(app) => app.as_ref().expect("running").barrier().await,
+            Host::Binaries { .. } => {
                 static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let marker = format!("nb{n}");
@@ -2036,6 +2377,28 @@ impl Nodes<'_> {
                 assert_eq!(status, 200, "barrier through node {node}: {body}");
                 marker
             }
+        }
+    }
+
+    /// One node: stops the server (its sockets are closed) and starts it again on the
+    /// same data, at once. Several: kills node `k` with SIGKILL (`start_again` replaces it).
+    async fn stop(&mut self, k: usize) {
+        match &mut self.host {
+            Host::InProcess(app) => {
+                let app = app.take().expect("running").restart(one_node_config).await;
+                self.bases[k] = app.base.clone();
+                self.host = Host::InProcess(Some(app));
+            }
+            Host::Binaries { cluster, servers } => cluster.nodes[servers[k]].stop(),
+        }
+    }
+
+    /// A new process in place of killed node `k`, on the same database, once it listens.
+    fn start_again(&mut self, k: usize) {
+        if let Host::Binaries { cluster, servers } = &mut self.host {
+            let base = tokio::task::block_in_place(|| cluster.add_with(&[]).base.clone());
+            servers[k] = cluster.nodes.len() - 1;
+            self.bases[k] = base;
         }
     }
 }
@@ -2103,24 +2466,24 @@ async fn run(backend: &Backend, seed: u64, target: usize) -> String {
             _ => unreachable!("{path}"),
         };
     }
-    let app = spawn
-        .config(|c| {
-            // Unauthenticated sockets stay for the whole run (and must get nothing).
-            c.socket_auth_timeout_ms = 3_600_000;
-            // A loaded 2-core machine must not turn a slow action or a burst into a
-            // failure that is not about who receives what.
-            c.action_time_limit_ms = 20_000;
-            c.socket_buffer = 8192;
-            c.watch = false;
-        })
-        .start()
-        .await;
-    let nodes = Nodes {
+    let app = spawn.config(one_node_config).start().await;
+    let mut nodes = Nodes {
         bases: vec![app.base.clone()],
         client: app.client.clone(),
-        barrier: Barrier::InProcess(&app),
+        host: Host::InProcess(Some(app)),
     };
-    simulate(&nodes, ctx, rng, objs, target, started).await
+    simulate(&mut nodes, ctx, rng, objs, target, started).await
+}
+
+/// The one node's configuration (also when it restarts).
+fn one_node_config(c: &mut livebase::config::Config) {
+    // Unauthenticated sockets stay for the whole run (and must get nothing).
+    c.socket_auth_timeout_ms = 3_600_000;
+    // A loaded 2-core machine must not turn a slow action or a burst into a
+    // failure that is not about who receives what.
+    c.action_time_limit_ms = 20_000;
+    c.socket_buffer = 8192;
+    c.watch = false;
 }
 
 /// `CLUSTER_NODES` real binaries on one PostgreSQL database and one Redis; `None` (with
@@ -2160,18 +2523,21 @@ async fn run_cluster(seed: u64, target: usize) -> Option<String> {
         ],
     )
     .await?;
-    let nodes = Nodes {
+    let mut nodes = Nodes {
         bases: cluster.nodes.iter().map(|n| n.base.clone()).collect(),
         client: crate::process::client(),
-        barrier: Barrier::Action,
+        host: Host::Binaries {
+            servers: (0..cluster.nodes.len()).collect(),
+            cluster,
+        },
     };
-    Some(simulate(&nodes, ctx, rng, objs, target, started).await)
+    Some(simulate(&mut nodes, ctx, rng, objs, target, started).await)
 }
 
 /// Users, sockets spread over the nodes, then batches until `target` events were
 /// checked; the summary line.
 async fn simulate(
-    nodes: &Nodes<'_>,
+    nodes: &mut Nodes,
     ctx: String,
     mut rng: Rng,
     objs: Vec<Obj>,
@@ -2195,6 +2561,13 @@ async fn simulate(
         refused_tags: HashSet::new(),
         stats: Stats::default(),
         seen_ids: BTreeSet::new(),
+        log: Vec::new(),
+        logged: HashMap::new(),
+        marker_seqs: BTreeSet::new(),
+        head: 0,
+        away: Vec::new(),
+        down: None,
+        down_batches: 0,
     };
     let shape: Vec<String> = sim
         .objs
@@ -2269,13 +2642,15 @@ async fn simulate(
     for (node, sentinel) in sentinels.into_iter().enumerate() {
         let who = sim.person_who(0);
         let label = format!("sentinel of {}{}", admin.email, sim.on(node));
-        sim.socks.push(Sock::new(label, sentinel, node, who));
+        let token = Some(admin.token.clone());
+        sim.socks.push(Sock::new(label, sentinel, node, who, token));
     }
     // Whatever the users' creation delivered is not under test: settle it away.
     let barrier = sim.sync(nodes, "setup").await;
     for s in 0..sim.sentinels {
         sim.socks[s].sio.until_barrier(&barrier).await;
     }
+    sim.witness().await;
 
     for p in 0..sim.persons.len() {
         let sockets = if p == 0 {
@@ -2290,14 +2665,8 @@ async fn simulate(
     for _ in 0..1 + rng.below(3) {
         sim.add_socket(nodes, &mut rng, None).await;
     }
-    let base = nodes.at(sim.pick_node()).base;
-    sim.unauth
-        .push(Sio::connect(base, None).await.expect("connects"));
-    let base = nodes.at(sim.pick_node()).base;
-    let mut refused = Sio::connect(base, None).await.expect("connects");
-    refused.emit("authentication", &[json!({ "id": "not-a-token" })]);
-    refused.expect("unauthorized").await;
-    sim.unauth.push(refused);
+    sim.unauthenticated(nodes, false).await;
+    sim.unauthenticated(nodes, true).await;
     eprintln!(
         "{ctx}: {} users ({} with Admin), {} authenticated sockets, {} unauthenticated",
         sim.persons.len(),
@@ -2307,9 +2676,12 @@ async fn simulate(
     );
 
     let total = |sim: &Sim| sim.stats.checked.values().sum::<usize>();
+    // After which batch the server restarts (one node) or a node is killed (several).
+    let restart_after = 2 + rng.below(4);
     while sim.stats.batches < MAX_BATCHES
         && (sim.stats.batches < MIN_BATCHES || total(&sim) < target)
     {
+        sim.come_back_due(nodes).await;
         sim.churn(&mut rng).await;
         if sim.stats.batches > 0 && sim.stats.role_changes < 3 && rng.chance(0.2) {
             sim.role_change(nodes, &mut rng).await;
@@ -2317,7 +2689,11 @@ async fn simulate(
         sim.batch(nodes, &mut rng).await;
         sim.settle(nodes).await;
         sim.stats.batches += 1;
+        sim.between_batches(nodes, &mut rng, restart_after).await;
     }
+    // Every socket still away comes back, and gets what it is owed.
+    sim.come_back_all(nodes).await;
+    sim.settle(nodes).await;
 
     // No id another client handed over names a session on any node, on either
     // transport; the probe itself recognises a live one (a control: a socket's own
@@ -2328,7 +2704,7 @@ async fn simulate(
         "{ctx}: control: a live session id is recognised"
     );
     for id in &sim.seen_ids {
-        for node in 0..sim.nodes {
+        for node in sim.live() {
             assert!(
                 !crate::sio::names_a_session(nodes.at(node).base, id).await,
                 "{ctx}: `{id}`, received from another client, names a live session{}",
@@ -2342,13 +2718,8 @@ async fn simulate(
     );
 
     // Never-authenticated sockets got nothing in the whole run.
-    for (k, s) in sim.unauth.iter_mut().enumerate() {
-        let got: Vec<Incoming> = s
-            .drain(Duration::from_millis(300))
-            .await
-            .into_iter()
-            .filter(|e| matches!(e, Incoming::Event(..)))
-            .collect();
+    for (k, (_, s)) in sim.unauth.iter_mut().enumerate() {
+        let got = events_of(s).await;
         assert!(
             got.is_empty(),
             "{ctx}: unauthenticated socket {k} received {got:?}"
@@ -2370,13 +2741,24 @@ async fn simulate(
         )
     };
     let summary = format!(
-        "{ctx}: {checked} events delivered and checked, 0 leaked, 0 missing — by path {:?} \
-         ({} of them allowed-but-optional Sails creates); {} batches, {} requests ({} over \
-         Sails/chan_in sockets, {} on-demand calls) of which {} committed and refused by \
-         status {:?}; {} subscription changes, {} re-authentications, {} role changes; \
-         {} users, {} sockets at the end{spread}; {:.1}s",
+        "{ctx}: {checked} events delivered and checked, 0 leaked, 0 missing, 0 duplicated, \
+         0 out of order — by path {:?} ({} of them allowed-but-optional Sails creates); \
+         {} reconnections {:?}, {} with lastSeq ({} with a role changed while away), \
+         {} server restarts / node kills; {} replayed events checked ({} at connection), \
+         {} joins in a resume window; {} batches, {} requests ({} over Sails/chan_in \
+         sockets, {} on-demand calls) of which {} committed and refused by status {:?}; \
+         {} subscription changes, {} re-authentications, {} role changes; {} users, {} \
+         sockets at the end{spread}; {:.1}s",
         s.checked,
         s.optional_hits,
+        s.reconnects.values().sum::<usize>(),
+        s.reconnects,
+        s.resumed,
+        s.role_changed_away,
+        s.restarts,
+        s.replayed,
+        s.replayed_at_connection,
+        s.window_joins,
         s.batches,
         s.ops,
         s.via_socket,
@@ -2395,6 +2777,15 @@ async fn simulate(
         "{ctx}: only {checked} events checked after {MAX_BATCHES} batches (want {target})"
     );
     summary
+}
+
+/// The events an unauthenticated socket (which no barrier reaches) has received.
+async fn events_of(s: &mut Sio) -> Vec<Incoming> {
+    s.drain(Duration::from_millis(300))
+        .await
+        .into_iter()
+        .filter(|e| matches!(e, Incoming::Event(..)))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -306,3 +306,69 @@ async fn a_sails_list_within_the_window_replays_the_rows_it_missed() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_room_left_in_the_window_replays_nothing_when_joined_again() {
+    for backend in backends() {
+        let name = backend.name();
+        let app = objects(Spawn::new(&backend)).start().await;
+        let alice = app.user("alice@x.test", "User").await;
+        create(&app, &alice, "posts", "before").await;
+        let (_, last) = app.state.store.event_bounds().await.unwrap();
+        let missed = create(&app, &alice, "posts", "missed").await;
+        let mut s = resume_socket(&app, &alice.token, json!(last))
+            .await
+            .unwrap();
+        until_recovered(&mut s).await;
+        let ack = s.call("join", json!("db-posts")).await;
+        assert_eq!(ack["recovered"], json!(true), "{name}: {ack}");
+        let got = s.expect("db_created").await;
+        assert_eq!(got["data"]["id"], json!(missed), "{name}: {got}");
+
+        // Left and joined again in the window: it had that event already.
+        s.call("leave", json!("db-posts")).await;
+        let ack = s.call("join", json!("db-posts")).await;
+        assert_eq!(ack["ok"], json!(true), "{name}: {ack}");
+        s.assert_none(&app, "db_created").await;
+        // Authenticating again leaves every room: the same again.
+        s.emit("login", &[json!(alice.token), Value::Null, Value::Null]);
+        s.expect("authorized").await;
+        let ack = s.call("join", json!("db-posts")).await;
+        assert_eq!(ack["ok"], json!(true), "{name}: {ack}");
+        s.assert_none(&app, "db_created").await;
+        // Still a member: what comes next comes once.
+        let live = create(&app, &alice, "posts", "live").await;
+        let got = s.expect("db_created").await;
+        assert_eq!(got["data"]["id"], json!(live), "{name}: {got}");
+        s.assert_none(&app, "db_created").await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_row_deleted_in_the_window_is_not_replayed_again_to_its_subscriber() {
+    for backend in backends() {
+        let name = backend.name();
+        let app = objects(Spawn::new(&backend)).start().await;
+        let alice = app.user("alice@x.test", "User").await;
+        let note = create(&app, &alice, "notes", "before").await;
+        let (_, last) = app.state.store.event_bounds().await.unwrap();
+        let mut s = resume_socket(&app, &alice.token, json!(last))
+            .await
+            .unwrap();
+        until_recovered(&mut s).await;
+        let ack = super::support::req(&s, "get", &format!("/notes/{note}"), Value::Null).await;
+        assert_eq!(ack["recovered"], json!(true), "{name}: {ack}");
+        let (status, body) = app
+            .delete(&format!("/1/objects/notes/{note}"), &alice.cred())
+            .await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let got = s.expect("notes").await;
+        assert_eq!(got["verb"], "destroyed", "{name}: {got}");
+        // Watching the object now, in the window: the row's events came already.
+        let ack = super::support::req(&s, "get", "/notes", Value::Null).await;
+        assert_eq!(ack["recovered"], json!(true), "{name}: {ack}");
+        s.assert_none(&app, "notes").await;
+        app.stop().await;
+    }
+}
