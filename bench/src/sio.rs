@@ -19,6 +19,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects and authenticates with `auth: {token}`; fails on `connect_error`.
 pub async fn connect(addr: SocketAddr, src: IpAddr, token: &str) -> Result<Ws> {
+    connect_with(addr, src, &json!({ "token": token })).await
+}
+
+/// Connects with any handshake `auth` (e.g. `{token, lastSeq}`); fails on `connect_error`.
+pub async fn connect_with(addr: SocketAddr, src: IpAddr, auth: &Value) -> Result<Ws> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let stream = crate::http::dial(addr, src).await?;
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
@@ -29,7 +34,7 @@ pub async fn connect(addr: SocketAddr, src: IpAddr, token: &str) -> Result<Ws> {
         if !open.starts_with('0') {
             bail!("expected an engine.io open packet, got {open:?}");
         }
-        send(&mut ws, format!("40{}", json!({ "token": token }))).await?;
+        send(&mut ws, format!("40{auth}")).await?;
         loop {
             let frame = next_text(&mut ws).await?;
             if frame.starts_with("40") {
@@ -124,7 +129,7 @@ pub async fn wait_until(ws: &mut Ws, due: std::time::Instant) -> Result<()> {
     }
 }
 
-async fn next_text(ws: &mut Ws) -> Result<String> {
+pub async fn next_text(ws: &mut Ws) -> Result<String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
