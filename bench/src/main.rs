@@ -9,6 +9,7 @@
 mod clients;
 mod cluster;
 mod http;
+mod replay;
 mod scenarios;
 mod sio;
 mod stalled;
@@ -39,6 +40,9 @@ enum Scenario {
     Hostile,
     /// Many sockets for a long time: memory curve, deliveries, slow readers, limit.
     Soak,
+    /// One reconnecting socket's replay of the events it missed, from the relay's memory
+    /// and from the event log (livebase only).
+    Replay,
     /// livebase as 1, 2 and 3 nodes over Redis and PostgreSQL: latency across nodes,
     /// cost per node and per emit, projected capacity (livebase only).
     Cluster,
@@ -83,6 +87,11 @@ struct Args {
     /// Sockets held by the soak (default: 10000, smoke 100).
     #[arg(long)]
     soak_sockets: Option<usize>,
+    /// livebase's `--socket-buffer` (messages queued per socket) in the replay scenario.
+    /// Default: the largest replay plus 1024. At livebase's own default, 1024, a replay
+    /// of more events stops at the full queue and its join gets no ack.
+    #[arg(long)]
+    replay_socket_buffer: Option<usize>,
     /// Folder for the soak's memory curve (CSV and SVG).
     #[arg(long, default_value = "target/lbbench")]
     plot_dir: PathBuf,
@@ -152,6 +161,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
     if let Some(n) = args.soak_sockets {
         plan.soak_sockets = n;
     }
+    plan.replay_socket_buffer = args.replay_socket_buffer;
     plan.plot_dir = args.plot_dir.clone();
     let services = cluster::Services {
         postgres: args.postgres_url.clone(),
@@ -167,6 +177,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
             Scenario::Writes,
             Scenario::Hostile,
             Scenario::Soak,
+            Scenario::Replay,
             Scenario::Cluster,
         ];
     }
@@ -200,6 +211,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
             Scenario::Writes => one(scenarios::writes(&paths, &plan, kinds, &mut heads).await),
             Scenario::Hostile => one(scenarios::hostile(&paths, &plan, kinds, &mut heads).await),
             Scenario::Soak => one(scenarios::soak(&paths, &plan, kinds, &mut heads).await),
+            Scenario::Replay => one(replay::run(&paths, &plan, kinds).await),
             Scenario::Cluster => cluster::run(&paths, &plan, kinds, &services).await,
             Scenario::All => unreachable!(),
         };

@@ -54,6 +54,13 @@ pub struct Plan {
     pub cluster_rates: Vec<u64>,
     pub cluster_fanout_sockets: usize,
     pub cluster_fanout_rates: Vec<u64>,
+    /// Replay: events a reconnecting socket missed (one fresh server each), and how many
+    /// sockets reconnect in turn to each.
+    pub replay_events: Vec<u64>,
+    pub replay_rounds: usize,
+    /// livebase's `--socket-buffer` in the replay scenario (`None`: room for the largest
+    /// replay, see `replay`).
+    pub replay_socket_buffer: Option<usize>,
 }
 
 impl Plan {
@@ -90,6 +97,11 @@ impl Plan {
             cluster_rates: vec![10, 50],
             cluster_fanout_sockets: 10_000,
             cluster_fanout_rates: vec![1, 2, 3, 5, 7, 10, 15, 20, 30],
+            // Within the relay's memory of 4,096 events, and beyond it (read from the log,
+            // at most 10,000 per replay).
+            replay_events: vec![1_000, 4_000, 5_000, 10_000],
+            replay_rounds: 5,
+            replay_socket_buffer: None,
         }
     }
 
@@ -122,6 +134,9 @@ impl Plan {
             cluster_rates: vec![20],
             cluster_fanout_sockets: 30,
             cluster_fanout_rates: vec![5, 20],
+            replay_events: vec![100, 4_200],
+            replay_rounds: 2,
+            replay_socket_buffer: None,
         }
     }
 }
