@@ -1635,14 +1635,34 @@ impl Sim {
                 sio.expect("authorized").await;
             }
         }
+        // What it got before, as the old identity, is checked now: nothing is in flight
+        // between batches but the replays of joins in its resume window, which came
+        // before their acks. The new identity's streams start after it: its joins in the
+        // window may replay what the old one could not read.
+        let before: Vec<(String, Vec<Value>)> = self.socks[i]
+            .sio
+            .drain(Duration::ZERO)
+            .await
+            .into_iter()
+            .filter_map(|e| match e {
+                Incoming::Event(name, args) => Some((name, args)),
+                Incoming::Closed => None,
+            })
+            .collect();
+        let mut problems = Vec::new();
+        self.check(i, before, &mut problems);
+        if !problems.is_empty() {
+            self.fail(format!(
+                "before a re-authentication:\n  {}",
+                problems.join("\n  ")
+            ));
+        }
         let token = who.person.map(|p| self.persons[p].token.clone());
         let sock = &mut self.socks[i];
         sock.label = format!("{} → {}", sock.label, who.describe());
         sock.who = who;
         sock.token = token;
         sock.forget_subscriptions();
-        // Its streams start again: a join in the window may replay, for the new
-        // identity, what the old one could not read.
         sock.last.clear();
         self.entered(i, &resume::Join::Identity);
         self.stats.reauths += 1;
