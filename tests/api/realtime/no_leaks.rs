@@ -664,8 +664,10 @@ struct Stats {
     role_changed_away: usize,
     /// Joins and Sails subscriptions whose ack said `recovered` (within a window).
     window_joins: usize,
-    /// Server restarts (one node) or node kills (several).
+    /// Server restarts (one node) or node kills (several), and the time spent stopping
+    /// and starting servers for them.
     restarts: usize,
+    restart_time: Duration,
 }
 
 struct Sim {
@@ -2764,7 +2766,8 @@ async fn simulate(
         "{ctx}: {checked} events delivered and checked, 0 leaked, 0 missing, 0 duplicated, \
          0 out of order — by path {:?} ({} of them allowed-but-optional Sails creates); \
          {} reconnections {:?}, {} with lastSeq ({} with a role changed while away), \
-         {} server restarts / node kills; {} replayed events checked ({} at connection), \
+         {} server restarts / node kills ({:.1}s stopping and starting); {} replayed events \
+         checked ({} at connection), \
          {} joins in a resume window; {} batches, {} requests ({} over Sails/chan_in \
          sockets, {} on-demand calls) of which {} committed and refused by status {:?}; \
          {} subscription changes, {} re-authentications, {} role changes; {} users, {} \
@@ -2776,6 +2779,7 @@ async fn simulate(
         s.resumed,
         s.role_changed_away,
         s.restarts,
+        s.restart_time.as_secs_f64(),
         s.replayed,
         s.replayed_at_connection,
         s.window_joins,
