@@ -664,8 +664,10 @@ struct Stats {
     role_changed_away: usize,
     /// Joins and Sails subscriptions whose ack said `recovered` (within a window).
     window_joins: usize,
-    /// Server restarts (one node) or node kills (several).
+    /// Server restarts (one node) or node kills (several), and the time spent stopping
+    /// and starting servers for them.
     restarts: usize,
+    restart_time: Duration,
 }
 
 struct Sim {
@@ -1635,14 +1637,34 @@ impl Sim {
                 sio.expect("authorized").await;
             }
         }
+        // What it got before, as the old identity, is checked now: nothing is in flight
+        // between batches but the replays of joins in its resume window, which came
+        // before their acks. The new identity's streams start after it: its joins in the
+        // window may replay what the old one could not read.
+        let before: Vec<(String, Vec<Value>)> = self.socks[i]
+            .sio
+            .drain(Duration::ZERO)
+            .await
+            .into_iter()
+            .filter_map(|e| match e {
+                Incoming::Event(name, args) => Some((name, args)),
+                Incoming::Closed => None,
+            })
+            .collect();
+        let mut problems = Vec::new();
+        self.check(i, before, &mut problems);
+        if !problems.is_empty() {
+            self.fail(format!(
+                "before a re-authentication:\n  {}",
+                problems.join("\n  ")
+            ));
+        }
         let token = who.person.map(|p| self.persons[p].token.clone());
         let sock = &mut self.socks[i];
         sock.label = format!("{} → {}", sock.label, who.describe());
         sock.who = who;
         sock.token = token;
         sock.forget_subscriptions();
-        // Its streams start again: a join in the window may replay, for the new
-        // identity, what the old one could not read.
         sock.last.clear();
         self.entered(i, &resume::Join::Identity);
         self.stats.reauths += 1;
@@ -2744,7 +2766,8 @@ async fn simulate(
         "{ctx}: {checked} events delivered and checked, 0 leaked, 0 missing, 0 duplicated, \
          0 out of order — by path {:?} ({} of them allowed-but-optional Sails creates); \
          {} reconnections {:?}, {} with lastSeq ({} with a role changed while away), \
-         {} server restarts / node kills; {} replayed events checked ({} at connection), \
+         {} server restarts / node kills ({:.1}s stopping and starting); {} replayed events \
+         checked ({} at connection), \
          {} joins in a resume window; {} batches, {} requests ({} over Sails/chan_in \
          sockets, {} on-demand calls) of which {} committed and refused by status {:?}; \
          {} subscription changes, {} re-authentications, {} role changes; {} users, {} \
@@ -2756,6 +2779,7 @@ async fn simulate(
         s.resumed,
         s.role_changed_away,
         s.restarts,
+        s.restart_time.as_secs_f64(),
         s.replayed,
         s.replayed_at_connection,
         s.window_joins,

@@ -120,7 +120,9 @@ impl Sim {
         if let Some(k) = self.down {
             self.down_batches -= 1;
             if self.down_batches == 0 {
+                let starting = Instant::now();
                 nodes.start_again(k);
+                self.stats.restart_time += starting.elapsed();
                 self.down = None;
                 self.reconnect_sentinel(nodes, k).await;
             }
@@ -132,7 +134,9 @@ impl Sim {
             } else {
                 (1 + self.spread.below(self.nodes - 1), "a node kill")
             };
+            let stopping = Instant::now();
             nodes.stop(k).await;
+            self.stats.restart_time += stopping.elapsed();
             self.displaced(rng, k, why).await;
             if self.nodes == 1 {
                 self.reconnect_sentinel(nodes, k).await;
