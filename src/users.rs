@@ -265,15 +265,19 @@ impl WriteHook for Users {
     /// Before the write is answered: the cached auth facts go whatever changed, and a
     /// changed identity is revoked, so no client sees the answer and still receives
     /// events as the old identity.
-    fn after<'a>(&'a self, _records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+    fn after<'a>(
+        &'a self,
+        _records: &'a Records,
+        event: &'a RecordEvent,
+    ) -> BoxFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            if event.object != "users" {
-                return;
+            if event.object == "users" {
+                match identity_changed(event) {
+                    Some(username) => self.revoke(event.id, &username, None).await,
+                    None => self.forget(event.id).await,
+                }
             }
-            match identity_changed(event) {
-                Some(username) => self.revoke(event.id, &username, None).await,
-                None => self.forget(event.id).await,
-            }
+            Vec::new()
         })
     }
 }

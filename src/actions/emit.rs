@@ -1,6 +1,9 @@
 //! What an action emits leaves for `Realtime` only once the action has succeeded: when
-//! an on-demand or after action returns, and for a before action when its write
-//! commits (never, if the write is refused or fails).
+//! an on-demand action returns; for a before action with its write's event, once the
+//! write commits (never, if the write is refused or fails); for after actions, once the
+//! write's after actions ran, as an entry of the event log of its own. Emits of before
+//! and after actions are logged, so they carry their number and are replayed; an
+//! on-demand action's are not.
 
 use serde_json::{Value, json};
 
@@ -44,8 +47,8 @@ impl Emit {
         json!({ "kind": kind, "event": event, "target": target, "data": data })
     }
 
-    /// The form a before action's emit is logged in, with the write's event: `to_json`
-    /// and the action's name (see `realtime::logged`).
+    /// The form a before or after action's emit is logged in: `to_json` and the
+    /// action's name (see `realtime::relay::logged_emits`).
     pub fn logged(&self, action: &str) -> Value {
         let mut value = self.to_json();
         value["action"] = Value::from(action);

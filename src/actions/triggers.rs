@@ -60,9 +60,15 @@ impl WriteHook for Actions {
 
     /// After actions, in name order, after the commit: they cannot undo it; a failure
     /// is logged and its emits dropped. `parameters.seq` is the event's number in the
-    /// log: an action run again after a crash can tell it has seen it.
-    fn after<'a>(&'a self, records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+    /// log: an action run again after a crash can tell it has seen it. What the ones
+    /// that succeeded emitted is answered, for the log (`WriteHook::after`).
+    fn after<'a>(
+        &'a self,
+        records: &'a Records,
+        event: &'a RecordEvent,
+    ) -> BoxFuture<'a, Vec<Value>> {
         Box::pin(async move {
+            let mut emitted = Vec::new();
             let trigger = Trigger::after(event.verb);
             for action in self.find(&event.object, trigger) {
                 let db_row = match event.verb {
@@ -79,13 +85,13 @@ impl WriteHook for Actions {
                 };
                 match self.run(&action, call).await {
                     Ok(outcome) if outcome.result.is_ok() => {
-                        self.deliver(&outcome.emits, &event.actor, &action.name)
-                            .await
+                        emitted.extend(outcome.emits.iter().map(|e| e.logged(&action.name)))
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(action = %action.name, error = %e, "after action"),
                 }
             }
+            emitted
         })
     }
 }

@@ -4,7 +4,9 @@
 //! to the rooms `rooms::readers_of_row` names, so only sockets whose user may read the
 //! row receive it. Each carries its number in the event log: `seq` in the `db_*` and
 //! Sails payloads, a second argument `{seq}` for LoopBack names and for the emits of the
-//! write's before actions, which leave with its event.
+//! write's before actions, which leave with its event. What the write's after actions
+//! emitted is an entry of the log of its own (`RecordEvent::is_emits_only`), delivered
+//! in its turn, with its own number, the same way.
 //!
 //! Driven by the event log (`store::events`), in its order: every node delivers every
 //! committed change, of every node, to its own sockets, in sequence order, once. This
@@ -262,8 +264,8 @@ impl serde::Serialize for Payload {
     }
 }
 
-/// A before action's emit as logged (`actions::sandbox::Emit::logged`): `{kind, event,
-/// target, data, action}`.
+/// A before or after action's emit as logged (`actions::sandbox::Emit::logged`):
+/// `{kind, event, target, data, action}`.
 pub(super) struct LoggedEmit {
     kind: &'static str,
     event: String,
@@ -314,7 +316,7 @@ pub(super) fn logged_emits(event: &RecordEvent) -> Vec<LoggedEmit> {
 
 /// Every emit `event` makes, in the order they leave: the write's before actions' emits
 /// first (as they did before it committed), then `db_*`, the Sails event, and the
-/// LoopBack name. Live delivery sends each to its audience's rooms; a replay sends each
+/// LoopBack name; for an entry of after actions' emits (no `object`), only those. Live delivery sends each to its audience's rooms; a replay sends each
 /// to one socket if it is in those rooms (`resume`). Without `payloads` every `data` is
 /// null and nothing is encoded: for a replay asking only whom an event reaches.
 pub(super) fn outgoing<'a>(

@@ -4,6 +4,9 @@
 //! row after and before the change, the input after before hooks, who wrote it (without
 //! their session, which only revocation uses), and what the write's before actions
 //! emitted (delivered with it, from the log).
+//!
+//! What a change's after actions emit is logged as an entry of its own, once they ran
+//! (`emitted`): no object and no row, only the emits and who caused them.
 
 use std::sync::Arc;
 
@@ -65,11 +68,16 @@ pub(super) fn verb_label(verb: Verb) -> &'static str {
     }
 }
 
+/// The log's verb of an entry holding only after actions' emits (`emitted`).
+const EMITTED: &str = "emitted";
+
 fn verb_of(label: &str) -> Option<Verb> {
     Some(match label {
         "created" => Verb::Created,
         "updated" => Verb::Updated,
         "deleted" => Verb::Deleted,
+        // Never a change: its empty object says so (`RecordEvent::emits_only`).
+        EMITTED => Verb::Updated,
         _ => return None,
     })
 }
@@ -90,7 +98,10 @@ pub(super) fn to_new(event: &RecordEvent) -> NewEvent {
     };
     NewEvent {
         object: event.object.clone(),
-        verb: verb_label(event.verb),
+        verb: match event.is_emits_only() {
+            true => EMITTED,
+            false => verb_label(event.verb),
+        },
         row_id: event.id,
         owner: event.owner(),
         body: serde_json::to_string(&body).expect("an event body serialises"),
@@ -101,6 +112,9 @@ pub(super) fn to_new(event: &RecordEvent) -> NewEvent {
 /// The event a log row holds; `None` for a row this version cannot read.
 pub(super) fn from_logged(logged: LoggedEvent) -> Option<RecordEvent> {
     let verb = verb_of(&logged.verb)?;
+    if (logged.verb == EMITTED) != logged.object.is_empty() {
+        return None;
+    }
     let bytes = logged.body.len();
     let body: Body = serde_json::from_str(&logged.body).ok()?;
     let Actor {

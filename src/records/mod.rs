@@ -117,6 +117,8 @@ pub struct RecordEvent {
     /// Its number in the event log (`store::events`), given in the writing transaction:
     /// increasing by one per committed change, in commit order, across every node.
     pub seq: u64,
+    /// Empty for an entry that is no change but what a change's after actions emitted
+    /// (`emits_only`): then only `seq`, `actor`, `emits` and `bytes` mean anything.
     pub object: String,
     pub verb: Verb,
     pub id: i64,
@@ -138,6 +140,29 @@ pub struct RecordEvent {
 }
 
 impl RecordEvent {
+    /// An entry holding what after actions emitted (`{kind, event, target, data,
+    /// action}` each) on behalf of `actor`, numbered 0 until the log numbers it.
+    fn emits_only(actor: &Identity, emits: Vec<Value>) -> Self {
+        RecordEvent {
+            seq: 0,
+            object: String::new(),
+            verb: Verb::Updated,
+            id: 0,
+            record: None,
+            previous: None,
+            input: Value::Object(Map::new()),
+            actor: actor.clone(),
+            emits: Arc::new(emits),
+            after_pending: false,
+            bytes: 0,
+        }
+    }
+
+    /// Whether it is no change, only after actions' emits.
+    pub fn is_emits_only(&self) -> bool {
+        self.object.is_empty()
+    }
+
     /// The creator of the row, for row-security routing.
     pub fn owner(&self) -> Option<i64> {
         self.record
@@ -229,8 +254,15 @@ pub trait WriteHook: Send + Sync + 'static {
     }
 
     /// Runs after commit; cannot undo the write. Failures are the hook's to log.
-    fn after<'a>(&'a self, _records: &'a Records, _event: &'a RecordEvent) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
+    /// Answers what it emitted (`{kind, event, target, data, action}` each), which the
+    /// log keeps as an entry of its own once every after hook of the write ran: then it
+    /// is delivered, in the log's order, and replayed like any other event.
+    fn after<'a>(
+        &'a self,
+        _records: &'a Records,
+        _event: &'a RecordEvent,
+    ) -> BoxFuture<'a, Vec<Value>> {
+        Box::pin(async { Vec::new() })
     }
 
     /// Whether this hook's `after` must run at least once for such a write, even if the
@@ -327,16 +359,18 @@ impl Records {
                 let seq = logged.seq;
                 let Some(event) = log::from_logged(logged) else {
                     tracing::warn!(seq, "owed after hooks of an event this version cannot read");
-                    self.inner.store.after_done(seq).await?;
+                    self.afters_ran(Some(seq), &Identity::guest(), Vec::new())
+                        .await?;
                     continue;
                 };
                 tracing::info!(seq, object = %event.object, "running after hooks a stopped node owed");
+                let mut emitted = Vec::new();
                 for hook in &self.inner.hooks {
                     if hook.owes_after(&event.object, event.verb) {
-                        hook.after(self, &event).await;
+                        emitted.extend(hook.after(self, &event).await);
                     }
                 }
-                self.inner.store.after_done(seq).await?;
+                self.afters_ran(Some(seq), &event.actor, emitted).await?;
             }
         }
     }
@@ -716,21 +750,55 @@ impl Records {
         let hooks = &self.inner.hooks;
         let event = Arc::new(event);
         let owed = |h: &Arc<dyn WriteHook>| h.owes_after(&event.object, event.verb);
+        let mut emitted = Vec::new();
         for hook in hooks.iter().filter(|h| !owed(h)) {
-            hook.after(self, &event).await;
+            emitted.extend(hook.after(self, &event).await);
         }
         // An error only means nobody is subscribed right now.
         let _ = self.inner.events.send(event.clone());
-        if !event.after_pending {
-            return;
+        if event.after_pending {
+            for hook in hooks.iter().filter(|h| owed(h)) {
+                emitted.extend(hook.after(self, &event).await);
+            }
         }
-        for hook in hooks.iter().filter(|h| owed(h)) {
-            hook.after(self, &event).await;
-        }
-        if let Err(e) = self.inner.store.after_done(event.seq).await {
-            // Run again by the next start, or another node, once this one is gone.
+        let owed_seq = event.after_pending.then_some(event.seq);
+        if let Err(e) = self.afters_ran(owed_seq, &event.actor, emitted).await {
+            // Run again (and emitted again) by the next start, or another node, once this
+            // one is gone.
             tracing::warn!(seq = event.seq, error = %e, "marking after hooks done");
         }
+    }
+
+    /// A change's after hooks ran: in one transaction, the change `owed` (if its hooks
+    /// were owed) is marked done and what they emitted is logged as an entry of its own,
+    /// then handed to delivery. A crash before the commit runs them again, emits and all;
+    /// after it, never again.
+    async fn afters_ran(
+        &self,
+        owed: Option<u64>,
+        actor: &Identity,
+        emitted: Vec<Value>,
+    ) -> Result<(), ApiError> {
+        if owed.is_none() && emitted.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.inner.store.begin().await?;
+        if let Some(seq) = owed {
+            tx.after_done(seq).await?;
+        }
+        let mut entry = None;
+        if !emitted.is_empty() {
+            let mut event = RecordEvent::emits_only(actor, emitted);
+            let logged = log::to_new(&event);
+            event.bytes = logged.body.len();
+            event.seq = tx.log_events(&[logged], &self.inner.node).await?;
+            entry = Some(event);
+        }
+        tx.commit().await?;
+        if let Some(event) = entry {
+            let _ = self.inner.events.send(Arc::new(event));
+        }
+        Ok(())
     }
 }
 

@@ -194,6 +194,19 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// Marks an event's after hooks as run (with what they emitted, logged in the same
+    /// transaction: `Records::afters_ran`).
+    pub async fn after_done(&mut self, seq: u64) -> Result<(), sqlx::Error> {
+        let mut sql = self.sql();
+        sql.push("UPDATE lb_events SET after_pending = ")
+            .bind(SqlValue::Bool(false))
+            .push(" WHERE seq = ")
+            .bind(SqlValue::Int(seq as i64));
+        self.execute(&sql).await.map(|_| ())
+    }
+}
+
 /// The `NOTIFY` channel a committed event is announced on (PostgreSQL).
 pub const EVENTS_CHANNEL: &str = "livebase_events";
 
@@ -230,16 +243,6 @@ impl Store {
             .and_then(|r| r[1].as_i64())
             .map_or(head + 1, |s| s as u64);
         Ok((first, head))
-    }
-
-    /// Marks an event's after hooks as run.
-    pub async fn after_done(&self, seq: u64) -> Result<(), sqlx::Error> {
-        let mut sql = self.sql();
-        sql.push("UPDATE lb_events SET after_pending = ")
-            .bind(SqlValue::Bool(false))
-            .push(" WHERE seq = ")
-            .bind(SqlValue::Int(seq as i64));
-        self.execute(&sql).await.map(|_| ())
     }
 
     /// Events whose after hooks a node other than `me` and not in `live` owes: taken over

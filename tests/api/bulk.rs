@@ -42,10 +42,10 @@ struct Witness {
 }
 
 impl WriteHook for Witness {
-    fn after<'a>(&'a self, records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+    fn after<'a>(&'a self, records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, Vec<Value>> {
         Box::pin(async move {
             if event.object != "items" {
-                return;
+                return Vec::new();
             }
             let watch = self.watch.lock().unwrap().clone();
             let mut present = Vec::new();
@@ -56,6 +56,7 @@ impl WriteHook for Witness {
                 .lock()
                 .unwrap()
                 .push((event.seq, event.id, present));
+            Vec::new()
         })
     }
 }

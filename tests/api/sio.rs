@@ -195,18 +195,24 @@ impl Sio {
     }
 
     pub async fn try_expect(&mut self, event: &str, wait: Duration) -> Option<Value> {
+        let args = self.try_expect_args(event, wait).await?;
+        Some(args.into_iter().next().unwrap_or(Value::Null))
+    }
+
+    /// Every argument of the next `event`; other events stay queued, in order.
+    pub async fn expect_args(&mut self, event: &str) -> Vec<Value> {
+        self.try_expect_args(event, PATIENCE)
+            .await
+            .unwrap_or_else(|| panic!("socket {} never received `{event}`", self.sid))
+    }
+
+    pub async fn try_expect_args(&mut self, event: &str, wait: Duration) -> Option<Vec<Value>> {
         let mut skipped = VecDeque::new();
         let deadline = tokio::time::Instant::now() + wait;
         let found = loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {
-                Some(Incoming::Event(name, mut args)) if name == event => {
-                    break Some(if args.is_empty() {
-                        Value::Null
-                    } else {
-                        args.remove(0)
-                    });
-                }
+                Some(Incoming::Event(name, args)) if name == event => break Some(args),
                 Some(Incoming::Closed) => {
                     skipped.push_back(Incoming::Closed);
                     break None;

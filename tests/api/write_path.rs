@@ -65,10 +65,10 @@ impl WriteHook for Recorder {
         })
     }
 
-    fn after<'a>(&'a self, _records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+    fn after<'a>(&'a self, _records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, Vec<Value>> {
         Box::pin(async move {
             if event.object != "items" {
-                return;
+                return Vec::new();
             }
             self.after.lock().unwrap().push((
                 event.verb,
@@ -76,6 +76,7 @@ impl WriteHook for Recorder {
                 event.record.as_ref().map(|r| r.to_json()),
                 event.previous.as_ref().map(|r| r.to_json()),
             ));
+            Vec::new()
         })
     }
 }

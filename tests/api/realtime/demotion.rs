@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::{Spawn, backends};
 use crate::sio::Incoming;
@@ -16,7 +16,7 @@ use livebase::records::{BoxFuture, RecordEvent, Records, WriteHook};
 struct EmitToUsers(Arc<OnceLock<Realtime>>);
 
 impl WriteHook for EmitToUsers {
-    fn after<'a>(&'a self, _records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, ()> {
+    fn after<'a>(&'a self, _records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, Vec<Value>> {
         Box::pin(async move {
             if event.object == "users"
                 && let Some(realtime) = self.0.get()
@@ -25,6 +25,7 @@ impl WriteHook for EmitToUsers {
                     .emit_role("after_users_write", &json!({ "id": event.id }), "User")
                     .await;
             }
+            Vec::new()
         })
     }
 }

@@ -30,10 +30,11 @@
 //! LoopBack events of a committed change, and its before actions' emits) carries its
 //! change's `seq` where the README puts it, the same on every path and every socket (the
 //! oracle learns each change's number from the witness, sentinel 0, an Admin in every
-//! `db-` channel); what is not logged (on-demand and after actions' emits, `chan_out`)
-//! carries none. On each socket, the numbers of a stream only grow: a `db-` channel's,
-//! a Sails row's, the LoopBack names', strictly; before actions' emits to the identity
-//! rooms and to each channel, in order. An event one connection receives twice on one
+//! `db-` channel); a write's after actions' emits carry the number of an entry of their
+//! own (learnt from the first socket that gets one); what is not logged (on-demand
+//! actions' emits, `chan_out`) carries none. On each socket, the numbers of a stream
+//! only grow: a `db-` channel's, a Sails row's, the LoopBack names', strictly; actions'
+//! emits to the identity rooms and to each channel, in order. An event one connection receives twice on one
 //! path is a DUPLICATE.
 //!
 //! Reconnections (`resume`): after each settled batch up to three sockets drop and stay
@@ -447,8 +448,17 @@ impl Sock {
 /// and of its before actions' emits, which leave with it and which a replay sends again.
 struct Logged {
     /// Its number in the log, learnt from the first of its events a socket receives (the
-    /// witness, sentinel 0, is in every `db-` channel and receives one of each).
+    /// witness, sentinel 0, is in every `db-` channel and receives one of each change;
+    /// an entry of after actions' emits that reached no socket stays unknown).
     seq: Option<u64>,
+    /// The row change, or `None` for an entry of a write's after actions' emits.
+    change: Option<Change>,
+    /// `(key, emit)` of each emit of the write's before actions (after actions', for an
+    /// entry without a change).
+    emits: Vec<(String, Value)>,
+}
+
+struct Change {
     obj: usize,
     /// Its row's handle.
     row: usize,
@@ -456,8 +466,6 @@ struct Logged {
     db: String,
     sails: String,
     lb: String,
-    /// `(key, emit)` of each emit of the write's before actions.
-    emits: Vec<(String, Value)>,
 }
 
 // Event keys: the same function names an owed event and classifies a received one.
@@ -939,12 +947,14 @@ impl Sim {
         }
         self.log.push(Logged {
             seq: None,
-            obj: row.obj,
-            row: handle,
-            owner: row.owner,
-            db,
-            sails,
-            lb,
+            change: Some(Change {
+                obj: row.obj,
+                row: handle,
+                owner: row.owner,
+                db,
+                sails,
+                lb,
+            }),
             emits: Vec::new(),
         });
         entry
@@ -982,6 +992,28 @@ impl Sim {
             self.logged.insert(key.clone(), entry);
         }
         self.log[entry].emits = keys;
+    }
+
+    /// An after action's emits, unless it failed: logged once the write's after actions
+    /// ran, as an entry of their own (none when they emitted nothing), numbered after
+    /// the write's change.
+    fn owe_after_emits(&mut self, fx: &Value, trigger: &str, w: &str) {
+        if fails(fx, trigger) {
+            return;
+        }
+        let keys = self.owe_emits(emits_of(fx, trigger), trigger, w);
+        if keys.is_empty() {
+            return;
+        }
+        let entry = self.log.len();
+        for (key, _) in &keys {
+            self.logged.insert(key.clone(), entry);
+        }
+        self.log.push(Logged {
+            seq: None,
+            change: None,
+            emits: keys,
+        });
     }
 
     // ----- generating a batch -----
@@ -1791,9 +1823,7 @@ impl Sim {
                 self.by_id.insert((obj, id), row);
                 let entry = self.owe_row_event(row, "created", "", poster);
                 self.owe_logged_emits(entry, emits_of(&fx, "beforeCreate"), "beforeCreate", &tag);
-                if !fails(&fx, "afterCreate") {
-                    self.owe_emits(emits_of(&fx, "afterCreate"), "afterCreate", &tag);
-                }
+                self.owe_after_emits(&fx, "afterCreate", &tag);
                 // Sails: a `post` subscribes its socket to the row, if it may read it.
                 if let Some(i) = poster
                     && scope(&self.socks[i].who, &self.objs[obj], Perm::Read) != Scope::Denied
@@ -1819,9 +1849,7 @@ impl Sim {
                 if !users {
                     let before = emits_of(&effective, "beforeUpdate");
                     self.owe_logged_emits(entry, before, "beforeUpdate", &tag);
-                    if !fails(&effective, "afterUpdate") {
-                        self.owe_emits(emits_of(&effective, "afterUpdate"), "afterUpdate", &tag);
-                    }
+                    self.owe_after_emits(&effective, "afterUpdate", &tag);
                 }
             }
             Plan::Delete { row } => {
@@ -1832,9 +1860,7 @@ impl Sim {
                     sock.rows.remove(&row);
                 }
                 self.owe_logged_emits(entry, emits_of(&fx, "beforeDelete"), "beforeDelete", &tag);
-                if !fails(&fx, "afterDelete") {
-                    self.owe_emits(emits_of(&fx, "afterDelete"), "afterDelete", &tag);
-                }
+                self.owe_after_emits(&fx, "afterDelete", &tag);
             }
             Plan::Call { fx, tag, .. } => {
                 self.stats.calls += 1;
@@ -2096,9 +2122,10 @@ impl Sim {
         sock.received.insert(key);
     }
 
-    /// Where an event carries its number, and that the number is its change's: `seq` in
+    /// Where an event carries its number, and that the number is its entry's: `seq` in
     /// `db_*` and Sails payloads, `{seq}` as the second argument of LoopBack names and of
-    /// before actions' emits; nothing on what is not logged (other emits, `chan_out`).
+    /// before and after actions' emits; nothing on what is not logged (on-demand
+    /// actions' emits, `chan_out`).
     /// Then that the socket's numbers grow on the event's stream.
     fn check_seq(
         &mut self,
@@ -2158,8 +2185,8 @@ impl Sim {
 
     /// Events of one stream reach a socket in log order: a row's events on each path
     /// (`db` per object, since one room carries them all; Sails per row; LoopBack names
-    /// all together, joined at once), strictly; before actions' emits to the identity
-    /// rooms, and to each channel, in order (several emits of one write share a number).
+    /// all together, joined at once), strictly; actions' emits to the identity rooms,
+    /// and to each channel, in order (several emits of one entry share a number).
     fn stream(&self, key: &str, entry: usize) -> (String, bool) {
         let parts: Vec<&str> = key.split('|').collect();
         match parts[0] {

@@ -372,3 +372,73 @@ async fn a_row_deleted_in_the_window_is_not_replayed_again_to_its_subscriber() {
         app.stop().await;
     }
 }
+
+/// A `memos` afterCreate that emits to its writer and to role User, then fails if the
+/// title asks it to (its emits are dropped then).
+const AFTER_ANNOUNCE: &str = r#"
+function backandCallback(userInput, dbRow, parameters, userProfile) {
+  socket.emitUsers("mine", { id: dbRow.id, of: parameters.seq }, [userProfile.username]);
+  socket.emitRole("for_users", { id: dbRow.id }, "User");
+  if (userInput.title === "fail") throw new Error("failed after emitting");
+}"#;
+
+#[tokio::test]
+async fn after_actions_emits_are_numbered_after_their_write_and_replayed() {
+    for backend in backends() {
+        let name = backend.name();
+        let app = objects(Spawn::new(&backend))
+            .action("memos/afterCreate/announce.js", AFTER_ANNOUNCE)
+            .start()
+            .await;
+        let alice = app.user("alice@x.test", "User").await;
+        let bob = app.user("bob@x.test", "User").await;
+        let mut s = app.socket(&alice.token).await;
+        let first = create(&app, &alice, "memos", "first").await;
+        // Live: both emits of the write's after action share one number, the log entry
+        // after the write's own.
+        let mine = s.expect_args("mine").await;
+        let for_users = s.expect_args("for_users").await;
+        assert_eq!(mine[0]["id"], json!(first), "{name}: {mine:?}");
+        let write_seq = mine[0]["of"].as_u64().expect("parameters.seq");
+        let seq = seq_of(&mine[1..]).expect("a numbered emit");
+        assert!(seq > write_seq, "{name}: emit {seq}, write {write_seq}");
+        assert_eq!(seq_of(&for_users[1..]), Some(seq), "{name}: {for_users:?}");
+        drop(s);
+
+        // While away: bob's memo (its `mine` is bob's, its `for_users` hers too), one
+        // whose after action fails (nothing of it is logged), and one of hers.
+        let bobs = create(&app, &bob, "memos", "bob's").await;
+        create(&app, &alice, "memos", "fail").await;
+        let hers = create(&app, &alice, "memos", "hers").await;
+
+        let mut back = resume_socket(&app, &alice.token, json!(seq))
+            .await
+            .unwrap();
+        let (replayed, recovered) = until_recovered(&mut back).await;
+        assert_eq!(recovered["recovered"], json!(true), "{name}: {recovered}");
+        let got: Vec<(&str, Value)> = replayed
+            .iter()
+            .map(|(n, a)| (n.as_str(), a[0]["id"].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("for_users", json!(bobs)),
+                ("mine", json!(hers)),
+                ("for_users", json!(hers)),
+            ],
+            "{name}: {replayed:?}"
+        );
+        let seqs: Vec<u64> = replayed.iter().filter_map(|(_, a)| seq_of(&a[1..])).collect();
+        assert_eq!(seqs.len(), 3, "{name}: every replayed emit numbered: {replayed:?}");
+        assert!(seqs[0] > seq && seqs[0] < seqs[1] && seqs[1] == seqs[2], "{seqs:?}");
+        // Then live, once each; nothing of the failed action, bob's `mine` never.
+        let marker = app.barrier().await;
+        let rest = back.until_barrier(&marker).await;
+        assert!(
+            rest.iter().all(|(n, _)| n != "mine" && n != "for_users"),
+            "{name}: {rest:?}"
+        );
+        app.stop().await;
+    }
+}

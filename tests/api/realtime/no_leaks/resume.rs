@@ -18,7 +18,9 @@
 //! joined (identity rooms at connection: LoopBack names and emits to its user, role or
 //! everyone; `db-` channels; Sails watches and rows; channels, for `broadcast`). Each is
 //! owed exactly once: an event the same connection receives again is a DUPLICATE. Not
-//! logged, so never replayed: on-demand and after actions' emits, `chan_out`.
+//! logged, so never replayed: on-demand actions' emits, `chan_out`. After actions' emits
+//! are an entry of their own, numbered after their write; one that reached no socket
+//! live has a number the oracle never learns, so a replay may carry it (once) or not.
 //!
 //! Joins made later in the window, by churn on a resumed socket, replay too, by the same
 //! rule; there the ack says whether the join fell in the window (`recovered`), and the
@@ -35,6 +37,14 @@ use crate::common::ANON;
 use crate::sio::{Incoming, Sio};
 
 /// A socket that connected with `lastSeq`.
+/// What a join replays: `owed` once each; `maybe` at most once (after actions' emits
+/// whose number no socket saw, so the oracle cannot tell whether they follow `lastSeq`).
+#[derive(Default)]
+struct Replay {
+    owed: Vec<String>,
+    maybe: Vec<String>,
+}
+
 pub(super) struct Resumed {
     pub after: u64,
     /// Just before it connected, and once it was: the server opened its window between.
@@ -386,11 +396,13 @@ impl Sim {
     }
 
     fn owe_replay(&mut self, i: usize, join: &Join) {
-        for key in self.replay(i, join) {
-            let sock = &mut self.socks[i];
+        let Replay { owed, maybe } = self.replay(i, join);
+        let sock = &mut self.socks[i];
+        for key in owed {
             sock.replays.insert(key.clone());
             sock.owe(key);
         }
+        sock.optional.extend(maybe);
     }
 
     /// Socket `i` is in `join`'s rooms: since it connected, for good (see `replay`).
@@ -402,7 +414,7 @@ impl Sim {
     /// What joining `join` replays to socket `i`: every logged emit after its `lastSeq`
     /// one of whose rooms the socket joins now and none of whose rooms it has been in
     /// since connecting, by key; never one this connection already received.
-    fn replay(&self, i: usize, join: &Join) -> Vec<String> {
+    fn replay(&self, i: usize, join: &Join) -> Replay {
         let sock = &self.socks[i];
         let after = sock.resume.as_ref().expect("a resumed socket").after;
         let new: Vec<String> = self
@@ -410,18 +422,22 @@ impl Sim {
             .into_iter()
             .filter(|r| !sock.been_in.contains(r))
             .collect();
-        let mut out = Vec::new();
+        let mut out = Replay::default();
         if new.is_empty() {
             return out;
         }
         for entry in &self.log {
-            let Some(seq) = entry.seq else {
-                self.fail(format!(
+            // Unknown for after actions' emits no socket received: whether they come
+            // after `lastSeq` is not known, so they may come (once) or not.
+            let after_last = match (entry.seq, &entry.change) {
+                (Some(seq), _) => Some(seq > after),
+                (None, None) => None,
+                (None, Some(change)) => self.fail(format!(
                     "the number of change [{}] is unknown: the witness missed it",
-                    entry.db
-                ));
+                    change.db
+                )),
             };
-            if seq <= after {
+            if after_last == Some(false) {
                 continue;
             }
             for (key, rooms) in self.emits_of_change(entry) {
@@ -429,7 +445,10 @@ impl Sim {
                     && !rooms.iter().any(|r| sock.been_in.contains(r))
                     && !sock.received.contains(key)
                 {
-                    out.push(key.clone());
+                    match after_last {
+                        Some(_) => out.owed.push(key.clone()),
+                        None => out.maybe.push(key.clone()),
+                    }
                 }
             }
         }
@@ -468,18 +487,21 @@ impl Sim {
     /// Each emit a logged change makes (key, rooms): its before actions' emits, then
     /// `db_*`, the Sails event, the LoopBack name.
     fn emits_of_change<'a>(&self, entry: &'a super::Logged) -> Vec<(&'a String, Vec<String>)> {
-        let obj = &self.objs[entry.obj];
         let mut out: Vec<(&String, Vec<String>)> = entry
             .emits
             .iter()
             .map(|(key, e)| (key, rooms::of_emit(e)))
             .collect();
-        out.push((&entry.db, rooms::of_row("db", obj, entry.owner)));
-        let mut sails = rooms::of_row("sw", obj, entry.owner);
-        sails.push(rooms::row(obj, self.rows[entry.row].id));
-        out.push((&entry.sails, sails));
+        let Some(change) = &entry.change else {
+            return out;
+        };
+        let obj = &self.objs[change.obj];
+        out.push((&change.db, rooms::of_row("db", obj, change.owner)));
+        let mut sails = rooms::of_row("sw", obj, change.owner);
+        sails.push(rooms::row(obj, self.rows[change.row].id));
+        out.push((&change.sails, sails));
         if obj.loopback {
-            out.push((&entry.lb, rooms::of_row("lb", obj, entry.owner)));
+            out.push((&change.lb, rooms::of_row("lb", obj, change.owner)));
         }
         out
     }
