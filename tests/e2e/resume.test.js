@@ -71,6 +71,7 @@ function journal(socket) {
 
 const isDb = (channel, field, value) => (e) =>
   e.name === 'db_created' && e.args[0].channel === channel && e.args[0].data[field] === value;
+const isAdded = (name) => (e) => e.name === 'itemAdded' && e.args[0].name === name;
 
 async function create(who, object, body) {
   const r = await server.request('POST', `/1/objects/${object}`, `Bearer ${who.token}`, body);
@@ -135,6 +136,8 @@ function checkResumed(seen, from, { tag, lastSeq, forbidden }) {
     .map(([d, s]) => [d.title, s]), [`${tag} her note`]);
   inOrder('/items/POST', feed((e) => e.name === '/items/POST', 'name'),
     [`${tag} away 1`, `${tag} away 2`, `${tag} live`]);
+  inOrder('itemAdded', feed((e) => e.name === 'itemAdded', 'name'),
+    [`${tag} away 1`, `${tag} away 2`, `${tag} live`]);
 
   // Replays come before what announces them; live events after all of it.
   const recoveredAt = where((e) => e.name === 'recovered');
@@ -142,6 +145,7 @@ function checkResumed(seen, from, { tag, lastSeq, forbidden }) {
   const notesAck = where((e) => e.name === 'ack db-notes');
   assert.ok(recoveredAt >= 0 && itemsAck >= 0 && notesAck >= 0, dump);
   assert.ok(where((e) => e.name === '/items/POST' && e.args[0].name === `${tag} away 2`) < recoveredAt, dump);
+  assert.ok(where(isAdded(`${tag} away 2`)) < recoveredAt, dump);
   assert.ok(where(isDb('db-items', 'name', `${tag} away 2`)) < itemsAck, dump);
   assert.ok(where(isDb('db-notes', 'title', `${tag} her note`)) < notesAck, dump);
   const live = Math.min(where(isDb('db-items', 'name', `${tag} live`)),
@@ -149,8 +153,9 @@ function checkResumed(seen, from, { tag, lastSeq, forbidden }) {
   assert.ok(live > Math.max(recoveredAt, itemsAck, notesAck), dump);
 
   const recovered = got[recoveredAt].args[0];
-  // At connection: the two items' LoopBack names (her identity rooms), nothing else.
-  assert.deepEqual({ ...recovered, seq: typeof recovered.seq }, { recovered: true, replayed: 2, seq: 'number' });
+  // At connection: the two items' LoopBack names and their `itemAdded` (her identity
+  // rooms), nothing else.
+  assert.deepEqual({ ...recovered, seq: typeof recovered.seq }, { recovered: true, replayed: 4, seq: 'number' });
   assert.ok(recovered.seq >= forbidden, JSON.stringify(recovered));
   const acks = { items: got[itemsAck].args[0], notes: got[notesAck].args[0] };
   for (const [object, ack] of Object.entries(acks)) {
@@ -211,14 +216,17 @@ async function story(tag, open) {
     const seq = seqOf(args);
     if (seq !== undefined && (lastSeq === undefined || seq > lastSeq)) lastSeq = seq;
   };
-  for (const name of ['db_created', '/items/POST']) s.on(name, track);
+  for (const name of ['db_created', '/items/POST', 'itemAdded']) s.on(name, track);
 
   await seen.until((e) => e.name === 'ack db-notes', 'the first joins');
   assert.deepEqual(noSid(seen.find((e) => e.name === 'ack db-items').args[0]), { ok: true, channel: 'db-items' });
   await create(alice, 'items', { name: `${tag} before` });
   const first = await seen.until(isDb('db-items', 'name', `${tag} before`), 'the first item');
   await seen.until((e) => e.name === '/items/POST' && seqOf(e.args) === seqOf(first.args), 'its LoopBack name');
-  assert.equal(lastSeq, seqOf(first.args));
+  // The example app's afterCreate announces it: an entry of the log of its own, after it.
+  const announced = await seen.until(isAdded(`${tag} before`), 'its itemAdded');
+  assert.ok(seqOf(announced.args) > seqOf(first.args), JSON.stringify(announced));
+  assert.equal(lastSeq, seqOf(announced.args));
 
   await leave();
   const forbidden = await writeWhileAway(tag, bobs);
@@ -230,7 +238,8 @@ async function story(tag, open) {
   // Live, and after anything bob's note could have come with (delivery is in order).
   await seen.until(isDb('db-items', 'name', `${tag} live`), 'the live item');
   await seen.until((e) => e.name === '/items/POST' && e.args[0].name === `${tag} live`, 'its LoopBack name');
-  checkResumed(seen, from, { tag, lastSeq: seqOf(first.args), forbidden });
+  await seen.until(isAdded(`${tag} live`), 'its itemAdded');
+  checkResumed(seen, from, { tag, lastSeq: seqOf(announced.args), forbidden });
 }
 
 test('socket.io-client 4.x: disconnect, set socket.auth {token, lastSeq}, connect: exactly what it missed, then live', async () => {
