@@ -151,7 +151,14 @@ pub async fn build(config: Config, extra_hooks: Vec<Arc<dyn WriteHook>>) -> anyh
     let mut hooks: Vec<Arc<dyn WriteHook>> =
         vec![Arc::new(users.clone()), Arc::new(actions.clone())];
     hooks.extend(extra_hooks);
-    let records = Records::new(store.clone(), schema, hooks, config.max_page_size, &node.id);
+    let records = Records::new(
+        store.clone(),
+        schema,
+        hooks,
+        config.max_page_size,
+        &node.id,
+        config.redis_url.is_some(),
+    );
     let files = Files::new(
         records.clone(),
         store.clone(),

@@ -291,16 +291,20 @@ struct Inner {
     events: broadcast::Sender<Arc<RecordEvent>>,
     /// This process's name in the log: the node that owes an event's after hooks.
     node: Arc<str>,
+    /// Other nodes follow the log: each commit that logs events tells them (`NOTIFY`).
+    announce: bool,
     max_page_size: u32,
 }
 
 impl Records {
+    /// `several`: other nodes follow the same log (a cluster), so commits announce it.
     pub fn new(
         store: Store,
         schema: Arc<Schema>,
         hooks: Vec<Arc<dyn WriteHook>>,
         max_page_size: u32,
         node: &str,
+        several: bool,
     ) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
         Records {
@@ -310,6 +314,7 @@ impl Records {
                 hooks,
                 events,
                 node: node.into(),
+                announce: several,
                 max_page_size,
             }),
         }
@@ -509,7 +514,8 @@ impl Records {
         let mut event = self.event_of(who, &mut step, &row);
         let logged = log::to_new(&event);
         event.bytes = logged.body.len();
-        event.seq = tx.log_events(&[logged], &self.inner.node).await?;
+        event.seq = tx.log_events(&[logged], &self.inner.node, self.inner.announce)
+            .await?;
         tx.commit().await?;
         self.finish(step, event).await;
         Ok(row)
@@ -564,7 +570,7 @@ impl Records {
             .collect();
         let logged: Vec<_> = events.iter().map(log::to_new).collect();
         let first = tx
-            .log_events(&logged, &self.inner.node)
+            .log_events(&logged, &self.inner.node, self.inner.announce)
             .await
             .map_err(|e| whole(e.into()))?;
         for ((event, seq), logged) in events.iter_mut().zip(first..).zip(&logged) {
@@ -791,7 +797,8 @@ impl Records {
             let mut event = RecordEvent::emits_only(actor, emitted);
             let logged = log::to_new(&event);
             event.bytes = logged.body.len();
-            event.seq = tx.log_events(&[logged], &self.inner.node).await?;
+            event.seq = tx.log_events(&[logged], &self.inner.node, self.inner.announce)
+            .await?;
             entry = Some(event);
         }
         tx.commit().await?;

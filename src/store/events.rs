@@ -7,7 +7,9 @@
 //! a transaction that numbers its events after another's commits after it: sequence
 //! order is commit order, with no gaps (a rolled-back transaction gives its numbers
 //! back). SQLite's single writer gives the same order. Pruning old events never lowers
-//! the counter, so a number is never given twice.
+//! the counter, so a number is never given twice. A write's lone event (most writes)
+//! takes one statement: on PostgreSQL the counter's update, the insert and the `NOTIFY`
+//! together; on SQLite the insert numbers itself from the counter and a trigger moves it.
 //!
 //! The store keeps each event's body as the write path wrote it (JSON text); it never
 //! reads it. Events whose after hooks have yet to run are marked `after_pending` with the
@@ -58,7 +60,7 @@ pub(super) fn create_statements(dialect: Dialect) -> Vec<String> {
         Dialect::Sqlite => ("INTEGER", "INTEGER"),
         Dialect::Postgres => ("BIGINT", "BOOLEAN"),
     };
-    vec![
+    let mut statements = vec![
         format!(
             "CREATE TABLE IF NOT EXISTS lb_events (seq {int} PRIMARY KEY, at {int} NOT NULL, \
              object TEXT NOT NULL, verb TEXT NOT NULL, row_id {int} NOT NULL, owner {int}, \
@@ -73,7 +75,16 @@ pub(super) fn create_statements(dialect: Dialect) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS lb_event_head (id {int} PRIMARY KEY, seq {int} NOT NULL)"
         ),
         "INSERT INTO lb_event_head (id, seq) VALUES (1, 0) ON CONFLICT DO NOTHING".to_string(),
-    ]
+    ];
+    // SQLite numbers a lone event in its insert (`Tx::log_one`); the head follows.
+    if dialect == Dialect::Sqlite {
+        statements.push(
+            "CREATE TRIGGER IF NOT EXISTS lb_events_head AFTER INSERT ON lb_events \
+             BEGIN UPDATE lb_event_head SET seq = NEW.seq WHERE id = 1 AND seq < NEW.seq; END"
+                .to_string(),
+        );
+    }
+    statements
 }
 
 /// The condition "after hooks are owed" (SQLite stores the flag as an integer).
@@ -129,11 +140,16 @@ fn now_ms() -> i64 {
 impl Tx {
     /// Appends `events` to the log, numbered in order; answers the first one's number.
     /// Call it last in the transaction: from here to commit it holds the counter.
+    /// `announce`: tell other nodes following the log (`NOTIFY`, PostgreSQL) at commit.
     pub async fn log_events(
         &mut self,
         events: &[NewEvent],
         node: &str,
+        announce: bool,
     ) -> Result<u64, sqlx::Error> {
+        if let [event] = events {
+            return self.log_one(event, node, announce).await;
+        }
         let n = events.len() as i64;
         let mut sql = self.sql();
         sql.push("UPDATE lb_event_head SET seq = seq + ")
@@ -144,7 +160,7 @@ impl Tx {
             .await?
             .first()
             .and_then(|r| r[0].as_i64())
-            .ok_or_else(|| sqlx::Error::Protocol("lb_event_head has no row".into()))?;
+            .ok_or_else(no_head)?;
         let first = last - n + 1;
         let at = now_ms();
         // One statement per few hundred rows keeps the bound values under SQLite's limit.
@@ -158,30 +174,13 @@ impl Tx {
                 if i > 0 {
                     sql.push(", ");
                 }
-                sql.push("(")
-                    .bind(SqlValue::Int(seq))
-                    .push(", ")
-                    .bind(SqlValue::Int(at))
-                    .push(", ")
-                    .bind(SqlValue::Text(e.object.clone()))
-                    .push(", ")
-                    .bind(SqlValue::Text(e.verb.to_string()))
-                    .push(", ")
-                    .bind(SqlValue::Int(e.row_id))
-                    .push(", ")
-                    .bind(e.owner.map_or(SqlValue::Null, SqlValue::Int))
-                    .push(", ")
-                    .bind(SqlValue::Text(e.body.clone()))
-                    .push(", ")
-                    .bind(SqlValue::Bool(e.after_pending))
-                    .push(", ")
-                    .bind(SqlValue::Text(node.to_string()))
-                    .push(")");
+                sql.push("(").bind(SqlValue::Int(seq)).push(", ");
+                push_values(&mut sql, e, at, node);
+                sql.push(")");
             }
             self.execute(&sql).await?;
         }
-        if self.dialect() == Dialect::Postgres {
-            // Sent at commit, to every node following the log (`Store::follow_events`).
+        if announce && self.dialect() == Dialect::Postgres {
             let mut sql = self.sql();
             sql.push("SELECT pg_notify('")
                 .push(EVENTS_CHANNEL)
@@ -192,6 +191,74 @@ impl Tx {
         }
         Ok(first as u64)
     }
+
+    /// One event in one statement (most writes): numbered from the head, which moves
+    /// with it, and announced in the same statement when asked.
+    async fn log_one(
+        &mut self,
+        event: &NewEvent,
+        node: &str,
+        announce: bool,
+    ) -> Result<u64, sqlx::Error> {
+        let at = now_ms();
+        let mut sql = self.sql();
+        match self.dialect() {
+            // The trigger `lb_events_head` moves the head to the number inserted.
+            Dialect::Sqlite => {
+                sql.push("INSERT INTO lb_events (")
+                    .push(COLUMNS)
+                    .push(") SELECT seq + 1, ");
+                push_values(&mut sql, event, at, node);
+                sql.push(" FROM lb_event_head WHERE id = 1 RETURNING seq");
+            }
+            Dialect::Postgres => {
+                sql.push(
+                    "WITH head AS (UPDATE lb_event_head SET seq = seq + 1 WHERE id = 1 \
+                     RETURNING seq), logged AS (INSERT INTO lb_events (",
+                )
+                .push(COLUMNS)
+                .push(") SELECT seq, ");
+                push_values(&mut sql, event, at, node);
+                sql.push(" FROM head RETURNING seq) SELECT seq");
+                if announce {
+                    sql.push(", pg_notify('")
+                        .push(EVENTS_CHANNEL)
+                        .push("', seq::text)");
+                }
+                sql.push(" FROM logged");
+            }
+        }
+        let seq = self
+            .fetch(&sql, &[FieldType::Int])
+            .await?
+            .first()
+            .and_then(|r| r[0].as_i64())
+            .ok_or_else(no_head)?;
+        Ok(seq as u64)
+    }
+}
+
+fn no_head() -> sqlx::Error {
+    sqlx::Error::Protocol("lb_event_head has no row".into())
+}
+
+/// An event's columns after `seq`, bound, comma-separated.
+fn push_values(sql: &mut crate::store::Sql, e: &NewEvent, at: i64, node: &str) {
+    sql.bind(SqlValue::Int(at))
+        .push(", ")
+        .bind(SqlValue::Text(e.object.clone()))
+        .push(", ")
+        .bind(SqlValue::Text(e.verb.to_string()))
+        .push(", ")
+        .bind(SqlValue::Int(e.row_id))
+        .push(", ")
+        .bind(e.owner.map_or(SqlValue::Null, SqlValue::Int))
+        .push(", ")
+        .bind(SqlValue::Text(e.body.clone()))
+        .push(", ")
+        .bind(SqlValue::Bool(e.after_pending))
+        .push(", ")
+        .bind(SqlValue::Text(node.to_string()));
 }
 
 impl Tx {

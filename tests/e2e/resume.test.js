@@ -5,12 +5,21 @@
 // and may read, in order, then live events, nothing twice, and never a row it may not
 // read (another user's note: notes are owner-only). It comes back by `socket.connect()`
 // after `disconnect()`, and by the library's own reconnection after the network drops.
+// And a browser's own EventSource (StaticBackend's client in Chromium, on a page from
+// another origin) that reconnects by itself after the network drops, sending the last
+// `id:` it saw as `Last-Event-ID`.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import io2 from 'socket.io-client-v2';
 import { createServer, connect } from 'node:net';
-import { startServer, once, noSid } from './server.js';
+import { createServer as createHttpServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { startServer, once, noSid, noBrowser, launchBrowser } from './server.js';
+
+// @staticbackend/js's browser build (the global `sb`), served as shipped.
+const SB_BROWSER_BUILD = readFileSync(createRequire(import.meta.url).resolve('@staticbackend/js/backend'));
 
 let server;
 let alice;
@@ -320,5 +329,80 @@ test('a lastSeq that is no sequence number is refused at the handshake, saying s
     sockets.push(old);
     const refused = await once(old, 'error');
     assert.match(String(refused?.message ?? refused), /lastSeq/, `?lastSeq=${lastSeq}`);
+  }
+});
+
+test('a browser EventSource (@staticbackend/js in Chromium, another origin) reconnects by itself with Last-Event-ID and gets what it missed', { skip: noBrowser }, async () => {
+  const net = await network();
+  const page = createHttpServer((req, res) => {
+    if (req.url === '/backend.js') {
+      res.writeHead(200, { 'content-type': 'application/javascript' });
+      return res.end(SB_BROWSER_BUILD);
+    }
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end('<!doctype html><meta charset="utf-8"><script src="/backend.js"></script>');
+  });
+  await new Promise((resolve) => page.listen(0, 'localhost', resolve));
+  const browser = await launchBrowser();
+  try {
+    const tab = await browser.newPage();
+    await tab.goto(`http://localhost:${page.address().port}/`);
+    // As an app does with this library: on every `token` (the library authenticates
+    // again by itself on each new connection's `init`), join the channel again.
+    await tab.evaluate(([base, token]) => {
+      const be = new window.sb.Backend('livebase-public-key', base);
+      window.be = be;
+      window.seen = [];
+      window.authed = 0;
+      be.connect(token, () => { window.authed += 1; be.send('join', 'db-notes'); },
+        (msg) => window.seen.push(msg));
+    }, [net.base, alice.token]);
+    const seen = () => tab.evaluate(() => window.seen);
+    const until = async (pred, what) => {
+      for (const started = Date.now(); Date.now() - started < 15000;) {
+        const all = await seen();
+        const i = all.findIndex(pred);
+        if (i >= 0) return { at: i, msg: all[i], all };
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`no ${what}; saw ${JSON.stringify(await seen())}`);
+    };
+    const note = (title) => (m) => m.type === 'db_created' && JSON.parse(m.data).title === title;
+    await until((m) => m.type === 'joined' && m.channel === 'db-notes', 'the first join');
+
+    await create(alice, 'notes', { title: 'sse before' });
+    const before = (await until(note('sse before'), 'the first note')).msg;
+    assert.equal(typeof before.seq, 'number', JSON.stringify(before));
+
+    net.cut();
+    // The browser notices and keeps retrying by itself (readyState CONNECTING).
+    await tab.waitForFunction(() => window.be.sseClient.readyState === 0, null, { timeout: 10000 });
+    await create(alice, 'notes', { title: 'sse away 1' });
+    const secret = await create(bob, 'notes', { title: "sse bob's secret" });
+    await create(alice, 'notes', { title: 'sse away 2' });
+    const from = (await seen()).length;
+    net.restore();
+
+    // Back: authenticated again, joined again, and what she missed replayed.
+    await until((m, i) => i >= from && m.type === 'recovered', 'recovered');
+    await until(note('sse away 2'), 'the missed notes');
+    await create(alice, 'notes', { title: 'sse live' });
+    const { all } = await until(note('sse live'), 'the live note');
+    const after = all.slice(from);
+    const dump = JSON.stringify(after);
+    assert.ok(await tab.evaluate(() => window.authed) >= 2, dump);
+    const recovered = after.find((m) => m.type === 'recovered');
+    assert.equal(recovered.data.recovered, true, dump);
+    const notes = after.filter((m) => m.type === 'db_created');
+    assert.deepEqual(notes.map((m) => JSON.parse(m.data).title), ['sse away 1', 'sse away 2', 'sse live'], dump);
+    const seqs = notes.map((m) => m.seq);
+    assert.ok(seqs[0] > before.seq && seqs.every((q, i) => i === 0 || q > seqs[i - 1]), dump);
+    assert.ok(!dump.includes("bob's secret") && !seqs.includes(secret.seq), dump);
+    // The replay came before the join's answer, the live note after it.
+    const joined = after.findIndex((m) => m.type === 'joined');
+    assert.ok(joined > after.findIndex(note('sse away 2')) && joined < after.findIndex(note('sse live')), dump);
+  } finally {
+    await browser.close();
+    page.close();
   }
 });
