@@ -6,7 +6,8 @@
 //! emitted (delivered with it, from the log).
 //!
 //! What a change's after actions emit is logged as an entry of its own, once they ran
-//! (`emitted`): no object and no row, only the emits and who caused them.
+//! (`emitted`): no object and no row, only the emits, who caused them, and (as its
+//! `row_id`) the number of the change, whose after hooks it marks done.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use serde_json::{Map, Value};
 use super::{RecordEvent, Verb};
 use crate::auth::Identity;
 use crate::store::Record;
-use crate::store::events::{LoggedEvent, NewEvent};
+use crate::store::events::{EMITTED, LoggedEvent, NewEvent};
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,9 +68,6 @@ pub(super) fn verb_label(verb: Verb) -> &'static str {
         Verb::Deleted => "deleted",
     }
 }
-
-/// The log's verb of an entry holding only after actions' emits (`emitted`).
-const EMITTED: &str = "emitted";
 
 fn verb_of(label: &str) -> Option<Verb> {
     Some(match label {

@@ -118,7 +118,8 @@ pub struct RecordEvent {
     /// increasing by one per committed change, in commit order, across every node.
     pub seq: u64,
     /// Empty for an entry that is no change but what a change's after actions emitted
-    /// (`emits_only`): then only `seq`, `actor`, `emits` and `bytes` mean anything.
+    /// (`emits_only`): then only `seq`, `actor`, `emits`, `bytes` and `id` (the number
+    /// of that change) mean anything.
     pub object: String,
     pub verb: Verb,
     pub id: i64,
@@ -140,14 +141,15 @@ pub struct RecordEvent {
 }
 
 impl RecordEvent {
-    /// An entry holding what after actions emitted (`{kind, event, target, data,
-    /// action}` each) on behalf of `actor`, numbered 0 until the log numbers it.
-    fn emits_only(actor: &Identity, emits: Vec<Value>) -> Self {
+    /// An entry holding what the after actions of change `of` (0: none owed) emitted
+    /// (`{kind, event, target, data, action}` each) on behalf of `actor`, numbered 0
+    /// until the log numbers it.
+    fn emits_only(of: u64, actor: &Identity, emits: Vec<Value>) -> Self {
         RecordEvent {
             seq: 0,
             object: String::new(),
             verb: Verb::Updated,
-            id: 0,
+            id: of as i64,
             record: None,
             previous: None,
             input: Value::Object(Map::new()),
@@ -514,7 +516,8 @@ impl Records {
         let mut event = self.event_of(who, &mut step, &row);
         let logged = log::to_new(&event);
         event.bytes = logged.body.len();
-        event.seq = tx.log_events(&[logged], &self.inner.node, self.inner.announce)
+        event.seq = tx
+            .log_events(&[logged], &self.inner.node, self.inner.announce)
             .await?;
         tx.commit().await?;
         self.finish(step, event).await;
@@ -775,36 +778,30 @@ impl Records {
         }
     }
 
-    /// A change's after hooks ran: in one transaction, the change `owed` (if its hooks
-    /// were owed) is marked done and what they emitted is logged as an entry of its own,
-    /// then handed to delivery. A crash before the commit runs them again, emits and all;
-    /// after it, never again.
+    /// A change's after hooks ran: what they emitted is logged as an entry of its own
+    /// and handed to delivery, and the change `owed` (if its hooks were owed) is marked
+    /// done, in one statement. A crash before it runs them again, emits and all; after
+    /// it, never again.
     async fn afters_ran(
         &self,
         owed: Option<u64>,
         actor: &Identity,
         emitted: Vec<Value>,
     ) -> Result<(), ApiError> {
-        if owed.is_none() && emitted.is_empty() {
+        let store = &self.inner.store;
+        if emitted.is_empty() {
+            if let Some(seq) = owed {
+                store.after_done(seq).await?;
+            }
             return Ok(());
         }
-        let mut tx = self.inner.store.begin().await?;
-        if let Some(seq) = owed {
-            tx.after_done(seq).await?;
-        }
-        let mut entry = None;
-        if !emitted.is_empty() {
-            let mut event = RecordEvent::emits_only(actor, emitted);
-            let logged = log::to_new(&event);
-            event.bytes = logged.body.len();
-            event.seq = tx.log_events(&[logged], &self.inner.node, self.inner.announce)
+        let mut event = RecordEvent::emits_only(owed.unwrap_or(0), actor, emitted);
+        let logged = log::to_new(&event);
+        event.bytes = logged.body.len();
+        event.seq = store
+            .log_emitted(&logged, &self.inner.node, self.inner.announce)
             .await?;
-            entry = Some(event);
-        }
-        tx.commit().await?;
-        if let Some(event) = entry {
-            let _ = self.inner.events.send(Arc::new(event));
-        }
+        let _ = self.inner.events.send(Arc::new(event));
         Ok(())
     }
 }

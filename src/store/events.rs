@@ -22,9 +22,13 @@ use serde_json::Value;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 
-use super::{Dialect, Pools, Store, Tx};
+use super::{Dialect, Pools, Sql, Store, Tx};
 use crate::schema::FieldType;
 use crate::schema::value::SqlValue;
+
+/// The verb of an entry that is no change but what a change's after hooks emitted; its
+/// `row_id` is that change's number (0 for none), whose after hooks it marks done.
+pub const EMITTED: &str = "emitted";
 
 /// One event as the write path hands it to the log.
 #[derive(Debug, Clone)]
@@ -76,13 +80,19 @@ pub(super) fn create_statements(dialect: Dialect) -> Vec<String> {
         ),
         "INSERT INTO lb_event_head (id, seq) VALUES (1, 0) ON CONFLICT DO NOTHING".to_string(),
     ];
-    // SQLite numbers a lone event in its insert (`Tx::log_one`); the head follows.
+    // SQLite numbers a lone event in its insert (`lone_event`); the head follows. An
+    // `emitted` entry settles the change its `row_id` names.
     if dialect == Dialect::Sqlite {
         statements.push(
             "CREATE TRIGGER IF NOT EXISTS lb_events_head AFTER INSERT ON lb_events \
              BEGIN UPDATE lb_event_head SET seq = NEW.seq WHERE id = 1 AND seq < NEW.seq; END"
                 .to_string(),
         );
+        statements.push(format!(
+            "CREATE TRIGGER IF NOT EXISTS lb_events_settle AFTER INSERT ON lb_events \
+             WHEN NEW.verb = '{EMITTED}' AND NEW.row_id > 0 \
+             BEGIN UPDATE lb_events SET after_pending = 0 WHERE seq = NEW.row_id; END"
+        ));
     }
     statements
 }
@@ -200,42 +210,54 @@ impl Tx {
         node: &str,
         announce: bool,
     ) -> Result<u64, sqlx::Error> {
-        let at = now_ms();
-        let mut sql = self.sql();
-        match self.dialect() {
-            // The trigger `lb_events_head` moves the head to the number inserted.
-            Dialect::Sqlite => {
-                sql.push("INSERT INTO lb_events (")
-                    .push(COLUMNS)
-                    .push(") SELECT seq + 1, ");
-                push_values(&mut sql, event, at, node);
-                sql.push(" FROM lb_event_head WHERE id = 1 RETURNING seq");
+        let sql = lone_event(self.sql(), event, node, announce);
+        first_seq(self.fetch(&sql, &[FieldType::Int]).await?)
+    }
+}
+
+/// The statement that logs `event` alone, numbered from the head, and answers its number.
+/// An `emitted` entry that names a change in `row_id` also marks that change's after
+/// hooks done, in the same statement (on SQLite by the trigger `lb_events_settle`).
+fn lone_event(mut sql: Sql, event: &NewEvent, node: &str, announce: bool) -> Sql {
+    let at = now_ms();
+    match sql.dialect {
+        // The trigger `lb_events_head` moves the head to the number inserted.
+        Dialect::Sqlite => {
+            sql.push("INSERT INTO lb_events (")
+                .push(COLUMNS)
+                .push(") SELECT seq + 1, ");
+            push_values(&mut sql, event, at, node);
+            sql.push(" FROM lb_event_head WHERE id = 1 RETURNING seq");
+        }
+        Dialect::Postgres => {
+            sql.push("WITH head AS (UPDATE lb_event_head SET seq = seq + 1 WHERE id = 1 RETURNING seq), ");
+            if event.verb == EMITTED && event.row_id > 0 {
+                // A data-modifying CTE runs whether or not it is referenced.
+                sql.push("settled AS (UPDATE lb_events SET after_pending = false WHERE seq = ")
+                    .bind(SqlValue::Int(event.row_id))
+                    .push("), ");
             }
-            Dialect::Postgres => {
-                sql.push(
-                    "WITH head AS (UPDATE lb_event_head SET seq = seq + 1 WHERE id = 1 \
-                     RETURNING seq), logged AS (INSERT INTO lb_events (",
-                )
+            sql.push("logged AS (INSERT INTO lb_events (")
                 .push(COLUMNS)
                 .push(") SELECT seq, ");
-                push_values(&mut sql, event, at, node);
-                sql.push(" FROM head RETURNING seq) SELECT seq");
-                if announce {
-                    sql.push(", pg_notify('")
-                        .push(EVENTS_CHANNEL)
-                        .push("', seq::text)");
-                }
-                sql.push(" FROM logged");
+            push_values(&mut sql, event, at, node);
+            sql.push(" FROM head RETURNING seq) SELECT seq");
+            if announce {
+                sql.push(", pg_notify('")
+                    .push(EVENTS_CHANNEL)
+                    .push("', seq::text)");
             }
+            sql.push(" FROM logged");
         }
-        let seq = self
-            .fetch(&sql, &[FieldType::Int])
-            .await?
-            .first()
-            .and_then(|r| r[0].as_i64())
-            .ok_or_else(no_head)?;
-        Ok(seq as u64)
     }
+    sql
+}
+
+fn first_seq(rows: Vec<Vec<Value>>) -> Result<u64, sqlx::Error> {
+    rows.first()
+        .and_then(|r| r[0].as_i64())
+        .map(|seq| seq as u64)
+        .ok_or_else(no_head)
 }
 
 fn no_head() -> sqlx::Error {
@@ -261,16 +283,29 @@ fn push_values(sql: &mut crate::store::Sql, e: &NewEvent, at: i64, node: &str) {
         .bind(SqlValue::Text(node.to_string()));
 }
 
-impl Tx {
-    /// Marks an event's after hooks as run (with what they emitted, logged in the same
-    /// transaction: `Records::afters_ran`).
-    pub async fn after_done(&mut self, seq: u64) -> Result<(), sqlx::Error> {
+impl Store {
+    /// Marks an event's after hooks as run: one statement, committed.
+    pub async fn after_done(&self, seq: u64) -> Result<(), sqlx::Error> {
         let mut sql = self.sql();
         sql.push("UPDATE lb_events SET after_pending = ")
             .bind(SqlValue::Bool(false))
             .push(" WHERE seq = ")
             .bind(SqlValue::Int(seq as i64));
-        self.execute(&sql).await.map(|_| ())
+        self.fetch_written(&sql, &[]).await.map(|_| ())
+    }
+
+    /// Logs an `emitted` entry (what a change's after hooks emitted) on its own, and
+    /// when its `row_id` names that change, marks the change's after hooks done: one
+    /// statement, committed (a crash leaves both undone or both done). Answers its number.
+    pub async fn log_emitted(
+        &self,
+        event: &NewEvent,
+        node: &str,
+        announce: bool,
+    ) -> Result<u64, sqlx::Error> {
+        debug_assert_eq!(event.verb, EMITTED);
+        let sql = lone_event(self.sql(), event, node, announce);
+        first_seq(self.fetch_written(&sql, &[FieldType::Int]).await?)
     }
 }
 

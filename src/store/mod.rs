@@ -229,6 +229,19 @@ impl Store {
         Ok(rows.into_iter().map(|r| to_record(r, object)).collect())
     }
 
+    /// Runs one writing statement as a transaction of its own (one round trip; on
+    /// SQLite, on the writer) and decodes what it answers by `types`.
+    pub async fn fetch_written(
+        &self,
+        sql: &Sql,
+        types: &[FieldType],
+    ) -> Result<Vec<Vec<Value>>, sqlx::Error> {
+        match &*self.pools {
+            Pools::Sqlite { writer, .. } => fetch_sqlite(writer, sql, types).await,
+            Pools::Postgres(pool) => fetch_pg(pool, sql, types).await,
+        }
+    }
+
     /// Runs a statement outside any explicit transaction (on SQLite, on the writer).
     pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
         let mut tx = self.begin().await?;

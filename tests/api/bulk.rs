@@ -42,7 +42,11 @@ struct Witness {
 }
 
 impl WriteHook for Witness {
-    fn after<'a>(&'a self, records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, Vec<Value>> {
+    fn after<'a>(
+        &'a self,
+        records: &'a Records,
+        event: &'a RecordEvent,
+    ) -> BoxFuture<'a, Vec<Value>> {
         Box::pin(async move {
             if event.object != "items" {
                 return Vec::new();

@@ -65,7 +65,11 @@ impl WriteHook for Recorder {
         })
     }
 
-    fn after<'a>(&'a self, _records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, Vec<Value>> {
+    fn after<'a>(
+        &'a self,
+        _records: &'a Records,
+        event: &'a RecordEvent,
+    ) -> BoxFuture<'a, Vec<Value>> {
         Box::pin(async move {
             if event.object != "items" {
                 return Vec::new();

@@ -16,7 +16,11 @@ use livebase::records::{BoxFuture, RecordEvent, Records, WriteHook};
 struct EmitToUsers(Arc<OnceLock<Realtime>>);
 
 impl WriteHook for EmitToUsers {
-    fn after<'a>(&'a self, _records: &'a Records, event: &'a RecordEvent) -> BoxFuture<'a, Vec<Value>> {
+    fn after<'a>(
+        &'a self,
+        _records: &'a Records,
+        event: &'a RecordEvent,
+    ) -> BoxFuture<'a, Vec<Value>> {
         Box::pin(async move {
             if event.object == "users"
                 && let Some(realtime) = self.0.get()

@@ -403,6 +403,34 @@ async fn after_actions_emits_are_numbered_after_their_write_and_replayed() {
         let seq = seq_of(&mine[1..]).expect("a numbered emit");
         assert!(seq > write_seq, "{name}: emit {seq}, write {write_seq}");
         assert_eq!(seq_of(&for_users[1..]), Some(seq), "{name}: {for_users:?}");
+        // In the log: the emits' entry names the write, whose after hooks it settled in
+        // the same statement.
+        let logged = app
+            .state
+            .store
+            .events_after(write_seq - 1, 10)
+            .await
+            .unwrap();
+        let entries: Vec<_> = logged
+            .iter()
+            .map(|e| {
+                (
+                    e.seq,
+                    e.object.as_str(),
+                    e.verb.as_str(),
+                    e.row_id,
+                    e.after_pending,
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                (write_seq, "memos", "created", first, false),
+                (seq, "", "emitted", write_seq as i64, false),
+            ],
+            "{name}"
+        );
         drop(s);
 
         // While away: bob's memo (its `mine` is bob's, its `for_users` hers too), one
@@ -411,9 +439,7 @@ async fn after_actions_emits_are_numbered_after_their_write_and_replayed() {
         create(&app, &alice, "memos", "fail").await;
         let hers = create(&app, &alice, "memos", "hers").await;
 
-        let mut back = resume_socket(&app, &alice.token, json!(seq))
-            .await
-            .unwrap();
+        let mut back = resume_socket(&app, &alice.token, json!(seq)).await.unwrap();
         let (replayed, recovered) = until_recovered(&mut back).await;
         assert_eq!(recovered["recovered"], json!(true), "{name}: {recovered}");
         let got: Vec<(&str, Value)> = replayed
@@ -429,9 +455,19 @@ async fn after_actions_emits_are_numbered_after_their_write_and_replayed() {
             ],
             "{name}: {replayed:?}"
         );
-        let seqs: Vec<u64> = replayed.iter().filter_map(|(_, a)| seq_of(&a[1..])).collect();
-        assert_eq!(seqs.len(), 3, "{name}: every replayed emit numbered: {replayed:?}");
-        assert!(seqs[0] > seq && seqs[0] < seqs[1] && seqs[1] == seqs[2], "{seqs:?}");
+        let seqs: Vec<u64> = replayed
+            .iter()
+            .filter_map(|(_, a)| seq_of(&a[1..]))
+            .collect();
+        assert_eq!(
+            seqs.len(),
+            3,
+            "{name}: every replayed emit numbered: {replayed:?}"
+        );
+        assert!(
+            seqs[0] > seq && seqs[0] < seqs[1] && seqs[1] == seqs[2],
+            "{seqs:?}"
+        );
         // Then live, once each; nothing of the failed action, bob's `mine` never.
         let marker = app.barrier().await;
         let rest = back.until_barrier(&marker).await;
