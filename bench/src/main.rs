@@ -88,8 +88,9 @@ struct Args {
     #[arg(long)]
     soak_sockets: Option<usize>,
     /// livebase's `--socket-buffer` (messages queued per socket) in the replay scenario.
-    /// Default: the largest replay plus 1024. At livebase's own default, 1024, a replay
-    /// of more events stops at the full queue and its join gets no ack.
+    /// Default: four thirds of the largest replay plus 1024. A replay may take three
+    /// quarters of the queue: at livebase's own default, 1024, one of more than 768
+    /// events stops there and its join answers `recovered: false`.
     #[arg(long)]
     replay_socket_buffer: Option<usize>,
     /// Folder for the soak's memory curve (CSV and SVG).

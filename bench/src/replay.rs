@@ -46,12 +46,13 @@ struct Round {
 }
 
 pub async fn run(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Table> {
-    // A replay is queued to the socket at once, between two deliveries: livebase's
-    // default queue of 1024 messages per socket cannot hold a larger one.
+    // A replay is queued to the socket at once, between two deliveries, and may take
+    // three quarters of its queue: livebase's default queue of 1024 messages per socket
+    // holds a replay of 768.
     let largest = plan.replay_events.iter().copied().max().unwrap_or(0) as usize;
     let buffer = plan
         .replay_socket_buffer
-        .unwrap_or(largest + LIVEBASE_SOCKET_BUFFER);
+        .unwrap_or(largest * 4 / 3 + LIVEBASE_SOCKET_BUFFER);
     let mut table = Table::new(
         &format!(
             "Replay to one reconnecting socket (`auth: {{token, lastSeq}}`, then `join(\"{CHANNEL}\")`; rows with a {BODY}-byte body; livebase `--socket-buffer {buffer}`)"
@@ -140,8 +141,9 @@ pub async fn run(paths: &Paths, plan: &Plan, kinds: &[Kind]) -> Result<Table> {
          all rows replayed, `seq` strictly increasing up to the ack's `seq`, rows in write order, `recovered: true`. \
          \"Replayed from\": the relay keeps the last {RING_EVENTS} events in memory; an older gap is read from the event log \
          (`connect → recovered` reads it too, for the identity rooms). livebase's own default `--socket-buffer` is \
-         {LIVEBASE_SOCKET_BUFFER} messages: a replay is queued to the socket whole, so at the default one of more events \
-         stops there (`--replay-socket-buffer {LIVEBASE_SOCKET_BUFFER}` shows it)."
+         {LIVEBASE_SOCKET_BUFFER} messages: a replay is queued to the socket whole and may take three quarters of it, so at \
+         the default one of more events stops there and answers `recovered: false` (`--replay-socket-buffer \
+         {LIVEBASE_SOCKET_BUFFER}` shows it)."
     ));
     if !failed.is_empty() {
         for line in &failed {

@@ -92,6 +92,8 @@ struct Limits {
     buffer_bytes: u64,
     /// How long a socket may stay over `buffer_bytes` before it is disconnected.
     over_budget_patience: Duration,
+    /// Messages one socket's queue holds (`--socket-buffer`).
+    buffer_messages: usize,
 }
 
 impl Shared {
@@ -119,6 +121,7 @@ impl Realtime {
                 max_channels: config.socket_max_channels,
                 buffer_bytes: config.socket_buffer_bytes,
                 over_budget_patience: Duration::from_millis(config.socket_ping_timeout_ms),
+                buffer_messages: config.socket_buffer,
             },
             connections: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),

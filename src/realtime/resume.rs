@@ -17,8 +17,10 @@
 //! The relay keeps its recent events in memory (`RING_EVENTS`, `RING_BYTES`); a client
 //! further behind has its events read from the log before it asks the relay, outside
 //! it, at most `MAX_REPLAY` events and `READS` reads at once. `recovered` is false
-//! when the events after `lastSeq` are no longer all in the log (pruned), or too many,
-//! or the number is one this server never gave: the client should read afresh.
+//! when the events after `lastSeq` are no longer all in the log (pruned), or too many
+//! (for one join, more than three quarters of the socket's message queue, which the
+//! replay fills at once), or the number is one this server never gave: the client
+//! should read afresh.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -310,6 +312,9 @@ pub(crate) fn carry_out<'a>(
         recovered = false;
     }
     let mut replayed = 0;
+    // A replay is queued whole: it leaves a quarter of the socket's queue for its ack
+    // and what follows live, or it would fill the queue and the ack be dropped.
+    let cap = (shared.limits.buffer_messages - shared.limits.buffer_messages / 4).max(1);
     if recovered && !new.is_empty() {
         let new: HashSet<&str> = new.iter().map(String::as_str).collect();
         let mut send = |event: &RecordEvent| -> bool {
@@ -330,8 +335,12 @@ pub(crate) fn carry_out<'a>(
             let outs = super::relay::outgoing(object, event, &emits, true);
             for (out, _) in outs.into_iter().zip(&wanted).filter(|(_, w)| **w) {
                 let size = super::outbox::size_of(&out.name, &out.data);
-                if !shared.admit(s, size) || s.emit(out.name.as_str(), &out.data).is_err() {
-                    // Over its byte budget, or closed: the rest cannot follow in order.
+                if replayed >= cap
+                    || !shared.admit(s, size)
+                    || s.emit(out.name.as_str(), &out.data).is_err()
+                {
+                    // Over its share of the queue, over its byte budget, or closed: the
+                    // rest cannot follow in order.
                     return false;
                 }
                 replayed += 1;

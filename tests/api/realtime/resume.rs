@@ -478,3 +478,47 @@ async fn after_actions_emits_are_numbered_after_their_write_and_replayed() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_replay_longer_than_its_share_of_the_queue_stops_and_its_answer_still_arrives() {
+    let backend = &backends()[0];
+    // A queue of 16 messages: a replay takes at most 12 of them.
+    let app = objects(Spawn::new(backend))
+        .config(|c| c.socket_buffer = 16)
+        .start()
+        .await;
+    let alice = app.user("alice@x.test", "User").await;
+    let (_, before) = app.state.store.event_bounds().await.unwrap();
+    for i in 0..20 {
+        create(&app, &alice, "posts", &format!("p{i}")).await;
+    }
+    let (_, head) = app.state.store.event_bounds().await.unwrap();
+
+    // 20 missed LoopBack names: the first 12 in order, then `recovered: false`, which
+    // arrives (the queue kept room for it).
+    let mut long = resume_socket(&app, &alice.token, json!(before))
+        .await
+        .unwrap();
+    let (replayed, recovered) = until_recovered(&mut long).await;
+    assert_eq!(recovered["recovered"], json!(false), "{recovered}");
+    assert_eq!(recovered["replayed"], json!(12), "{recovered}");
+    let titles: Vec<Value> = replayed
+        .iter()
+        .map(|(_, a)| a[0]["title"].clone())
+        .collect();
+    let first: Vec<Value> = (0..12).map(|i| json!(format!("p{i}"))).collect();
+    assert_eq!(titles, first, "{replayed:?}");
+    // A join whose replay is too long is answered too, and says so.
+    let ack = long.call("join", json!("db-posts")).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    assert_eq!(ack["recovered"], json!(false), "{ack}");
+
+    // 8 missed: within its share, all of them, recovered.
+    let mut short = resume_socket(&app, &alice.token, json!(head - 8))
+        .await
+        .unwrap();
+    let (replayed, recovered) = until_recovered(&mut short).await;
+    assert_eq!(recovered["recovered"], json!(true), "{recovered}");
+    assert_eq!(replayed.len(), 8, "{replayed:?}");
+    app.stop().await;
+}
