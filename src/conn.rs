@@ -276,6 +276,12 @@ pub async fn serve(
                 }
             },
         };
+        // Answers and frames are written whole: never hold a small one back until the
+        // peer acknowledges the last (Nagle's algorithm against its delayed ACK, up to
+        // ~40 ms), as Node's `ws`, and so the socket.io peer, also set.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%addr, "setting TCP_NODELAY: {e}");
+        }
         let Some(slot) = per_address.take(addr.ip(), limits.max_per_address) else {
             metrics::counter!("livebase_connections_cut_total", "reason" => "per_address")
                 .increment(1);
