@@ -449,19 +449,25 @@ impl Records {
             query.owner = Some(me);
         }
         let store = &self.inner.store;
-        let mut count = store.sql();
-        statements::count(&mut count, object, query);
         let mut page = store.sql();
         statements::list(&mut page, object, query);
-        let (total, rows) = tokio::try_join!(
-            store.fetch(&count, &[crate::schema::FieldType::Int]),
-            store.fetch_records(&page, object)
-        )?;
-        let total = total
-            .first()
-            .and_then(|r| r.first())
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
+        let (total, rows) = store.fetch_records_counted(&page, object).await?;
+        let total = match total {
+            Some(total) => total,
+            // An empty first page matches nothing; past the last page, count apart.
+            None if query.page_number <= 1 => 0,
+            None => {
+                let mut count = store.sql();
+                statements::count(&mut count, object, query);
+                store
+                    .fetch(&count, &[crate::schema::FieldType::Int])
+                    .await?
+                    .first()
+                    .and_then(|r| r.first())
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+            }
+        };
         Ok((total, rows))
     }
 

@@ -229,6 +229,28 @@ impl Store {
         Ok(rows.into_iter().map(|r| to_record(r, object)).collect())
     }
 
+    /// `fetch_records` for a statement whose rows end with one more integer column
+    /// (`statements::list`'s count of every match): the records, and that count (`None`
+    /// when no row came back).
+    pub async fn fetch_records_counted(
+        &self,
+        sql: &Sql,
+        object: &ObjectSchema,
+    ) -> Result<(Option<i64>, Vec<Record>), sqlx::Error> {
+        let mut types = record_types(object);
+        types.push(FieldType::Int);
+        let rows = self.fetch(sql, &types).await?;
+        let mut count = None;
+        let records = rows
+            .into_iter()
+            .map(|mut r| {
+                count = r.pop().and_then(|v| v.as_i64());
+                to_record(r, object)
+            })
+            .collect();
+        Ok((count, records))
+    }
+
     /// Runs one writing statement as a transaction of its own (one round trip; on
     /// SQLite, on the writer) and decodes what it answers by `types`.
     pub async fn fetch_written(

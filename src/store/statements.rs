@@ -150,10 +150,12 @@ pub fn count(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
     push_where(sql, object, query);
 }
 
+/// A page of the matching rows, each with the count of every match as its last column
+/// (a window over the whole match, so page and count come from one snapshot).
 pub fn list(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
     sql.push("SELECT ");
     push_record_columns(sql, object);
-    sql.push(" FROM ").ident(&object.name);
+    sql.push(", COUNT(*) OVER () FROM ").ident(&object.name);
     push_where(sql, object, query);
     sql.push(" ORDER BY ");
     // NULL sorts as the smallest value on both databases (PostgreSQL's default is the
