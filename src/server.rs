@@ -211,6 +211,8 @@ pub async fn serve(
     realtime.serve(router.clone()).await?;
     let service = router
         .layer(app.socket_layer)
+        // Before Socket.IO, which keeps each socket's request for the socket's life.
+        .layer(axum::middleware::from_fn(conn::own_socket_request))
         // Outside the Socket.IO layer, which would take its paths for engine.io's.
         .layer(axum::middleware::from_fn(http::client_script::serve))
         .layer(axum::middleware::from_fn_with_state(
