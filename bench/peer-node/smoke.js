@@ -251,6 +251,53 @@ async function main() {
       assert.equal(typeof r.body.Message, 'string');
     });
 
+    await check('bulk: creates in one transaction, a bad step writes nothing', async () => {
+      const steps = [1, 2, 3].map((seq) => ({ method: 'POST', url: '/1/objects/open', data: { seq, tag: seq === 2 ? 'two' : 'odd', body: 'b' } }));
+      const r = await http('POST', '/1/bulk', { token: a.access_token, json: steps });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(r.body.map((x) => typeof x.__metadata.id), ['string', 'string', 'string']);
+      const bad = await http('POST', '/1/bulk', { token: a.access_token, json: [steps[0], { method: 'POST', url: '/1/objects/open', data: { seq: 'x' } }] });
+      assert.equal(bad.status, 400);
+      assert.match(bad.body.Message, /step 1/);
+      assert.equal((await http('POST', '/1/bulk', { token: a.access_token, json: [{ method: 'DELETE', url: '/1/objects/open/1' }] })).status, 400);
+      const all = await http('GET', '/1/objects/open?pageSize=10', { token: a.access_token });
+      assert.equal(all.body.totalRows, 3);
+      assert.deepEqual(all.body.data.map((row) => row.seq), [1, 2, 3]);
+    });
+    await check('GET by id: a row; another user\'s owned row 404; bad id 400', async () => {
+      const mine = await http('GET', '/1/objects/owned?pageSize=5', { token: a.access_token });
+      assert.equal(mine.body.totalRows, 1);
+      const row = mine.body.data[0];
+      assert.deepEqual(row, { id: row.id, seq: 8, body: null, __metadata: { id: String(row.id) } });
+      assert.deepEqual((await http('GET', `/1/objects/owned/${row.id}`, { token: a.access_token })).body, row);
+      const other = await http('GET', `/1/objects/owned/${row.id}`, { token: b.access_token });
+      assert.equal(other.status, 404);
+      assert.equal((await http('GET', '/1/objects/owned/x', { token: a.access_token })).status, 400);
+      assert.equal((await http('GET', '/1/objects/open/99999', { token: a.access_token })).status, 404);
+      const first = await http('GET', '/1/objects/open/1', { token: b.access_token });
+      assert.equal(first.status, 200);
+      assert.equal(first.body.seq, 1);
+    });
+    await check('list: owner scope, pageSize/pageNumber, filter (equals, notEquals, null), bad filter 400', async () => {
+      const list = (token, q) => http('GET', `/1/objects/${q}`, { token });
+      const f = (x) => encodeURIComponent(JSON.stringify(x));
+      const bList = await list(b.access_token, 'owned');
+      assert.deepEqual(bList.body.data.map((row) => row.seq), [9]);
+      const page2 = await list(a.access_token, 'open?pageSize=2&pageNumber=2');
+      assert.deepEqual([page2.body.totalRows, page2.body.data.map((row) => row.seq)], [3, [3]]);
+      const two = await list(a.access_token, `open?filter=${f({ fieldName: 'tag', operator: 'equals', value: 'two' })}`);
+      assert.deepEqual([two.body.totalRows, two.body.data.map((row) => row.seq)], [1, [2]]);
+      const odd = await list(a.access_token, `open?filter=${f([{ fieldName: 'tag', operator: 'notEquals', value: 'two' }, { fieldName: 'seq', operator: 'greaterThan', value: 1 }])}`);
+      assert.deepEqual([odd.body.totalRows, odd.body.data.map((row) => row.seq)], [1, [3]]);
+      const isNull = await list(b.access_token, `owned?filter=${f({ fieldName: 'body', operator: 'equals', value: null })}`);
+      assert.deepEqual(isNull.body.data.map((row) => row.seq), [9]);
+      const notNull = await list(b.access_token, `owned?filter=${f({ fieldName: 'body', operator: 'notEquals', value: null })}`);
+      assert.deepEqual(notNull.body.data.map((row) => row.seq), []);
+      for (const q of ['open?filter=nope', `open?filter=${f({ fieldName: 'nope', operator: 'equals', value: 1 })}`,
+        `open?filter=${f({ fieldName: 'seq', operator: 'equals', value: 'x' })}`, 'open?pageSize=0']) {
+        assert.equal((await list(a.access_token, q)).status, 400, q);
+      }
+    });
     await check('chan_in → chan_out to a joined member; db- channels refused', async () => {
       assert.deepEqual(await ack(sb, 'join', 'room-1'), { ok: true, channel: 'room-1' });
       const out = next(sb, 'chan_out');

@@ -168,13 +168,41 @@ pub struct Closed {
     pub elapsed: Duration,
 }
 
+/// Request number `n` of connection `conn`.
+pub type MakeRequest = Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>;
+/// Judges the answer to request `n` of connection `conn`: `Err` says what is wrong.
+pub type CheckAnswer = Arc<dyn Fn(usize, u64, &http::Response) -> Result<(), String> + Send + Sync>;
+
 /// `connections` loops, each sending the request `make(conn, n)` and waiting for its
 /// answer, for `duration`. Status 200 counts as success.
 pub async fn closed_loop(
     addr: SocketAddr,
     connections: usize,
     duration: Duration,
-    make: Arc<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>,
+    make: MakeRequest,
+) -> Result<Closed> {
+    let status_200: CheckAnswer = Arc::new(|_, _, resp: &http::Response| {
+        if resp.status == 200 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            ))
+        }
+    });
+    closed_loop_checked(addr, connections, duration, make, status_200).await
+}
+
+/// As `closed_loop`, every answer judged by `check(conn, n, answer)`: only those it
+/// accepts count as success; the others are errors, the first one's reason kept.
+pub async fn closed_loop_checked(
+    addr: SocketAddr,
+    connections: usize,
+    duration: Duration,
+    make: MakeRequest,
+    check: CheckAnswer,
 ) -> Result<Closed> {
     let latencies = Arc::new(Latencies::default());
     let ok = Arc::new(AtomicU64::new(0));
@@ -184,35 +212,35 @@ pub async fn closed_loop(
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for c in 0..connections {
-        let (latencies, ok, errors, first_error, make) = (
+        let (latencies, ok, errors, first_error, make, check) = (
             latencies.clone(),
             ok.clone(),
             errors.clone(),
             first_error.clone(),
             make.clone(),
+            check.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(addr, target::source(c)).await?;
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let req = make(c, n);
-                n += 1;
                 let t0 = Instant::now();
                 let resp = conn.send(&req).await?;
                 latencies.record(c, t0.elapsed());
-                if resp.status == 200 {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    let mut first = first_error.lock().unwrap();
-                    if first.is_none() {
-                        *first = Some(format!(
-                            "{} {}",
-                            resp.status,
-                            String::from_utf8_lossy(&resp.body)
-                        ));
+                match check(c, n, &resp) {
+                    Ok(()) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(why) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        let mut first = first_error.lock().unwrap();
+                        if first.is_none() {
+                            *first = Some(why);
+                        }
                     }
                 }
+                n += 1;
             }
             anyhow::Ok(())
         }));

@@ -4,11 +4,13 @@
 //!
 //! Layout: `target` starts and measures servers; `http` and `sio` are lean clients;
 //! `clients` holds load patterns shared by scenarios; `scenarios` the single-server
-//! scenarios; `cluster` the several-node one; `stats` histograms and tables.
+//! scenarios, with `reads` and `replay` in files of their own; `cluster` the
+//! several-node one; `stats` histograms and tables.
 
 mod clients;
 mod cluster;
 mod http;
+mod reads;
 mod replay;
 mod scenarios;
 mod sio;
@@ -36,6 +38,9 @@ enum Scenario {
     Idle,
     /// Sustained creates with db-channel subscribers under owner row security.
     Writes,
+    /// REST reads: one row by id, pages of 20 with and without row security, a
+    /// filtered page; every answer checked.
+    Reads,
     /// Normal traffic's latency, calm and while hostile actions run.
     Hostile,
     /// Many sockets for a long time: memory curve, deliveries, slow readers, limit.
@@ -176,6 +181,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
             Scenario::Actions,
             Scenario::Idle,
             Scenario::Writes,
+            Scenario::Reads,
             Scenario::Hostile,
             Scenario::Soak,
             Scenario::Replay,
@@ -210,6 +216,7 @@ async fn run(args: Args, paths: Paths) -> Result<()> {
             Scenario::Actions => one(scenarios::actions(&paths, &plan, kinds, &mut heads).await),
             Scenario::Idle => one(scenarios::idle(&paths, &plan, kinds, &mut heads).await),
             Scenario::Writes => one(scenarios::writes(&paths, &plan, kinds, &mut heads).await),
+            Scenario::Reads => one(reads::run(&paths, &plan, kinds, &mut heads).await),
             Scenario::Hostile => one(scenarios::hostile(&paths, &plan, kinds, &mut heads).await),
             Scenario::Soak => one(scenarios::soak(&paths, &plan, kinds, &mut heads).await),
             Scenario::Replay => one(replay::run(&paths, &plan, kinds).await),

@@ -61,6 +61,10 @@ pub struct Plan {
     /// livebase's `--socket-buffer` in the replay scenario (`None`: room for the largest
     /// replay, see `replay`).
     pub replay_socket_buffer: Option<usize>,
+    /// Reads: rows seeded in each of `open` and `owned`, and the users `owned` is
+    /// spread over (each reads its own).
+    pub reads_rows: usize,
+    pub reads_users: usize,
 }
 
 impl Plan {
@@ -102,6 +106,8 @@ impl Plan {
             replay_events: vec![1_000, 4_000, 5_000, 10_000],
             replay_rounds: 5,
             replay_socket_buffer: None,
+            reads_rows: 10_000,
+            reads_users: 100,
         }
     }
 
@@ -137,6 +143,8 @@ impl Plan {
             replay_events: vec![100, 4_200],
             replay_rounds: 2,
             replay_socket_buffer: None,
+            reads_rows: 500,
+            reads_users: 5,
         }
     }
 }
@@ -150,7 +158,7 @@ pub(crate) const LOADER_CAP: u64 = 2_000_000;
 pub struct Headlines(pub Vec<(String, Kind, f64)>);
 
 impl Headlines {
-    fn add(&mut self, metric: &str, kind: Kind, value: f64) {
+    pub(crate) fn add(&mut self, metric: &str, kind: Kind, value: f64) {
         self.0.push((metric.to_string(), kind, value));
     }
 }

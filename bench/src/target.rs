@@ -122,7 +122,9 @@ impl Target {
             }
             Kind::Floor => {
                 cmd.arg(paths.bin_dir.join("floor"))
-                    .args(["--listen", &listen]);
+                    .args(["--listen", &listen])
+                    .arg("--sqlite")
+                    .arg(dir.path().join("floor.db"));
             }
         }
         cmd.current_dir(dir.path())

@@ -5,6 +5,7 @@
 const Fastify = require('fastify');
 const { hashPassword, verifyPassword, bearer } = require('./auth');
 const { ActionError } = require('./sandbox');
+const { CONDITIONS } = require('./store');
 
 const BODY_LIMIT = 1 << 20;
 
@@ -15,6 +16,69 @@ class HttpError extends Error {
   }
 }
 const bad = (m) => new HttpError(400, m);
+
+// Steps per bulk, as livebase's `POST /1/bulk`.
+const MAX_STEPS = 1000;
+const MAX_PAGE_SIZE = 1000;
+const MAX_CONDITIONS = 50;
+
+// A value a condition on `field` may compare with: the field's type, or null.
+function conditionValue(field, v) {
+  if (v === null) return null;
+  const ok = {
+    int: () => typeof v === 'number' && Number.isSafeInteger(v),
+    float: () => typeof v === 'number' && Number.isFinite(v),
+    string: () => typeof v === 'string',
+    bool: () => typeof v === 'boolean',
+  }[field.type];
+  if (!ok || !ok()) throw bad(`filter: \`${field.name}\` cannot be compared with ${JSON.stringify(v)}`);
+  return v;
+}
+
+// `filter`: one {fieldName, operator, value} or an array of them, as livebase reads it
+// (the equality and ordering operators; `id` is a field too).
+function parseFilter(object, text) {
+  let raw;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw bad(`filter is not valid JSON: ${e.message}`);
+  }
+  const items = Array.isArray(raw) ? raw : [raw];
+  if (items.length > MAX_CONDITIONS) throw bad(`filter has more than ${MAX_CONDITIONS} conditions`);
+  return items.map((item) => {
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) {
+      throw bad('filter must be a JSON array of objects');
+    }
+    const { fieldName, operator, value = null } = item;
+    const field = fieldName === 'id'
+      ? { name: 'id', type: 'int' }
+      : object.fields.get(fieldName);
+    if (!field) throw bad(`unknown field \`${fieldName}\` for object \`${object.name}\``);
+    if (!Object.hasOwn(CONDITIONS, operator)) throw bad(`filter: unsupported operator ${JSON.stringify(operator)}`);
+    if (value === null && operator !== 'equals' && operator !== 'notEquals') {
+      throw bad(`filter: \`${operator}\` needs a value`);
+    }
+    return { field: field.name, op: operator, value: conditionValue(field, value) };
+  });
+}
+
+function wholeNumber(name, text, fallback, max) {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (typeof text !== 'string' || !Number.isInteger(n) || n < 1 || n > max) {
+    throw bad(`${name} must be a whole number from 1 to ${max}, got \`${text}\``);
+  }
+  return n;
+}
+
+// The row as REST and events carry it: {id, <every field, null when absent>, __metadata}.
+function restRow(object, id, values) {
+  const row = { id };
+  for (const name of object.fields.keys()) row[name] = values[name] === undefined ? null : values[name];
+  row.__metadata = { id: String(id) };
+  return row;
+}
 
 // Validates a create body against the object's fields: a JSON object, only known
 // fields, each of its declared type, required ones present and not null.
@@ -192,41 +256,105 @@ function buildHttp({ objects, actions: actionFiles, store, tokens, sandbox, real
     const values = validateRow(object, req.body);
     const ownerId = Number(who.userId);
     const id = store.insert(object.name, values, ownerId);
+    created(who, object, req.body, restRow(object, id, values));
+    return { __metadata: { id: String(id) } };
+  });
 
-    const row = { id };
-    for (const name of object.fields.keys()) row[name] = values[name] === undefined ? null : values[name];
-    row.__metadata = { id: String(id) };
+  // Scenario "reads" seeds its rows with this, as it does livebase's. Only creates
+  // (`{method: "POST", url: "/1/objects/<object>", data}`); every step is checked first,
+  // then all rows are written in one transaction, then each row's actions and
+  // `db_created` follow as for a single create.
+  app.post('/1/bulk', async (req) => {
+    const who = caller(req);
+    const steps = req.body;
+    if (!Array.isArray(steps)) throw bad('a bulk body is a JSON array of {method, url, data}');
+    if (steps.length > MAX_STEPS) {
+      throw new HttpError(413, `a bulk has at most ${MAX_STEPS} steps, this one has ${steps.length}`);
+    }
+    const rows = steps.map((step, i) => {
+      const m = step && step.method === 'POST' && typeof step.url === 'string'
+        && /^\/1\/objects\/([^/?]+)$/.exec(step.url);
+      if (!m) throw bad(`step ${i}: the peer's bulk only creates (POST /1/objects/<object>)`);
+      const object = objects.get(m[1]);
+      if (!object) throw new HttpError(404, `step ${i}: no object named \`${m[1]}\``);
+      if (!object.permissions.create.has(who.role)) {
+        throw new HttpError(403, `step ${i}: role \`${who.role}\` may not create \`${object.name}\``);
+      }
+      try {
+        return { object: object.name, values: validateRow(object, step.data), input: step.data };
+      } catch (e) {
+        e.message = `step ${i}: ${e.message}`;
+        throw e;
+      }
+    });
+    const ownerId = Number(who.userId);
+    const ids = store.insertMany(rows, ownerId);
+    return rows.map(({ object: name, values, input }, i) => {
+      const object = objects.get(name);
+      created(who, object, input, restRow(object, ids[i], values));
+      return { __metadata: { id: String(ids[i]) } };
+    });
+  });
 
+  // After a committed create: the object's afterCreate actions, then `db_created`.
+  function created(who, object, input, row) {
     const actions = afterCreate.get(object.name);
     if (actions.length > 0) {
       // Not awaited: the answer does not wait for the sandbox, but the actions are queued
       // now and their emits delivered when they finish.
       runAfterCreate(actions, {
-        userInput: req.body,
+        userInput: input,
         dbRow: row,
         parameters: {},
         userProfile: { username: who.username, role: who.role, userId: who.userId },
       });
     }
-    realtime.dbCreated(object, row, ownerId);
-    return { __metadata: { id: String(id) } };
-  });
+    realtime.dbCreated(object, row, Number(who.userId));
+  }
 
-  // Scenario "hostile": a read as normal traffic. Read permission, then one page.
-  app.get('/1/objects/:object', async (req) => {
+  // Reads (scenarios "hostile" and "reads"): read permission, then the row or one page;
+  // under owner row security only the caller's rows (another's reads as missing).
+  function readable(req) {
     const who = caller(req);
     const object = objects.get(req.params.object);
     if (!object) throw new HttpError(404, `no object named \`${req.params.object}\``);
     if (!object.permissions.read.has(who.role)) {
       throw new HttpError(403, `role \`${who.role}\` may not read \`${object.name}\``);
     }
-    const pageSize = Math.min(Number(req.query.pageSize ?? 20) || 20, 1000);
-    const { totalRows, data } = store.list(object.name, pageSize, Number(who.userId));
-    for (const row of data) {
-      delete row.owner;
-      row.__metadata = { id: String(row.id) };
+    return { who, object };
+  }
+  const owns = (object, who, row) => object.rowSecurity !== 'owner' || who.role === 'Admin'
+    || row.owner === Number(who.userId);
+  function showRow(row) {
+    delete row.owner;
+    row.__metadata = { id: String(row.id) };
+    return row;
+  }
+
+  app.get('/1/objects/:object', async (req) => {
+    const { who, object } = readable(req);
+    const pageSize = wholeNumber('pageSize', req.query.pageSize, 20, MAX_PAGE_SIZE);
+    const pageNumber = wholeNumber('pageNumber', req.query.pageNumber, 1, 1e9);
+    const filter = typeof req.query.filter === 'string' ? req.query.filter.trim() : '';
+    const conditions = filter === '' ? [] : parseFilter(object, filter);
+    // An Admin reads every row of an owner object; everyone else only their own.
+    const scoped = object.rowSecurity === 'owner' && who.role !== 'Admin';
+    const { totalRows, data } = store.list(object.name, { pageSize, pageNumber, conditions },
+      scoped ? Number(who.userId) : null);
+    return { totalRows, data: data.map(showRow) };
+  });
+
+  app.get('/1/objects/:object/:id', async (req) => {
+    const { who, object } = readable(req);
+    const id = Number(req.params.id);
+    if (!/^[0-9]+$/.test(req.params.id) || !Number.isSafeInteger(id) || id < 1) {
+      throw bad(`row id must be a positive integer, got \`${req.params.id}\``);
     }
-    return { totalRows, data };
+    const row = store.get(object.name, id);
+    if (!row || !owns(object, who, row)) {
+      throw new HttpError(404, `no \`${object.name}\` row with id ${id}`);
+    }
+    return showRow(row);
   });
 
   async function callFunction(req, reply) {

@@ -11,6 +11,19 @@ function quote(ident) {
   return `"${ident.replace(/"/g, '""')}"`;
 }
 
+const sqlValue = (v) => (typeof v === 'boolean' ? (v ? 1 : 0) : v);
+
+// Filter operators, as livebase's: `notEquals` also matches NULL; `equals`/`notEquals`
+// null mean IS (NOT) NULL.
+const CONDITIONS = {
+  equals: (f, isNull) => (isNull ? `${f} IS NULL` : `${f} = ?`),
+  notEquals: (f, isNull) => (isNull ? `${f} IS NOT NULL` : `(${f} <> ? OR ${f} IS NULL)`),
+  greaterThan: (f) => `${f} > ?`,
+  greaterThanOrEqualsTo: (f) => `${f} >= ?`,
+  lessThan: (f) => `${f} < ?`,
+  lessThanOrEqualsTo: (f) => `${f} <= ?`,
+};
+
 function openStore(file, objects) {
   // A fresh database each run.
   for (const suffix of ['', '-wal', '-shm']) fs.rmSync(file + suffix, { force: true });
@@ -49,13 +62,41 @@ function openStore(file, objects) {
     const stmt = db.prepare(`INSERT INTO ${quote(object.name)} (${insertColumns.map(quote).join(', ')})
       VALUES (${insertColumns.map(() => '?').join(', ')})`);
     inserters.set(object.name, { stmt, names, owned: object.rowSecurity === 'owner' });
-    const scope = object.rowSecurity === 'owner' ? ' WHERE owner = ?' : '';
     listers.set(object.name, {
-      page: db.prepare(`SELECT * FROM ${quote(object.name)}${scope} ORDER BY id LIMIT ?`),
-      count: db.prepare(`SELECT COUNT(*) AS n FROM ${quote(object.name)}${scope}`),
+      byId: db.prepare(`SELECT * FROM ${quote(object.name)} WHERE id = ?`),
+      // Page and count statements per shape of WHERE clause, prepared on first use.
+      shapes: new Map(),
       owned: object.rowSecurity === 'owner',
     });
   }
+  // A list's statements for one WHERE shape: the owner restriction (when `scoped`) and
+  // each condition's field and operator; values are always bound.
+  function shape(objectName, conditions, scoped) {
+    const lister = listers.get(objectName);
+    const where = scoped ? ['owner = ?'] : [];
+    for (const c of conditions) where.push(CONDITIONS[c.op](quote(c.field), c.value === null));
+    const clause = where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '';
+    let statements = lister.shapes.get(clause);
+    if (!statements) {
+      statements = {
+        page: db.prepare(`SELECT * FROM ${quote(objectName)}${clause} ORDER BY id LIMIT ? OFFSET ?`),
+        count: db.prepare(`SELECT COUNT(*) AS n FROM ${quote(objectName)}${clause}`),
+      };
+      lister.shapes.set(clause, statements);
+    }
+    return statements;
+  }
+
+  function insert(objectName, values, ownerId) {
+    const { stmt, names, owned } = inserters.get(objectName);
+    const params = owned ? [ownerId] : [];
+    for (const n of names) {
+      const v = values[n];
+      params.push(v === undefined ? null : sqlValue(v));
+    }
+    return Number(stmt.run(params).lastInsertRowid);
+  }
+  const insertAll = db.transaction((rows, ownerId) => rows.map(({ object, values }) => insert(object, values, ownerId)));
 
   return {
     db,
@@ -67,22 +108,29 @@ function openStore(file, objects) {
       return userByEmail.get(email);
     },
     // Inserts a validated row (autocommit: committed when run() returns) and answers
-    // {id, owner} so the caller can build the row as REST shows it.
-    insert(objectName, values, ownerId) {
-      const { stmt, names, owned } = inserters.get(objectName);
-      const params = owned ? [ownerId] : [];
-      for (const n of names) {
-        const v = values[n];
-        params.push(v === undefined ? null : typeof v === 'boolean' ? (v ? 1 : 0) : v);
-      }
-      return Number(stmt.run(params).lastInsertRowid);
+    // its id, so the caller can build the row as REST shows it.
+    insert,
+    // Inserts many validated rows in one transaction (all or none); answers their ids.
+    insertMany(rows, ownerId) {
+      return insertAll(rows, ownerId);
     },
-    // One page of rows in id order and the total, scoped to the owner under owner
-    // security (as livebase's list does).
-    list(objectName, pageSize, ownerId) {
-      const { page, count, owned } = listers.get(objectName);
-      const scope = owned ? [ownerId] : [];
-      return { totalRows: count.get(...scope).n, data: page.all(...scope, pageSize) };
+    // One row by id, or undefined.
+    get(objectName, id) {
+      return listers.get(objectName).byId.get(id);
+    },
+    // One page of rows in id order and the total, scoped to `ownerId` (null: every
+    // row) and to the conditions ({field, op, value}, checked by the caller), as
+    // livebase's list does. better-sqlite3 is synchronous, so nothing is written between
+    // the two statements.
+    list(objectName, { pageSize, pageNumber = 1, conditions = [] }, ownerId) {
+      const scoped = ownerId !== null && listers.get(objectName).owned;
+      const { page, count } = shape(objectName, conditions, scoped);
+      const params = scoped ? [ownerId] : [];
+      for (const c of conditions) if (c.value !== null) params.push(sqlValue(c.value));
+      return {
+        totalRows: count.get(...params).n,
+        data: page.all(...params, pageSize, pageSize * (pageNumber - 1)),
+      };
     },
     close() {
       db.close();
@@ -90,4 +138,4 @@ function openStore(file, objects) {
   };
 }
 
-module.exports = { openStore };
+module.exports = { openStore, CONDITIONS };

@@ -9,17 +9,32 @@
 //!   present, else 401 `{"Message":"missing credentials"}` (a bare axum route, against
 //!   livebase's on-demand action route).
 //! - `POST /1/objects/{object}` → `{"__metadata":{"id":"<n>"}}` from an atomic counter,
-//!   then `created` `{seq, id}` to every socket (room `all`).
+//!   then `created` `{seq, id}` to every socket (room `all`); no database.
+//! - `GET /1/objects/{object}/{id}` and `GET /1/objects/{object}` (`pageSize`,
+//!   `pageNumber`, `filter` with `equals`) on the `open` and `owned` objects, and
+//!   `POST /1/bulk` to create their rows: SQLite (`--sqlite`, recreated at start) through
+//!   sqlx running the statements livebase runs for the same requests, with its table
+//!   shapes, indexes, connection options and pool sizes (see `floor/records.rs`), and
+//!   livebase's JSON (`{totalRows, data}`, rows with `__metadata`). The caller of these
+//!   is the `n` of `Authorization: Bearer floor-<n>` (the tokens the harness hands the
+//!   floor); `owned` answers only the caller's rows.
 //! - Socket.IO on `/`: a handshake needs `auth.token` (a non-empty string) and joins
 //!   room `all`; `join`, `chan_in` → `chan_out` and `echo` answer by ack when asked,
 //!   else by event, as livebase does.
 //!
-//! What it deliberately leaves out: any database or storage, token verification, users,
-//! roles and permissions, channel-name validation, JavaScript actions, metrics, logging
-//! and connection limits. Whatever livebase costs beyond this floor is the price of those.
+//! What it deliberately leaves out: storage for anything but those two objects' rows,
+//! token verification (a token is taken at its word), users, roles and permissions,
+//! field validation beyond types, filter operators other than `equals`, sort and search,
+//! events and realtime for writes to the database, channel-name validation, JavaScript
+//! actions, metrics, logging and connection limits. Whatever livebase costs beyond this
+//! floor is the price of those.
+
+#[path = "floor/records.rs"]
+mod records;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,11 +61,15 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8070")]
     listen: SocketAddr,
+    /// SQLite database for the read routes (deleted and recreated at start).
+    #[arg(long, default_value = "floor.db")]
+    sqlite: PathBuf,
 }
 
 struct App {
     io: SocketIo,
     next_id: AtomicU64,
+    db: records::Db,
 }
 
 #[tokio::main]
@@ -70,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let app = Arc::new(App {
         io: io.clone(),
         next_id: AtomicU64::new(0),
+        db: records::open(&args.sqlite).await?,
     });
     let router = Router::new()
         .route(
@@ -77,7 +97,9 @@ async fn main() -> anyhow::Result<()> {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/1/function/general/{name}", get(action).post(action))
-        .route("/1/objects/{object}", post(create))
+        .route("/1/objects/{object}", post(create).get(records::list))
+        .route("/1/objects/{object}/{id}", get(records::get_one))
+        .route("/1/bulk", post(records::bulk))
         .with_state(app)
         .layer(layer);
 
