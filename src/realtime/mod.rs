@@ -83,6 +83,9 @@ pub(crate) struct Shared {
     presence: std::sync::OnceLock<presence::Presence>,
 }
 
+/// Bytes each WebSocket reads at a time, and keeps allocated (`ws_read_buffer_size`).
+const WS_READ_BUFFER: usize = 1024;
+
 struct Limits {
     max_connections: usize,
     auth_timeout: Duration,
@@ -150,6 +153,10 @@ impl Realtime {
             .ws_max_message_size(config.socket_max_payload as usize)
             .ws_max_frame_size(config.socket_max_payload as usize)
             .max_buffer_size(config.socket_buffer)
+            // Each WebSocket keeps a read buffer this size for its whole life (engine.io's
+            // default is 4 KiB); clients mostly send small messages, and a larger one is
+            // still read whole, in more reads.
+            .ws_read_buffer_size(WS_READ_BUFFER)
             .ping_interval(Duration::from_millis(config.socket_ping_interval_ms))
             .ping_timeout(Duration::from_millis(config.socket_ping_timeout_ms))
             .build_layer();
