@@ -150,12 +150,17 @@ pub fn count(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
     push_where(sql, object, query);
 }
 
-/// A page of the matching rows, each with the count of every match as its last column
-/// (a window over the whole match, so page and count come from one snapshot).
+/// A page of the matching rows, each with the count of every match as its last column:
+/// one statement, so page and count come from one snapshot. The count is a scalar
+/// subquery, run once; a window (`COUNT(*) OVER ()`) would make the database read and
+/// hold every matching row before the page (the `reads` benchmark: 10 times slower on
+/// a list of 10,000 rows).
 pub fn list(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
     sql.push("SELECT ");
     push_record_columns(sql, object);
-    sql.push(", COUNT(*) OVER () FROM ").ident(&object.name);
+    sql.push(", (SELECT COUNT(*) FROM ").ident(&object.name);
+    push_where(sql, object, query);
+    sql.push(") FROM ").ident(&object.name);
     push_where(sql, object, query);
     sql.push(" ORDER BY ");
     // NULL sorts as the smallest value on both databases (PostgreSQL's default is the

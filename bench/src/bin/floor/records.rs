@@ -217,7 +217,7 @@ async fn get_one_inner(
 }
 
 /// `GET /1/objects/{object}?pageSize&pageNumber&filter`: livebase's one-statement page
-/// with `COUNT(*) OVER ()`, the owner restriction under owner row security, `equals`
+/// with the count of every match as a scalar subquery, the owner restriction under owner row security, `equals`
 /// conditions; past the last page the count is asked apart, as livebase does.
 pub async fn list(
     State(app): State<std::sync::Arc<super::App>>,
@@ -259,31 +259,43 @@ async fn list_inner(
     // ` WHERE 1 = 1[ AND "lb_owner" = ?][ AND "<field>" = ? | IS NULL]…`, as
     // livebase's `statements::push_where`.
     let mut clause = String::from(" WHERE 1 = 1");
-    let mut args = SqliteArguments::default();
     if o.owned {
         clause.push_str(" AND \"lb_owner\" = ?");
-        args.add(me).map_err(|e| internal(sqlx::Error::Encode(e)))?;
     }
     for (field, value) in &conditions {
         match value {
             Value::Null => clause.push_str(&format!(" AND \"{field}\" IS NULL")),
-            Value::String(s) => {
-                clause.push_str(&format!(" AND \"{field}\" = ?"));
-                args.add(s.clone())
-                    .map_err(|e| internal(sqlx::Error::Encode(e)))?;
-            }
-            other => {
-                clause.push_str(&format!(" AND \"{field}\" = ?"));
-                args.add(other.as_i64().unwrap_or_default())
-                    .map_err(|e| internal(sqlx::Error::Encode(e)))?;
-            }
+            _ => clause.push_str(&format!(" AND \"{field}\" = ?")),
         }
     }
-    let count_args = args.clone();
+    // The clause's values, bound `times` times in a row (the count's clause, then the
+    // page's).
+    let clause_args = |times: usize| -> Result<SqliteArguments, Answer> {
+        let mut args = SqliteArguments::default();
+        let encode = |e| internal(sqlx::Error::Encode(e));
+        for _ in 0..times {
+            if o.owned {
+                args.add(me).map_err(encode)?;
+            }
+            for (_, value) in &conditions {
+                match value {
+                    Value::Null => {}
+                    Value::String(s) => args.add(s.clone()).map_err(encode)?,
+                    other => args
+                        .add(other.as_i64().unwrap_or_default())
+                        .map_err(encode)?,
+                }
+            }
+        }
+        Ok(args)
+    };
+    let count_args = clause_args(1)?;
+    let mut args = clause_args(2)?;
     let sql = format!(
-        "SELECT {}, COUNT(*) OVER () FROM \"{}\"{clause} ORDER BY \"id\" ASC LIMIT ? OFFSET ?",
+        "SELECT {}, (SELECT COUNT(*) FROM \"{name}\"{clause}) FROM \"{name}\"{clause} \
+         ORDER BY \"id\" ASC LIMIT ? OFFSET ?",
         columns(o),
-        o.name
+        name = o.name
     );
     args.add(page_size)
         .map_err(|e| internal(sqlx::Error::Encode(e)))?;
