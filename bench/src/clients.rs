@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -342,4 +342,36 @@ pub async fn drain(limit: Duration, done: impl Fn() -> bool) {
     while !done() && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// One `POST /1/bulk` of `steps` (livebase, or a target that speaks its bulk route); the
+/// new rows' ids, in step order.
+pub async fn bulk(conn: &mut Conn, token: &str, steps: &[Value]) -> Result<Vec<u64>> {
+    let body = Value::Array(steps.to_vec()).to_string();
+    let resp = conn
+        .send(&http::request("POST", "/1/bulk", Some(token), Some(&body)))
+        .await?;
+    if resp.status != 200 {
+        bail!(
+            "bulk write answered {}: {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        );
+    }
+    let created: Vec<Value> = serde_json::from_slice(&resp.body).context("bulk answer")?;
+    ensure!(
+        created.len() == steps.len(),
+        "bulk of {} steps answered {} rows",
+        steps.len(),
+        created.len()
+    );
+    created
+        .iter()
+        .map(|c| {
+            c["__metadata"]["id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .context("bulk answer's id")
+        })
+        .collect()
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -224,7 +224,7 @@ async fn seed(target: &Target, rows: usize, users: usize) -> Result<Seeded> {
                 json!({ "method": "POST", "url": "/1/objects/open", "data": data })
             })
             .collect();
-        open.extend(bulk(&mut conn, &tokens[0], &steps).await?);
+        open.extend(clients::bulk(&mut conn, &tokens[0], &steps).await?);
     }
     let per_user = rows / users;
     let mut owned = vec![Vec::with_capacity(per_user); users];
@@ -236,7 +236,7 @@ async fn seed(target: &Target, rows: usize, users: usize) -> Result<Seeded> {
                     json!({ "method": "POST", "url": "/1/objects/owned", "data": data })
                 })
                 .collect();
-            ids.extend(bulk(&mut conn, &tokens[u], &steps).await?);
+            ids.extend(clients::bulk(&mut conn, &tokens[u], &steps).await?);
         }
     }
     for ids in &mut owned {
@@ -267,36 +267,6 @@ async fn foreign_by_id(target: &Target, seeded: &Seeded) -> Result<Option<String
             resp.status
         )
     }))
-}
-
-/// One `POST /1/bulk`; the new rows' ids, in step order.
-async fn bulk(conn: &mut Conn, token: &str, steps: &[Value]) -> Result<Vec<u64>> {
-    let body = Value::Array(steps.to_vec()).to_string();
-    let resp = conn
-        .send(&http::request("POST", "/1/bulk", Some(token), Some(&body)))
-        .await?;
-    if resp.status != 200 {
-        bail!(
-            "bulk write answered {}: {}",
-            resp.status,
-            String::from_utf8_lossy(&resp.body)
-        );
-    }
-    #[derive(Deserialize)]
-    struct Created {
-        __metadata: Metadata,
-    }
-    let created: Vec<Created> = serde_json::from_slice(&resp.body).context("bulk answer")?;
-    ensure!(
-        created.len() == steps.len(),
-        "bulk of {} steps answered {} rows",
-        steps.len(),
-        created.len()
-    );
-    created
-        .into_iter()
-        .map(|c| c.__metadata.id.parse().context("bulk answer's id"))
-        .collect()
 }
 
 fn tag(k: usize) -> String {

@@ -202,17 +202,7 @@ async fn write_rows(target: &Target, token: &str, n: u64) -> Result<()> {
                 })
             })
             .collect();
-        let body = Value::Array(steps).to_string();
-        let resp = conn
-            .send(&http::request("POST", "/1/bulk", Some(token), Some(&body)))
-            .await?;
-        if resp.status != 200 {
-            bail!(
-                "bulk write answered {}: {}",
-                resp.status,
-                String::from_utf8_lossy(&resp.body)
-            );
-        }
+        clients::bulk(&mut conn, token, &steps).await?;
         start = end;
     }
     Ok(())

@@ -316,9 +316,10 @@ pub(super) fn logged_emits(event: &RecordEvent) -> Vec<LoggedEmit> {
 
 /// Every emit `event` makes, in the order they leave: the write's before actions' emits
 /// first (as they did before it committed), then `db_*`, the Sails event, and the
-/// LoopBack name; for an entry of after actions' emits (no `object`), only those. Live delivery sends each to its audience's rooms; a replay sends each
-/// to one socket if it is in those rooms (`resume`). Without `payloads` every `data` is
-/// null and nothing is encoded: for a replay asking only whom an event reaches.
+/// LoopBack name; for an entry of after actions' emits (no `object`), only those. Live
+/// delivery sends each to its audience's rooms; a replay sends each to one socket if it
+/// is in those rooms (`resume`). Without `payloads` every `data` is null and nothing is
+/// encoded: for a replay asking only whom an event reaches.
 pub(super) fn outgoing<'a>(
     object: Option<&'a ObjectSchema>,
     event: &'a RecordEvent,

@@ -165,12 +165,7 @@ impl Tx {
         sql.push("UPDATE lb_event_head SET seq = seq + ")
             .bind(SqlValue::Int(n))
             .push(" WHERE id = 1 RETURNING seq");
-        let last = self
-            .fetch(&sql, &[FieldType::Int])
-            .await?
-            .first()
-            .and_then(|r| r[0].as_i64())
-            .ok_or_else(no_head)?;
+        let last = first_seq(self.fetch(&sql, &[FieldType::Int]).await?)? as i64;
         let first = last - n + 1;
         let at = now_ms();
         // One statement per few hundred rows keeps the bound values under SQLite's limit.
@@ -253,6 +248,7 @@ fn lone_event(mut sql: Sql, event: &NewEvent, node: &str, announce: bool) -> Sql
     sql
 }
 
+/// The number in the first row's first column (the counter, or an event's `seq`).
 fn first_seq(rows: Vec<Vec<Value>>) -> Result<u64, sqlx::Error> {
     rows.first()
         .and_then(|r| r[0].as_i64())
@@ -265,7 +261,7 @@ fn no_head() -> sqlx::Error {
 }
 
 /// An event's columns after `seq`, bound, comma-separated.
-fn push_values(sql: &mut crate::store::Sql, e: &NewEvent, at: i64, node: &str) {
+fn push_values(sql: &mut Sql, e: &NewEvent, at: i64, node: &str) {
     sql.bind(SqlValue::Int(at))
         .push(", ")
         .bind(SqlValue::Text(e.object.clone()))

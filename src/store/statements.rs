@@ -153,13 +153,13 @@ pub fn count(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
 /// A page of the matching rows, each with the count of every match as its last column:
 /// one statement, so page and count come from one snapshot. The count is a scalar
 /// subquery, run once; a window (`COUNT(*) OVER ()`) would make the database read and
-/// hold every matching row before the page (the `reads` benchmark: 10 times slower on
-/// a list of 10,000 rows).
+/// hold every matching row before the page (the `reads` benchmark: 230 against 5,081
+/// requests/s for an unfiltered page of a list of 10,000 rows).
 pub fn list(sql: &mut Sql, object: &ObjectSchema, query: &ListQuery) {
     sql.push("SELECT ");
     push_record_columns(sql, object);
-    sql.push(", (SELECT COUNT(*) FROM ").ident(&object.name);
-    push_where(sql, object, query);
+    sql.push(", (");
+    count(sql, object, query);
     sql.push(") FROM ").ident(&object.name);
     push_where(sql, object, query);
     sql.push(" ORDER BY ");
